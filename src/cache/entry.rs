@@ -1,0 +1,145 @@
+//! The stored value: the serialized `data` array behind a small binary header,
+//! lz4-compressed above a threshold.
+//!
+//! Layout: `b"AQ1"` | flags u8 (bit 0: lz4) | created_at u64 LE (unix s) |
+//! ttl u32 LE | rows u32 LE | payload. The payload is the JSON array exactly
+//! as it goes on the wire, so a hit is spliced into the response unparsed.
+
+use bytes::Bytes;
+
+const MAGIC: &[u8; 3] = b"AQ1";
+const HEADER_LEN: usize = 3 + 1 + 8 + 4 + 4;
+const FLAG_LZ4: u8 = 1;
+
+/// A cached result, decoded (decompressed) and ready to serve.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CachedData {
+    /// The JSON array of rows.
+    pub data: Bytes,
+    pub rows: u64,
+    pub created_at: u64,
+    pub ttl_seconds: u64,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("entry shorter than its header")]
+    Truncated,
+    #[error("entry does not start with the expected magic bytes")]
+    BadMagic,
+    #[error("entry claims {0} bytes uncompressed, over the entry limit")]
+    TooLarge(usize),
+    #[error("entry payload does not decompress")]
+    Decompress,
+    #[error("entry payload is not a JSON array")]
+    NotAnArray,
+}
+
+/// Serializes `entry`, compressing payloads larger than `compress_above`.
+pub fn encode(entry: &CachedData, compress_above: usize) -> Vec<u8> {
+    let compress = entry.data.len() > compress_above;
+    let payload: std::borrow::Cow<[u8]> = if compress {
+        lz4_flex::compress_prepend_size(&entry.data).into()
+    } else {
+        entry.data.as_ref().into()
+    };
+    let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
+    out.extend_from_slice(MAGIC);
+    out.push(if compress { FLAG_LZ4 } else { 0 });
+    out.extend_from_slice(&entry.created_at.to_le_bytes());
+    out.extend_from_slice(&u32::try_from(entry.ttl_seconds).unwrap_or(u32::MAX).to_le_bytes());
+    out.extend_from_slice(&u32::try_from(entry.rows).unwrap_or(u32::MAX).to_le_bytes());
+    out.extend_from_slice(&payload);
+    out
+}
+
+/// Parses a stored entry. Anything unexpected is an error, which the cache
+/// treats as a miss (and deletes), never as a failed request.
+pub fn decode(bytes: &[u8], max_uncompressed: usize) -> Result<CachedData, DecodeError> {
+    if bytes.len() < HEADER_LEN {
+        return Err(DecodeError::Truncated);
+    }
+    if &bytes[..3] != MAGIC {
+        return Err(DecodeError::BadMagic);
+    }
+    let flags = bytes[3];
+    let created_at = u64::from_le_bytes(bytes[4..12].try_into().map_err(|_| DecodeError::Truncated)?);
+    let ttl = u32::from_le_bytes(bytes[12..16].try_into().map_err(|_| DecodeError::Truncated)?);
+    let rows = u32::from_le_bytes(bytes[16..20].try_into().map_err(|_| DecodeError::Truncated)?);
+    let payload = &bytes[HEADER_LEN..];
+    let data: Vec<u8> = if flags & FLAG_LZ4 != 0 {
+        // Check the claimed size before allocating: a corrupt header must not
+        // make us allocate gigabytes.
+        let claimed = payload
+            .get(..4)
+            .and_then(|b| b.try_into().ok())
+            .map(u32::from_le_bytes)
+            .ok_or(DecodeError::Truncated)? as usize;
+        if claimed > max_uncompressed {
+            return Err(DecodeError::TooLarge(claimed));
+        }
+        lz4_flex::decompress_size_prepended(payload).map_err(|_| DecodeError::Decompress)?
+    } else {
+        payload.to_vec()
+    };
+    // A cheap shape check instead of a parse: enough to catch garbage and
+    // truncation without paying for JSON decoding on every hit.
+    if data.first() != Some(&b'[') || data.last() != Some(&b']') {
+        return Err(DecodeError::NotAnArray);
+    }
+    Ok(CachedData {
+        data: Bytes::from(data),
+        rows: u64::from(rows),
+        created_at,
+        ttl_seconds: u64::from(ttl),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(data: &str) -> CachedData {
+        CachedData {
+            data: Bytes::copy_from_slice(data.as_bytes()),
+            rows: 2,
+            created_at: 1_700_000_000,
+            ttl_seconds: 300,
+        }
+    }
+
+    #[test]
+    fn small_entries_round_trip_uncompressed() {
+        let entry = sample(r#"[{"a":1},{"a":2}]"#);
+        let encoded = encode(&entry, 1024);
+        assert_eq!(encoded[3], 0, "small payloads stay uncompressed");
+        assert_eq!(decode(&encoded, 1 << 20), Ok(entry));
+    }
+
+    #[test]
+    fn large_entries_round_trip_compressed() {
+        let body = format!("[{}]", vec![r#"{"channel":"iFood","revenue":1234.5}"#; 2000].join(","));
+        let entry = sample(&body);
+        let encoded = encode(&entry, 1024);
+        assert_eq!(encoded[3], FLAG_LZ4);
+        assert!(encoded.len() < body.len() / 4, "repetitive JSON compresses well");
+        assert_eq!(decode(&encoded, 1 << 20), Ok(entry));
+    }
+
+    #[test]
+    fn garbage_and_truncation_are_errors_not_panics() {
+        assert_eq!(decode(b"", 1024), Err(DecodeError::Truncated));
+        assert_eq!(
+            decode(b"definitely not a cache entry", 1024),
+            Err(DecodeError::BadMagic)
+        );
+        let encoded = encode(&sample("[1,2]"), 1024);
+        assert_eq!(
+            decode(&encoded[..encoded.len() - 1], 1024),
+            Err(DecodeError::NotAnArray)
+        );
+        let mut lying = encode(&sample(&format!("[{}]", "1,".repeat(5000) + "1")), 16);
+        lying[HEADER_LEN..HEADER_LEN + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(decode(&lying, 1 << 20), Err(DecodeError::TooLarge(u32::MAX as usize)));
+    }
+}

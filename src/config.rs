@@ -1,0 +1,365 @@
+//! Settings: built-in defaults <- `config/default.toml` <- `config/{APP_ENV}.toml` <- environment.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Every tunable of the server. Each section documents why its fields exist;
+/// `.env.example` lists the environment variable for each.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub database: DatabaseSettings,
+    pub redis: RedisSettings,
+    pub cache: CacheSettings,
+    pub auth: AuthSettings,
+    pub model: ModelSettings,
+    pub log: LogSettings,
+}
+
+/// The HTTP listener and the limits every request is held to.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerSettings {
+    /// Interface to bind; 127.0.0.1 keeps a dev server off the network.
+    pub host: String,
+    /// TCP port; 0 picks a free one (the tests do this).
+    pub port: u16,
+    /// Whole-request deadline, so that no client can hold a worker forever.
+    pub request_timeout_ms: u64,
+    /// Largest accepted request body; bigger ones get 413.
+    pub body_limit_bytes: usize,
+    /// Origins allowed by CORS; `["*"]` allows any (dashboards run in browsers).
+    /// Empty disables CORS headers entirely.
+    pub cors_allowed_origins: Vec<String>,
+    /// How long shutdown waits for in-flight requests after SIGTERM / Ctrl-C.
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            host: "127.0.0.1".into(),
+            port: 8080,
+            request_timeout_ms: 30_000,
+            body_limit_bytes: 64 * 1024,
+            cors_allowed_origins: vec!["*".into()],
+            shutdown_grace_ms: 10_000,
+        }
+    }
+}
+
+/// PostgreSQL: where the data lives and how hard we may lean on it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// Connection URL; may carry a password, so it is never logged.
+    pub url: Secret,
+    /// Upper bound on connections, so a load spike cannot exhaust the server.
+    pub max_connections: u32,
+    /// Connections kept open so the first queries after idle are not slow.
+    pub min_connections: u32,
+    /// How long a request waits for a free connection before answering 503.
+    pub acquire_timeout_ms: u64,
+    /// Per-statement deadline set on every connection; exceeding it answers 504.
+    pub statement_timeout_ms: u64,
+    /// Create the database when it does not exist (serve and migrate).
+    pub create_database: bool,
+    /// Run pending migrations when `serve` starts.
+    pub migrate_on_start: bool,
+    /// Seed the demo dataset when `serve` finds the sales table empty.
+    pub seed_demo_on_empty: bool,
+    /// How many sales that first-start seed generates.
+    pub seed_demo_sales: u64,
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        Self {
+            url: Secret::new("postgres://postgres@127.0.0.1:5432/analytics"),
+            max_connections: 16,
+            min_connections: 1,
+            acquire_timeout_ms: 2_000,
+            statement_timeout_ms: 10_000,
+            create_database: true,
+            migrate_on_start: true,
+            seed_demo_on_empty: true,
+            seed_demo_sales: 200_000,
+        }
+    }
+}
+
+/// Redis, the shared L2 cache. Everything here bounds how long Redis may slow
+/// a request: the cache is an optimisation and must never fail one.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisSettings {
+    /// Connection URL; may carry a password, so it is never logged.
+    pub url: Secret,
+    /// Turn L2 off entirely (L1 and the database still serve).
+    pub enabled: bool,
+    /// Pooled multiplexed connections.
+    pub pool_size: u32,
+    /// Deadline for opening a connection.
+    pub connect_timeout_ms: u64,
+    /// Deadline for any single Redis command on the request path.
+    pub command_timeout_ms: u64,
+    /// Consecutive failures or timeouts that open the circuit breaker.
+    pub breaker_failure_threshold: u32,
+    /// How often the background probe PINGs Redis while the breaker is open.
+    pub breaker_probe_interval_ms: u64,
+}
+
+impl Default for RedisSettings {
+    fn default() -> Self {
+        Self {
+            url: Secret::new("redis://127.0.0.1:6379"),
+            enabled: true,
+            pool_size: 8,
+            connect_timeout_ms: 200,
+            command_timeout_ms: 50,
+            breaker_failure_threshold: 3,
+            breaker_probe_interval_ms: 1_000,
+        }
+    }
+}
+
+/// The cache-aside policy: keys, TTLs, sizes and the in-process L1.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CacheSettings {
+    /// Master switch; off means every query goes to the database.
+    pub enabled: bool,
+    /// First segment of every key, so one Redis can hold other data safely.
+    pub prefix: String,
+    /// TTL when a dataset sets none (`CACHE_TTL`).
+    pub default_ttl_seconds: u64,
+    /// TTL for ranges that include today: fresh data changes.
+    pub recent_ttl_seconds: u64,
+    /// TTL for ranges that ended long ago: closed history does not change.
+    pub historical_ttl_seconds: u64,
+    /// How many days ago a range must have ended to count as historical.
+    pub historical_after_days: u64,
+    /// Entries larger than this are lz4-compressed.
+    pub compress_above_bytes: usize,
+    /// Results larger than this are served but never cached.
+    pub max_entry_bytes: usize,
+    /// Keep hot entries in process memory (L1).
+    pub l1_enabled: bool,
+    /// L1 capacity in bytes of stored values.
+    pub l1_max_bytes: u64,
+    /// Upper bound on an L1 entry's life, so instances do not drift apart for long.
+    pub l1_ttl_seconds: u64,
+    /// Keys deleted per UNLINK during a pattern clear.
+    pub clear_batch_size: usize,
+    /// Queries `POST /cache/warm` runs when called without a body.
+    pub warm_queries: Vec<serde_json::Value>,
+}
+
+impl Default for CacheSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            prefix: "analytics".into(),
+            default_ttl_seconds: 300,
+            recent_ttl_seconds: 60,
+            historical_ttl_seconds: 86_400,
+            historical_after_days: 30,
+            compress_above_bytes: 16 * 1024,
+            max_entry_bytes: 8 * 1024 * 1024,
+            l1_enabled: true,
+            l1_max_bytes: 64 * 1024 * 1024,
+            l1_ttl_seconds: 30,
+            clear_batch_size: 500,
+            warm_queries: Vec::new(),
+        }
+    }
+}
+
+/// Who may call what.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSettings {
+    /// Bearer token for the admin endpoints; unset means they answer 403.
+    pub admin_token: Option<Secret>,
+}
+
+/// Where the operator's semantic model lives.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelSettings {
+    /// Path of the model TOML file.
+    pub path: PathBuf,
+}
+
+impl Default for ModelSettings {
+    fn default() -> Self {
+        Self {
+            path: PathBuf::from("config/model.toml"),
+        }
+    }
+}
+
+/// Log output.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSettings {
+    /// `pretty` for people, `json` for log shippers.
+    pub format: LogFormat,
+    /// Filter directives (`RUST_LOG` syntax); `RUST_LOG` itself wins.
+    pub level: String,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Pretty,
+            level: "info,sqlx=warn".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+/// A string that never shows itself in `Debug` output or logs.
+#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The raw value; call sites that use it are the places to audit.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// The conventional variable names honoured beside `APP__SECTION__KEY`, and
+/// the setting each one overrides.
+const CONVENTIONAL_VARIABLES: &[(&str, &str)] = &[
+    ("DATABASE_URL", "database.url"),
+    ("REDIS_URL", "redis.url"),
+    ("CACHE_TTL", "cache.default_ttl_seconds"),
+    ("ADMIN_TOKEN", "auth.admin_token"),
+    ("HOST", "server.host"),
+    ("PORT", "server.port"),
+    ("LOG_FORMAT", "log.format"),
+    ("MODEL_PATH", "model.path"),
+];
+
+impl Settings {
+    /// Loads settings from `config_dir` and the process environment.
+    pub fn load(config_dir: &Path) -> Result<Self, config::ConfigError> {
+        Self::load_from(config_dir, &std::env::vars().collect())
+    }
+
+    /// Same as [`Settings::load`] with an injectable environment, so the
+    /// layering can be tested without touching the process environment.
+    pub fn load_from(config_dir: &Path, environment: &HashMap<String, String>) -> Result<Self, config::ConfigError> {
+        let env = |name: &str| environment.get(name).cloned();
+        let app_env = env("APP_ENV").unwrap_or_else(|| "local".into());
+        let mut builder = config::Config::builder()
+            .add_source(config::File::from(config_dir.join("default.toml")).required(false))
+            .add_source(config::File::from(config_dir.join(format!("{app_env}.toml"))).required(false));
+
+        let app_vars: config::Map<String, String> = environment
+            .iter()
+            .filter(|(k, _)| k.starts_with("APP__"))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        builder = builder.add_source(
+            config::Environment::with_prefix("APP")
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true)
+                .list_separator(",")
+                .with_list_parse_key("server.cors_allowed_origins")
+                .source(Some(app_vars)),
+        );
+        for (variable, key) in CONVENTIONAL_VARIABLES {
+            if let Some(value) = env(variable).filter(|v| !v.is_empty()) {
+                builder = builder.set_override(*key, value)?;
+            }
+        }
+        if let Some(filter) = env("RUST_LOG").filter(|v| !v.is_empty()) {
+            builder = builder.set_override("log.level", filter)?;
+        }
+        builder.build()?.try_deserialize()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    fn load(vars: &[(&str, &str)]) -> Settings {
+        let vars: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Settings::load_from(Path::new("/nonexistent"), &vars).expect("settings load")
+    }
+
+    #[test]
+    fn defaults_apply_without_files_or_environment() {
+        let settings = load(&[]);
+        assert_eq!(settings.server.port, 8080);
+        assert_eq!(settings.server.host, "127.0.0.1");
+        assert_eq!(
+            settings.database.url.expose(),
+            "postgres://postgres@127.0.0.1:5432/analytics"
+        );
+        assert_eq!(settings.cache.default_ttl_seconds, 300);
+        assert!(settings.auth.admin_token.is_none());
+    }
+
+    #[test]
+    fn conventional_variables_override_defaults() {
+        let settings = load(&[
+            ("PORT", "9999"),
+            ("DATABASE_URL", "postgres://x@y/z"),
+            ("CACHE_TTL", "42"),
+            ("ADMIN_TOKEN", "s3cret"),
+            ("LOG_FORMAT", "json"),
+        ]);
+        assert_eq!(settings.server.port, 9999);
+        assert_eq!(settings.database.url.expose(), "postgres://x@y/z");
+        assert_eq!(settings.cache.default_ttl_seconds, 42);
+        assert_eq!(settings.auth.admin_token.as_ref().map(Secret::expose), Some("s3cret"));
+        assert_eq!(settings.log.format, LogFormat::Json);
+    }
+
+    #[test]
+    fn app_prefixed_variables_reach_nested_settings() {
+        let settings = load(&[
+            ("APP__CACHE__L1_TTL_SECONDS", "7"),
+            (
+                "APP__SERVER__CORS_ALLOWED_ORIGINS",
+                "https://a.example,https://b.example",
+            ),
+        ]);
+        assert_eq!(settings.cache.l1_ttl_seconds, 7);
+        assert_eq!(settings.server.cors_allowed_origins.len(), 2);
+    }
+
+    #[test]
+    fn secrets_do_not_appear_in_debug_output() {
+        let settings = load(&[("ADMIN_TOKEN", "hunter2"), ("DATABASE_URL", "postgres://u:pw@h/d")]);
+        let debug = format!("{settings:?}");
+        assert!(!debug.contains("hunter2"));
+        assert!(!debug.contains("pw@"));
+    }
+}

@@ -1,0 +1,111 @@
+//! PostgreSQL: the pool, database creation and migrations, and running a
+//! compiled query.
+
+pub mod seed;
+
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use sqlx::migrate::MigrateDatabase;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgPool, Postgres, QueryBuilder, Row};
+
+use crate::config::DatabaseSettings;
+
+/// Why a database call failed, in the terms the API answers with.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum DbError {
+    /// The statement ran past `statement_timeout` (504).
+    #[error("query exceeded the statement timeout")]
+    Timeout,
+    /// No connection could be had: pool exhausted or server unreachable (503).
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// Anything else; a bug or a model expression PostgreSQL refuses (500).
+    #[error("database error: {0}")]
+    Query(String),
+}
+
+impl From<sqlx::Error> for DbError {
+    fn from(error: sqlx::Error) -> Self {
+        match &error {
+            sqlx::Error::Database(db) if db.code().as_deref() == Some("57014") => Self::Timeout,
+            // 57P01..57P03: admin shutdown, crash shutdown, cannot connect now.
+            sqlx::Error::Database(db) if db.code().is_some_and(|c| c.starts_with("57P") || c.starts_with("08")) => {
+                Self::Unavailable(error.to_string())
+            }
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => {
+                Self::Unavailable(error.to_string())
+            }
+            _ => Self::Query(crate::error::ErrorChain(&error).to_string()),
+        }
+    }
+}
+
+/// Connection options shared by every pool: the statement timeout is set per
+/// connection at connect time, so no query pays an extra round trip for it.
+pub fn connect_options(settings: &DatabaseSettings) -> Result<PgConnectOptions, sqlx::Error> {
+    Ok(PgConnectOptions::from_str(settings.url.expose())?
+        .application_name("analytics-api")
+        .options([("statement_timeout", format!("{}ms", settings.statement_timeout_ms))]))
+}
+
+/// A lazy pool: the server starts (and `/health` reports) even while the
+/// database is down.
+pub fn pool(settings: &DatabaseSettings) -> Result<PgPool, sqlx::Error> {
+    Ok(PgPoolOptions::new()
+        .max_connections(settings.max_connections)
+        .min_connections(settings.min_connections)
+        .acquire_timeout(Duration::from_millis(settings.acquire_timeout_ms))
+        .connect_lazy_with(connect_options(settings)?))
+}
+
+/// Creates the database named in the URL when it does not exist yet.
+pub async fn create_database_if_missing(settings: &DatabaseSettings) -> Result<bool, sqlx::Error> {
+    let url = settings.url.expose();
+    if Postgres::database_exists(url).await? {
+        return Ok(false);
+    }
+    Postgres::create_database(url).await?;
+    Ok(true)
+}
+
+/// Runs pending migrations from `migrations/` (embedded at build time).
+pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
+    sqlx::migrate!("./migrations").run(pool).await
+}
+
+/// One result set, as PostgreSQL rendered it.
+#[derive(Debug, Clone)]
+pub struct QueryResult {
+    pub rows: u64,
+    /// The JSON array of result rows, ready to be spliced into a response.
+    pub data: String,
+    pub elapsed: Duration,
+}
+
+/// Runs a statement built by the model compiler.
+#[tracing::instrument(name = "db.fetch", skip_all, fields(db_ms))]
+pub async fn fetch(pool: &PgPool, mut sql: QueryBuilder<'static, Postgres>) -> Result<QueryResult, DbError> {
+    let started = Instant::now();
+    let outcome = sql.build().fetch_one(pool).await;
+    let elapsed = started.elapsed();
+    tracing::Span::current().record("db_ms", elapsed.as_secs_f64() * 1e3);
+    let status = if outcome.is_ok() { "ok" } else { "error" };
+    metrics::histogram!("analytics_db_query_duration_seconds", "status" => status).record(elapsed.as_secs_f64());
+    let row = outcome?;
+    let rows: i64 = row.try_get("total_rows")?;
+    let data: String = row.try_get("data")?;
+    Ok(QueryResult {
+        rows: u64::try_from(rows).unwrap_or_default(),
+        data,
+        elapsed,
+    })
+}
+
+/// A cheap round trip for health checks.
+pub async fn ping(pool: &PgPool) -> Result<Duration, DbError> {
+    let started = Instant::now();
+    sqlx::query("SELECT 1").execute(pool).await?;
+    Ok(started.elapsed())
+}

@@ -1,0 +1,102 @@
+//! Cross-cutting HTTP behaviour: the request span, JSON bodies for errors the
+//! framework produces, and CORS from settings.
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{MatchedPath, Request};
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use tower_http::cors::{AllowOrigin, Any, CorsLayer};
+use tracing::Span;
+
+use crate::error::ApiError;
+
+/// One span per request; handlers and the cache fill `tenant`, `cache` and
+/// `db_ms` as they learn them.
+pub fn make_span(request: &Request<Body>) -> Span {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".into());
+    let request_id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    tracing::info_span!(
+        "request",
+        method = %request.method(),
+        route = %route,
+        request_id = %request_id,
+        tenant = tracing::field::Empty,
+        cache = tracing::field::Empty,
+        db_ms = tracing::field::Empty,
+        status = tracing::field::Empty,
+    )
+}
+
+/// One info line per request, with status and latency.
+pub fn on_response(response: &Response, latency: Duration, span: &Span) {
+    span.record("status", response.status().as_u16());
+    tracing::info!(
+        status = response.status().as_u16(),
+        latency_ms = latency.as_secs_f64() * 1e3,
+        "request"
+    );
+}
+
+/// Gives every error response that has no body of ours (405 from the router,
+/// 408 from the timeout layer, 413 from the body limit) the contract's JSON shape.
+pub async fn json_error_bodies(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (code, message) = match status {
+        StatusCode::METHOD_NOT_ALLOWED => ("method_not_allowed", "method not allowed on this route"),
+        StatusCode::REQUEST_TIMEOUT | StatusCode::GATEWAY_TIMEOUT => ("request_timeout", "the request took too long"),
+        StatusCode::PAYLOAD_TOO_LARGE => ("payload_too_large", "the request body is over the size limit"),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ("unsupported_media_type", "unsupported content type"),
+        StatusCode::NOT_FOUND => ("not_found", "no such route"),
+        s if s.is_server_error() => ("internal_error", "internal server error"),
+        _ => ("bad_request", "bad request"),
+    };
+    let mut rebuilt = ApiError::new(status, code, message).into_response();
+    for name in [header::ALLOW, header::RETRY_AFTER] {
+        if let Some(value) = response.headers().get(&name) {
+            rebuilt.headers_mut().insert(name, value.clone());
+        }
+    }
+    rebuilt
+}
+
+/// CORS from `server.cors_allowed_origins`: `*` allows any origin.
+pub fn cors(origins: &[String]) -> Option<CorsLayer> {
+    if origins.is_empty() {
+        return None;
+    }
+    let allow_origin = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow_origin)
+            .allow_methods([Method::GET, Method::POST, Method::DELETE, Method::OPTIONS])
+            .allow_headers(Any)
+            .expose_headers([
+                header::HeaderName::from_static("x-cache"),
+                header::HeaderName::from_static("x-request-id"),
+            ])
+            .max_age(Duration::from_secs(600)),
+    )
+}

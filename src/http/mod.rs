@@ -1,0 +1,128 @@
+//! The HTTP surface: every route in one table, the middleware stack, and the
+//! OpenAPI document.
+//!
+//! - `query`: `/analytics/query`
+//! - `health`: `/health*`
+//! - `cache_admin`: `/cache/*` (admin token)
+//! - `auth`: admin and tenant extractors
+//! - `middleware`: request span, JSON error bodies, CORS
+
+pub mod auth;
+pub mod cache_admin;
+pub mod health;
+pub mod middleware;
+pub mod query;
+
+use std::time::Duration;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, StatusCode};
+use axum::routing::{delete, get, post};
+use axum::Router;
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::compression::predicate::{NotForContentType, Predicate, SizeAbove};
+use tower_http::compression::CompressionLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// The OpenAPI document served at `/openapi.json`.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "analytics-api", description = "Analytics queries over a semantic model, cached in L1 + Redis."),
+    paths(
+        query::run_query, query::run_query_get,
+        health::get_health, health::get_live, health::get_ready,
+        cache_admin::get_cache_stats, cache_admin::clear_cache, cache_admin::delete_cache_key,
+        cache_admin::delete_cache_key_by_query, cache_admin::warm_cache,
+    ),
+    modifiers(&SecurityAddon),
+)]
+pub struct ApiDoc;
+
+struct SecurityAddon;
+
+impl utoipa::Modify for SecurityAddon {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "admin_token",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// Query and cache routes, mounted at `/` and again under the original
+/// runbooks' `/api/v1/...` paths.
+fn api_routes() -> Router<AppState> {
+    let cache = Router::new()
+        .route("/stats", get(cache_admin::get_cache_stats))
+        .route("/clear", post(cache_admin::clear_cache))
+        .route("/key", delete(cache_admin::delete_cache_key_by_query))
+        .route("/key/{*key}", delete(cache_admin::delete_cache_key))
+        .route("/warm", post(cache_admin::warm_cache));
+    Router::new()
+        .route("/analytics/query", post(query::run_query).get(query::run_query_get))
+        .route(
+            "/api/v1/analytics/query",
+            post(query::run_query).get(query::run_query_get),
+        )
+        .nest("/cache", cache.clone())
+        .nest("/api/v1/analytics/cache", cache)
+}
+
+/// The whole application: routes plus the middleware stack.
+pub fn router(state: AppState) -> Router {
+    let server = &state.settings.server;
+    let request_id = HeaderName::from_static("x-request-id");
+    let compression = CompressionLayer::new().compress_when(
+        SizeAbove::new(1024)
+            .and(NotForContentType::GRPC)
+            .and(NotForContentType::IMAGES)
+            .and(NotForContentType::SSE),
+    );
+    let cors = middleware::cors(&server.cors_allowed_origins);
+    let routes = api_routes()
+        .route("/health", get(health::get_health))
+        .route("/health/live", get(health::get_live))
+        .route("/health/ready", get(health::get_ready))
+        .route("/openapi.json", get(|| async { axum::Json(ApiDoc::openapi()) }))
+        .fallback(|| async { ApiError::not_found("no such route; see /openapi.json for the API") })
+        .layer(DefaultBodyLimit::max(server.body_limit_bytes))
+        .with_state(state.clone());
+    let routes = match cors {
+        Some(cors) => routes.layer(cors),
+        None => routes,
+    };
+    routes.layer(
+        ServiceBuilder::new()
+            .layer(CatchPanicLayer::custom(|_| {
+                tracing::error!("handler panicked");
+                axum::response::IntoResponse::into_response(ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal_error",
+                    "internal server error",
+                ))
+            }))
+            .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
+            .layer(
+                TraceLayer::new_for_http()
+                    .make_span_with(middleware::make_span)
+                    .on_request(())
+                    .on_response(middleware::on_response),
+            )
+            .layer(PropagateRequestIdLayer::new(request_id))
+            .layer(axum::middleware::from_fn(middleware::json_error_bodies))
+            .layer(compression)
+            .layer(TimeoutLayer::with_status_code(
+                StatusCode::GATEWAY_TIMEOUT,
+                Duration::from_millis(server.request_timeout_ms),
+            )),
+    )
+}

@@ -1,0 +1,111 @@
+//! The query request as clients send it (wire types of `POST /analytics/query`).
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_json::Value;
+use utoipa::ToSchema;
+
+/// A dashboard query. Unknown fields are refused so typos surface as 400s
+/// instead of silently ignored filters.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QueryRequest {
+    /// Dataset name; the model's default dataset when absent.
+    #[schema(example = "sales")]
+    pub dataset: Option<String>,
+    /// 1..20 metric names or aliases.
+    #[schema(example = json!(["revenue", "average_ticket"]))]
+    pub metrics: Vec<String>,
+    /// 0..10 dimension names or aliases.
+    #[serde(default)]
+    #[schema(example = json!(["channel"]))]
+    pub dimensions: Vec<String>,
+    /// Dimension -> `{operator: value}`. A bare scalar means `eq`, a bare array `in`.
+    /// Operators: eq, ne, in, not_in, gt, gte, lt, lte.
+    #[serde(default)]
+    #[schema(value_type = Object, example = json!({"channel_id": {"in": [2, 3]}}))]
+    pub filters: BTreeMap<String, Value>,
+    /// Inclusive calendar days in the dataset's time zone.
+    pub date_range: Option<DateRange>,
+    /// Sort keys; the default is the dimensions, ascending.
+    #[serde(default)]
+    pub order_by: Vec<OrderBy>,
+    /// Row limit, at most the dataset's `max_limit` (the default).
+    pub limit: Option<u64>,
+    /// Rows to skip.
+    #[serde(default)]
+    pub offset: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DateRange {
+    #[schema(example = "2024-01-01")]
+    pub start_date: String,
+    #[schema(example = "2024-01-31")]
+    pub end_date: String,
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OrderBy {
+    /// A requested metric or dimension.
+    pub field: String,
+    /// `asc` (default) or `desc`.
+    #[serde(default)]
+    pub direction: Option<String>,
+}
+
+/// Why a request was refused. `Malformed` is a 400 (shape), `Invalid` a 422
+/// (meaning: unknown names, bad values, out-of-range numbers).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct QueryError {
+    pub kind: QueryErrorKind,
+    pub code: &'static str,
+    pub message: String,
+    pub field: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueryErrorKind {
+    Malformed,
+    Invalid,
+}
+
+impl QueryError {
+    pub fn invalid(code: &'static str, field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            kind: QueryErrorKind::Invalid,
+            code,
+            message: message.into(),
+            field: Some(field.into()),
+        }
+    }
+
+    pub fn malformed(code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            kind: QueryErrorKind::Malformed,
+            code,
+            message: message.into(),
+            field: None,
+        }
+    }
+}
+
+impl QueryRequest {
+    /// Parses a JSON body or `q` parameter, classifying serde's errors into
+    /// the contract's codes: syntax -> `malformed_json`, shape -> `invalid_request`.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, QueryError> {
+        serde_json::from_slice(bytes).map_err(|error| {
+            use serde_json::error::Category;
+            match error.classify() {
+                Category::Data => QueryError::malformed("invalid_request", error.to_string()),
+                Category::Syntax | Category::Eof | Category::Io => {
+                    QueryError::malformed("malformed_json", format!("request body is not valid JSON: {error}"))
+                }
+            }
+        })
+    }
+}

@@ -1,0 +1,261 @@
+//! Unit tests of validation, canonical form and SQL generation (no database).
+
+use serde_json::json;
+
+use super::*;
+
+fn demo_model() -> SemanticModel {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/model.toml")).expect("demo model");
+    SemanticModel::from_toml(&text).expect("demo model is valid")
+}
+
+fn context() -> CompileContext {
+    CompileContext {
+        key_prefix: "analytics".into(),
+        ttl: TtlPolicy {
+            default_seconds: 300,
+            recent_seconds: 60,
+            historical_seconds: 86_400,
+            historical_after_days: 30,
+        },
+        today: NaiveDate::from_ymd_opt(2026, 11, 21).expect("date"),
+    }
+}
+
+fn request(value: serde_json::Value) -> QueryRequest {
+    QueryRequest::from_json(value.to_string().as_bytes()).expect("valid request shape")
+}
+
+fn compile(value: serde_json::Value) -> Result<CompiledQuery, QueryError> {
+    demo_model().compile(&context(), &TenantScope::unscoped("default"), &request(value))
+}
+
+#[test]
+fn the_demo_model_declares_every_contract_field() {
+    let model = demo_model();
+    let sales = model.dataset(None).expect("default dataset");
+    for metric in [
+        "revenue",
+        "sales_count",
+        "average_ticket",
+        "discount_total",
+        "cancelled_count",
+        "cancellation_rate",
+        "avg_delivery_seconds",
+        "unique_customers",
+        "faturamento",
+        "qtd_vendas",
+        "ticket_medio",
+    ] {
+        assert!(sales.metric_name(metric).is_some(), "{metric}");
+    }
+    for dimension in [
+        "channel",
+        "channel_id",
+        "channel_type",
+        "store",
+        "store_id",
+        "city",
+        "state",
+        "status",
+        "day",
+        "week",
+        "month",
+        "hour",
+        "weekday",
+    ] {
+        assert!(sales.dimension_name(dimension).is_some(), "{dimension}");
+    }
+}
+
+#[test]
+fn values_become_binds_never_sql_text() {
+    let compiled = compile(json!({
+        "metrics": ["revenue"],
+        "dimensions": ["channel"],
+        "filters": {"city": "Robert'); DROP TABLE sales;--", "store_id": {"in": [1, 2]}},
+        "date_range": {"start_date": "2024-01-01", "end_date": "2024-01-31"},
+    }))
+    .expect("compiles");
+    let sql = compiled.sql.sql();
+    assert!(!sql.contains("Robert"), "{sql}");
+    assert!(!sql.contains("2024-01-01"), "{sql}");
+    assert!(
+        sql.contains("$1") && sql.contains("$7"),
+        "date range (4), two filters, limit, offset: {sql}"
+    );
+    assert!(sql.contains("= ANY($"), "{sql}");
+}
+
+#[test]
+fn joins_are_added_only_when_needed() {
+    let plain = compile(json!({"metrics": ["revenue"], "dimensions": ["store_id"]})).expect("compiles");
+    assert!(!plain.sql.sql().contains("JOIN"), "{}", plain.sql.sql());
+    let by_channel = compile(json!({"metrics": ["revenue"], "dimensions": ["channel"]})).expect("compiles");
+    assert!(by_channel.sql.sql().contains("JOIN channels ch"));
+    assert!(!by_channel.sql.sql().contains("JOIN stores"));
+    let filtered = compile(json!({"metrics": ["revenue"], "filters": {"state": "SP"}})).expect("compiles");
+    assert!(filtered.sql.sql().contains("JOIN stores st"));
+}
+
+#[test]
+fn default_order_is_the_dimensions_and_explicit_order_comes_first() {
+    let default = compile(json!({"metrics": ["revenue"], "dimensions": ["state", "city"]})).expect("compiles");
+    assert!(default
+        .sql
+        .sql()
+        .contains("ORDER BY \"state\" ASC NULLS FIRST, \"city\" ASC NULLS FIRST"));
+    let explicit = compile(json!({
+        "metrics": ["revenue"], "dimensions": ["state", "city"],
+        "order_by": [{"field": "faturamento", "direction": "desc"}, {"field": "city"}],
+    }))
+    .expect("compiles");
+    assert!(explicit
+        .sql
+        .sql()
+        .contains("ORDER BY \"revenue\" DESC NULLS LAST, \"city\" ASC NULLS FIRST, \"state\" ASC NULLS FIRST"));
+}
+
+#[test]
+fn equivalent_requests_have_one_cache_key() {
+    let base = compile(json!({"metrics": ["revenue", "sales_count"], "filters": {"channel_id": {"in": [2, 3]}}}))
+        .expect("compiles")
+        .cache_key;
+    for variant in [
+        json!({"metrics": ["qtd_vendas", "faturamento"], "filters": {"channel_id": {"in": [3, 2, 2]}}}),
+        json!({"dataset": "sales", "metrics": ["sales_count", "revenue", "revenue"], "filters": {"channel_id": [3, 2]}}),
+        json!({"metrics": ["revenue", "sales_count"], "filters": {"channel_id": {"in": [2, 3]}}, "limit": 10000, "order_by": []}),
+    ] {
+        assert_eq!(compile(variant.clone()).expect("compiles").cache_key, base, "{variant}");
+    }
+    assert_ne!(
+        compile(json!({"metrics": ["revenue"]})).expect("compiles").cache_key,
+        base
+    );
+    assert!(base.starts_with("analytics:query:default:sales:"));
+}
+
+#[test]
+fn a_model_change_changes_the_cache_key() {
+    let query = request(json!({"metrics": ["revenue"]}));
+    let tenant = TenantScope::unscoped("default");
+    let before = demo_model()
+        .compile(&context(), &tenant, &query)
+        .expect("compiles")
+        .cache_key;
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/model.toml")).expect("model");
+    let changed = SemanticModel::from_toml(&text.replace(
+        "decimals = 2\ndescription = \"Sum of total_amount",
+        "decimals = 3\ndescription = \"Sum of total_amount",
+    ))
+    .expect("still valid");
+    let after = changed
+        .compile(&context(), &tenant, &query)
+        .expect("compiles")
+        .cache_key;
+    assert_ne!(before, after);
+}
+
+#[test]
+fn tenants_get_their_own_keys_and_row_filters() {
+    let model = demo_model();
+    let dataset = model.dataset(None).expect("sales");
+    let filters = resolve_filters(
+        dataset,
+        &[("store_id".to_owned(), json!({"in": [1, 2]}))].into_iter().collect(),
+    )
+    .expect("row filter");
+    let scoped = TenantScope {
+        id: "acme".into(),
+        row_filters: [("sales".to_owned(), filters)].into_iter().collect(),
+    };
+    let query = request(json!({"metrics": ["revenue"]}));
+    let compiled = model.compile(&context(), &scoped, &query).expect("compiles");
+    assert!(compiled.cache_key.starts_with("analytics:query:acme:sales:"));
+    assert!(
+        compiled.sql.sql().contains("(s.store_id) = ANY($"),
+        "{}",
+        compiled.sql.sql()
+    );
+    let unscoped = model
+        .compile(&context(), &TenantScope::unscoped("acme"), &query)
+        .expect("compiles");
+    assert_ne!(
+        compiled.cache_key, unscoped.cache_key,
+        "the row filter is part of the identity"
+    );
+}
+
+#[test]
+fn validation_names_the_field_at_fault() {
+    let cases = [
+        (json!({"metrics": ["revenue", "bogus"]}), "unknown_metric", "metrics[1]"),
+        (
+            json!({"metrics": ["revenue"], "filters": {"hour": {"between": 1}}}),
+            "unknown_operator",
+            "filters.hour.between",
+        ),
+        (
+            json!({"metrics": ["revenue"], "filters": {"hour": 1.5}}),
+            "invalid_filter_value",
+            "filters.hour",
+        ),
+        (
+            json!({"metrics": ["revenue"], "filters": {"week": {"in": ["2024-13-01"]}}}),
+            "invalid_filter_value",
+            "filters.week.in[0]",
+        ),
+    ];
+    for (value, code, field) in cases {
+        let error = compile(value.clone())
+            .err()
+            .unwrap_or_else(|| panic!("{value} should fail"));
+        assert_eq!((error.code, error.field.as_deref()), (code, Some(field)), "{value}");
+        assert_eq!(error.kind, QueryErrorKind::Invalid);
+    }
+}
+
+#[test]
+fn ttl_depends_on_the_range() {
+    let old =
+        compile(json!({"metrics": ["revenue"], "date_range": {"start_date": "2024-01-01", "end_date": "2024-01-31"}}));
+    assert_eq!(old.expect("compiles").ttl_seconds, 86_400);
+    let today =
+        compile(json!({"metrics": ["revenue"], "date_range": {"start_date": "2026-11-01", "end_date": "2026-11-21"}}));
+    assert_eq!(today.expect("compiles").ttl_seconds, 60);
+}
+
+#[test]
+fn model_errors_name_dataset_and_field() {
+    let base = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/model.toml")).expect("model");
+    let cases = [
+        (
+            base.replace(
+                "join = \"channels\"\n\n[datasets.sales.dimensions.channel_id]",
+                "join = \"nope\"\n\n[datasets.sales.dimensions.channel_id]",
+            ),
+            "dimensions.channel.join",
+        ),
+        (
+            base.replace("aliases = [\"qtd_vendas\"]", "aliases = [\"faturamento\"]"),
+            "metrics.sales_count",
+        ),
+        (
+            base.replace("sql = \"ch.name\"", "sql = \"ch.name; DROP TABLE x\""),
+            "dimensions.channel.sql",
+        ),
+        (
+            base.replace("timezone = \"UTC\"", "timezone = \"UTC'; --\""),
+            "timezone",
+        ),
+    ];
+    for (text, field) in cases {
+        let error = SemanticModel::from_toml(&text).expect_err("invalid model").to_string();
+        assert!(error.contains("dataset `sales`") && error.contains(field), "{error}");
+    }
+    let unknown_key = base.replace("alias = \"s\"", "alias = \"s\"\ncolour = \"red\"");
+    assert!(SemanticModel::from_toml(&unknown_key)
+        .expect_err("unknown key")
+        .to_string()
+        .contains("colour"));
+}

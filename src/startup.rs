@@ -1,0 +1,150 @@
+//! `Application`: builds everything from `Settings`, binds the listener and
+//! serves until a shutdown signal.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpListener;
+
+use crate::cache::QueryCache;
+use crate::config::Settings;
+use crate::db;
+use crate::model::{ModelError, SemanticModel};
+use crate::state::AppState;
+
+/// Why the server could not start; each names what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("redis settings: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("cannot listen on {address}: {source}")]
+    Bind { address: String, source: std::io::Error },
+    #[error("configuration: {0}")]
+    Config(String),
+}
+
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+}
+
+impl Application {
+    /// Loads the model, prepares the database (create, migrate, seed per
+    /// settings), builds the cache and binds `host:port` (port 0 = any free).
+    pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        if !crate::cache::keys::is_safe_segment(&settings.cache.prefix) {
+            return Err(StartupError::Config(format!(
+                "cache.prefix `{}` must be letters, digits, `_` or `-`",
+                settings.cache.prefix
+            )));
+        }
+        let model = SemanticModel::load(&settings.model.path)?;
+        let pool = db::pool(&settings.database)?;
+        prepare_database(&settings, &pool).await?;
+        let cache = QueryCache::new(&settings.cache, &settings.redis)?;
+        let address = format!("{}:{}", settings.server.host, settings.server.port);
+        let listener = TcpListener::bind(&address)
+            .await
+            .map_err(|source| StartupError::Bind { address, source })?;
+        let state = AppState {
+            settings: Arc::new(settings),
+            model: Arc::new(model),
+            db: pool,
+            cache: Arc::new(cache),
+            started_at: Instant::now(),
+        };
+        Ok(Self { listener, state })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub fn port(&self) -> u16 {
+        self.local_addr().map(|a| a.port()).unwrap_or_default()
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until SIGTERM or Ctrl-C.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.run_with_shutdown(shutdown_signal()).await
+    }
+
+    /// Serves until `shutdown` completes, then drains in-flight requests for
+    /// at most `server.shutdown_grace_ms`.
+    pub async fn run_with_shutdown(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+        let grace = Duration::from_millis(self.state.settings.server.shutdown_grace_ms);
+        let app = crate::http::router(self.state);
+        let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = axum::serve(self.listener, app).with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!("shutdown requested; draining in-flight requests");
+            let _ = stopping_tx.send(());
+        });
+        let server = std::pin::pin!(std::future::IntoFuture::into_future(server));
+        tokio::select! {
+            result = server => result,
+            // Graceful shutdown waits for every connection; a stuck client
+            // must not keep the process alive past the grace period.
+            _ = async { let _ = stopping_rx.await; tokio::time::sleep(grace).await } => {
+                tracing::warn!("grace period over; exiting with requests still open");
+                Ok(())
+            }
+        }
+    }
+}
+
+async fn prepare_database(settings: &Settings, pool: &sqlx::PgPool) -> Result<(), StartupError> {
+    let database = &settings.database;
+    if database.create_database && db::create_database_if_missing(database).await? {
+        tracing::info!("created the database");
+    }
+    if database.migrate_on_start {
+        db::migrate(pool).await?;
+    }
+    if database.seed_demo_on_empty && db::seed::sales_table_is_empty(pool).await? {
+        tracing::info!(
+            sales = database.seed_demo_sales,
+            "sales table is empty; seeding the demo dataset"
+        );
+        let options = db::seed::SeedOptions {
+            sales: database.seed_demo_sales,
+            seed: 42,
+            anchor: chrono::Utc::now().date_naive(),
+        };
+        db::seed::seed_demo(pool, &options).await?;
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+}

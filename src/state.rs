@@ -1,0 +1,41 @@
+//! `AppState`: the cheap-to-clone handles every handler needs.
+
+use std::sync::Arc;
+
+use sqlx::PgPool;
+
+use crate::cache::ttl::TtlPolicy;
+use crate::cache::QueryCache;
+use crate::config::Settings;
+use crate::model::{CompileContext, SemanticModel};
+
+#[derive(Clone)]
+pub struct AppState {
+    /// Read-only configuration, shared.
+    pub settings: Arc<Settings>,
+    /// The validated semantic model.
+    pub model: Arc<SemanticModel>,
+    /// The PostgreSQL pool (lazy: the server runs while the database is down).
+    pub db: PgPool,
+    /// L1 + Redis cache-aside layer.
+    pub cache: Arc<QueryCache>,
+    /// Server start, for uptime.
+    pub started_at: std::time::Instant,
+}
+
+impl AppState {
+    /// Compilation context for a request arriving now.
+    pub fn compile_context(&self) -> CompileContext {
+        let cache = &self.settings.cache;
+        CompileContext {
+            key_prefix: cache.prefix.clone(),
+            ttl: TtlPolicy {
+                default_seconds: cache.default_ttl_seconds,
+                recent_seconds: cache.recent_ttl_seconds,
+                historical_seconds: cache.historical_ttl_seconds,
+                historical_after_days: cache.historical_after_days,
+            },
+            today: chrono::Utc::now().date_naive(),
+        }
+    }
+}

@@ -1,0 +1,60 @@
+//! Logging (tracing subscriber, pretty or JSON) and the Prometheus recorder.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tracing_subscriber::{fmt, EnvFilter};
+
+use crate::config::{LogFormat, LogSettings};
+
+/// Installs the global subscriber. `RUST_LOG` (already folded into
+/// `settings.level`) picks what is logged. Safe to call more than once.
+pub fn init_logging(settings: &LogSettings) {
+    let filter = EnvFilter::try_new(&settings.level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = fmt().with_env_filter(filter).with_target(false);
+    let _ = match settings.format {
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init(),
+        LogFormat::Pretty => builder.compact().try_init(),
+    };
+}
+
+/// Seconds buckets for request and query durations: sub-millisecond cache
+/// hits up to the 30 s request timeout.
+const DURATION_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+static METRICS: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// The process-wide Prometheus recorder (installed on first use; a process
+/// has one global recorder, and tests start several apps in one process).
+/// Its upkeep task drains histograms so memory does not grow.
+pub fn metrics_handle() -> Option<PrometheusHandle> {
+    METRICS
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), DURATION_BUCKETS)
+                .ok()?
+                .install_recorder()
+                .map_err(|error| tracing::warn!(%error, "prometheus recorder not installed"))
+                .ok()?;
+            let upkeep = recorder.clone();
+            // The upkeep runs on a plain thread: it must outlive any one tokio
+            // runtime (each test has its own).
+            std::thread::Builder::new()
+                .name("metrics-upkeep".into())
+                .spawn(move || loop {
+                    std::thread::sleep(Duration::from_secs(5));
+                    upkeep.run_upkeep();
+                })
+                .ok()?;
+            Some(recorder)
+        })
+        .clone()
+}

@@ -1,0 +1,234 @@
+//! Every error code of the contract, each with its JSON shape.
+
+use serde_json::{json, Value};
+
+use crate::helpers::spawn_app;
+
+async fn error_of(response: reqwest::Response) -> (u16, Value) {
+    let status = response.status().as_u16();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let body: Value = response
+        .json()
+        .await
+        .unwrap_or_else(|e| panic!("status {status}: body is not JSON ({e})"));
+    assert!(content_type.starts_with("application/json"), "{content_type}");
+    assert!(
+        body["error"]["code"].is_string() && body["error"]["message"].is_string(),
+        "shape: {body}"
+    );
+    (status, body["error"].clone())
+}
+
+#[tokio::test]
+async fn semantic_errors_are_422_with_code_and_field() {
+    let app = spawn_app().await;
+    let cases = [
+        (json!({"metrics": ["nope"]}), "unknown_metric", "metrics[0]"),
+        (
+            json!({"metrics": ["revenue"], "dimensions": ["nope"]}),
+            "unknown_dimension",
+            "dimensions[0]",
+        ),
+        (
+            json!({"metrics": ["revenue"], "filters": {"channel_id": {"like": 1}}}),
+            "unknown_operator",
+            "filters.channel_id.like",
+        ),
+        (
+            json!({"metrics": ["revenue"], "filters": {"nope": 1}}),
+            "unknown_dimension",
+            "filters.nope",
+        ),
+        (
+            json!({"metrics": ["revenue"], "filters": {"channel_id": "two"}}),
+            "invalid_filter_value",
+            "filters.channel_id",
+        ),
+        (
+            json!({"metrics": ["revenue"], "filters": {"channel": {"in": "iFood"}}}),
+            "invalid_filter_value",
+            "filters.channel.in",
+        ),
+        (
+            json!({"metrics": ["revenue"], "filters": {"channel_id": {"in": [1, "x"]}}}),
+            "invalid_filter_value",
+            "filters.channel_id.in[1]",
+        ),
+        (
+            json!({"metrics": ["revenue"], "filters": {"day": {"gte": "2024-02-30"}}}),
+            "invalid_filter_value",
+            "filters.day.gte",
+        ),
+        (
+            json!({"metrics": ["revenue"], "date_range": {"start_date": "2024-02-30", "end_date": "2024-03-01"}}),
+            "invalid_date",
+            "date_range.start_date",
+        ),
+        (
+            json!({"metrics": ["revenue"], "date_range": {"start_date": "2024-03-02", "end_date": "2024-03-01"}}),
+            "invalid_date_range",
+            "date_range",
+        ),
+        (json!({"metrics": []}), "invalid_metrics", "metrics"),
+        (json!({"metrics": vec!["revenue"; 21]}), "invalid_metrics", "metrics"),
+        (
+            json!({"metrics": ["revenue"], "dimensions": vec!["day"; 11]}),
+            "invalid_dimensions",
+            "dimensions",
+        ),
+        (
+            json!({"metrics": ["revenue"], "limit": 10001}),
+            "invalid_limit",
+            "limit",
+        ),
+        (json!({"metrics": ["revenue"], "limit": 0}), "invalid_limit", "limit"),
+        (
+            json!({"metrics": ["revenue"], "offset": 100000000}),
+            "invalid_offset",
+            "offset",
+        ),
+        (
+            json!({"metrics": ["revenue"], "order_by": [{"field": "channel"}]}),
+            "invalid_order_by",
+            "order_by[0].field",
+        ),
+        (
+            json!({"metrics": ["revenue"], "order_by": [{"field": "revenue", "direction": "up"}]}),
+            "invalid_order_by",
+            "order_by[0].direction",
+        ),
+        (
+            json!({"dataset": "nope", "metrics": ["revenue"]}),
+            "unknown_dataset",
+            "dataset",
+        ),
+        (
+            json!({"metrics": ["revenue"], "filters": {"store_id": {"in": (0..1001).collect::<Vec<_>>()}}}),
+            "invalid_filter_value",
+            "filters.store_id.in",
+        ),
+    ];
+    for (body, code, field) in cases {
+        let (status, error) = error_of(app.query(body.clone()).await).await;
+        assert_eq!(status, 422, "{body}: {error}");
+        assert_eq!(error["code"], json!(code), "{body}: {error}");
+        assert_eq!(error["field"], json!(field), "{body}: {error}");
+    }
+}
+
+#[tokio::test]
+async fn malformed_json_and_wrong_types_are_400() {
+    let app = spawn_app().await;
+    for (raw, code) in [
+        ("{\"metrics\": [\"revenue\"", "malformed_json"),
+        ("not json", "malformed_json"),
+        ("{\"metrics\": \"revenue\"}", "invalid_request"),
+        ("{\"metrics\": [\"revenue\"], \"limit\": -1}", "invalid_request"),
+        ("{\"metrics\": [\"revenue\"], \"typo_field\": 1}", "invalid_request"),
+        ("[]", "invalid_request"),
+    ] {
+        let response = app
+            .client
+            .post(app.url("/analytics/query"))
+            .header("content-type", "application/json")
+            .body(raw)
+            .send()
+            .await
+            .expect("request");
+        let (status, error) = error_of(response).await;
+        assert_eq!(status, 400, "{raw}");
+        assert_eq!(error["code"], json!(code), "{raw}");
+    }
+}
+
+#[tokio::test]
+async fn get_without_or_with_bad_q_is_400() {
+    let app = spawn_app().await;
+    let (status, error) = error_of(app.client.get(app.url("/analytics/query")).send().await.expect("get")).await;
+    assert_eq!((status, error["field"].clone()), (400, json!("q")));
+    let response = app
+        .client
+        .get(app.url("/analytics/query"))
+        .query(&[("q", "{oops")])
+        .send()
+        .await
+        .expect("get");
+    let (status, error) = error_of(response).await;
+    assert_eq!((status, error["code"].clone()), (400, json!("malformed_json")));
+}
+
+#[tokio::test]
+async fn non_json_body_is_415() {
+    let app = spawn_app().await;
+    let response = app
+        .client
+        .post(app.url("/analytics/query"))
+        .header("content-type", "text/plain")
+        .body("{\"metrics\": [\"revenue\"]}")
+        .send()
+        .await
+        .expect("request");
+    let (status, error) = error_of(response).await;
+    assert_eq!((status, error["code"].clone()), (415, json!("unsupported_media_type")));
+}
+
+#[tokio::test]
+async fn body_over_the_limit_is_413() {
+    let app = spawn_app_with_small_body_limit().await;
+    let big = json!({"metrics": ["revenue"], "filters": {"channel": {"in": vec!["x".repeat(100); 200]}}});
+    let (status, error) = error_of(app.query(big).await).await;
+    assert_eq!((status, error["code"].clone()), (413, json!("payload_too_large")));
+}
+
+async fn spawn_app_with_small_body_limit() -> crate::helpers::TestApp {
+    crate::helpers::spawn_app_with(|s| s.server.body_limit_bytes = 4096).await
+}
+
+#[tokio::test]
+async fn unknown_routes_are_404_and_wrong_methods_405_in_json() {
+    let app = spawn_app().await;
+    let (status, error) = error_of(app.client.get(app.url("/nope")).send().await.expect("get")).await;
+    assert_eq!((status, error["code"].clone()), (404, json!("not_found")));
+    let (status, error) = error_of(app.client.put(app.url("/analytics/query")).send().await.expect("put")).await;
+    assert_eq!((status, error["code"].clone()), (405, json!("method_not_allowed")));
+}
+
+#[tokio::test]
+async fn statement_timeout_is_504() {
+    let app = crate::helpers::spawn_app_with(|s| s.database.statement_timeout_ms = 1).await;
+    let (status, error) = error_of(
+        app.query(json!({"metrics": ["unique_customers", "revenue"], "dimensions": ["day", "store", "hour"]}))
+            .await,
+    )
+    .await;
+    assert_eq!((status, error["code"].clone()), (504, json!("query_timeout")));
+}
+
+#[tokio::test]
+async fn unreachable_database_is_503_with_retry_after() {
+    let app = crate::helpers::spawn_app().await;
+    // Point a second app at a port where nothing listens: every acquire fails.
+    let broken = crate::helpers::spawn_app_with(|s| {
+        s.database.url = analytics_api::config::Secret::new("postgres://postgres@127.0.0.1:1/none");
+        s.database.create_database = false;
+        s.database.migrate_on_start = false;
+        s.database.acquire_timeout_ms = 300;
+    })
+    .await;
+    drop(app);
+    let response = broken.query(json!({"metrics": ["revenue"]})).await;
+    assert_eq!(
+        response
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap_or_default().to_owned()),
+        Some("1".into())
+    );
+    let (status, error) = error_of(response).await;
+    assert_eq!((status, error["code"].clone()), (503, json!("database_unavailable")));
+}

@@ -1,0 +1,141 @@
+//! Fault tests: each runs its own redis-server, then kills, pauses or
+//! corrupts it. The shared Redis is never touched.
+
+use std::time::{Duration, Instant};
+
+use redis::AsyncCommands;
+use serde_json::{json, Value};
+
+use crate::helpers::{spawn_app_with, RedisProcess, TestApp};
+
+async fn spawn_with_own_redis(l1: bool) -> (TestApp, RedisProcess) {
+    let redis = RedisProcess::start().await;
+    let url = redis.url();
+    let app = spawn_app_with(move |s| {
+        s.redis.url = analytics_api::config::Secret::new(url);
+        s.cache.l1_enabled = l1;
+        s.redis.breaker_probe_interval_ms = 200;
+    })
+    .await;
+    (app, redis)
+}
+
+fn query(i: usize) -> Value {
+    json!({"metrics": ["revenue", "sales_count"], "filters": {"store_id": (i % 50) + 1}})
+}
+
+#[tokio::test]
+async fn killing_redis_mid_run_never_fails_a_request() {
+    let (app, mut redis) = spawn_with_own_redis(true).await;
+    for i in 0..20 {
+        assert_eq!(app.query(query(i)).await.status(), 200);
+    }
+    redis.kill();
+    for i in 0..60 {
+        let response = app.query(query(i)).await;
+        assert_eq!(response.status(), 200, "request {i} after the kill");
+    }
+    let health: Value = app
+        .client
+        .get(app.url("/health"))
+        .send()
+        .await
+        .expect("health")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(health["status"], json!("degraded"));
+    assert_eq!(health["cache"]["breaker"], json!("open"));
+}
+
+#[tokio::test]
+async fn a_restarted_redis_is_used_again_within_two_seconds() {
+    let (app, mut redis) = spawn_with_own_redis(false).await;
+    assert_eq!(app.query(query(1)).await.status(), 200);
+    redis.kill();
+    for i in 0..5 {
+        assert_eq!(app.query(query(i)).await.status(), 200);
+    }
+    redis.restart().await;
+    let restarted = Instant::now();
+    let probe = json!({"metrics": ["cancelled_count"]});
+    loop {
+        let first = app.query(probe.clone()).await;
+        assert_eq!(first.status(), 200);
+        let second: Value = app.query(probe.clone()).await.json().await.expect("json");
+        if second["metadata"]["cache_tier"] == json!("redis") {
+            break;
+        }
+        assert!(
+            restarted.elapsed() < Duration::from_secs(2),
+            "cache not used again 2 s after the restart"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_hung_redis_costs_at_most_the_timeouts_then_nothing() {
+    let (app, redis) = spawn_with_own_redis(false).await;
+    assert_eq!(app.query(query(0)).await.status(), 200);
+    redis.pause();
+    let mut slowest = Duration::ZERO;
+    for i in 0..10 {
+        let started = Instant::now();
+        assert_eq!(app.query(query(i + 100)).await.status(), 200);
+        slowest = slowest.max(started.elapsed());
+    }
+    // A hung Redis must not hang requests: the bound is the command timeouts
+    // (50 ms each) plus the query, far below what an unbounded wait would take.
+    assert!(
+        slowest < Duration::from_secs(2),
+        "a request took {slowest:?} while Redis was stopped"
+    );
+    let stats: Value = app
+        .admin(app.client.get(app.url("/cache/stats")))
+        .send()
+        .await
+        .expect("stats")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        stats["breaker"],
+        json!("open"),
+        "the breaker opened: later requests skip Redis"
+    );
+    assert!(stats["app"]["timeouts"].as_u64().is_some_and(|t| t >= 3));
+    redis.resume();
+}
+
+#[tokio::test]
+async fn a_garbage_entry_is_a_miss_not_an_error() {
+    let (app, redis) = spawn_with_own_redis(false).await;
+    let body = app.query_ok(query(3)).await;
+    let key = body["metadata"]["cache_key"].as_str().expect("key").to_owned();
+    let mut connection = redis::Client::open(redis.url())
+        .expect("url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("conn");
+    let _: () = connection.set(&key, b"\x00garbage\xff".to_vec()).await.expect("SET");
+    let response = app.query(query(3)).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-cache"], "MISS");
+    let again: Value = response.json().await.expect("json");
+    assert_eq!(again["data"], body["data"]);
+    let stats: Value = app
+        .admin(app.client.get(app.url("/cache/stats")))
+        .send()
+        .await
+        .expect("stats")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(stats["app"]["corrupt"], json!(1));
+    let (header, _) = {
+        let r = app.query(query(3)).await;
+        (r.headers()["x-cache"].clone(), ())
+    };
+    assert_eq!(header, "HIT", "the garbage was replaced by a good entry");
+}

@@ -1,0 +1,342 @@
+//! Test harness: `spawn_app()` and friends.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use analytics_api::config::{Secret, Settings};
+use analytics_api::db::seed::{seed_demo, SeedOptions};
+use analytics_api::Application;
+use chrono::NaiveDate;
+use serde_json::Value;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{Connection, PgConnection, PgPool};
+use tokio::sync::OnceCell;
+
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+/// The demo data of every test database ends on this day.
+pub const ANCHOR: &str = "2024-06-30";
+pub const TEST_SALES: u64 = 3_000;
+const SEED: u64 = 7;
+
+/// Where PostgreSQL is: `TEST_DATABASE_URL` without a database name.
+fn server_url() -> String {
+    std::env::var("TEST_DATABASE_SERVER").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+
+pub fn redis_url() -> String {
+    std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+pub fn anchor() -> NaiveDate {
+    NaiveDate::parse_from_str(ANCHOR, "%Y-%m-%d").expect("anchor date")
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    /// A pool on the test's own database, for hand-written SQL.
+    pub db: PgPool,
+    pub prefix: String,
+    pub redis_url: String,
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    pub async fn query(&self, body: Value) -> reqwest::Response {
+        self.client
+            .post(self.url("/analytics/query"))
+            .json(&body)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// POSTs a query that must succeed and returns the body.
+    pub async fn query_ok(&self, body: Value) -> Value {
+        let response = self.query(body.clone()).await;
+        let status = response.status();
+        let json: Value = response.json().await.expect("json body");
+        assert_eq!(status, 200, "query {body} failed: {json}");
+        json
+    }
+
+    pub fn admin(&self, builder: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        builder.bearer_auth(ADMIN_TOKEN)
+    }
+
+    /// A Redis connection for inspecting what the server stored.
+    pub async fn redis(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.redis_url.as_str())
+            .expect("redis url")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("redis connection")
+    }
+}
+
+/// Spawns the app with test defaults.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Spawns the app after `customize` has adjusted the test settings.
+pub async fn spawn_app_with(customize: impl FnOnce(&mut Settings)) -> TestApp {
+    init_test_logging();
+    let db_name = format!("t_{}", uuid::Uuid::new_v4().simple());
+    create_test_database(&db_name).await;
+    let prefix = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+
+    let mut settings = Settings::default();
+    settings.server.host = "127.0.0.1".into();
+    settings.server.port = 0;
+    settings.database.url = Secret::new(format!("{}/{db_name}", server_url()));
+    settings.database.max_connections = 8;
+    settings.database.migrate_on_start = true;
+    settings.database.seed_demo_on_empty = false;
+    settings.redis.url = Secret::new(redis_url());
+    settings.cache.prefix = prefix.clone();
+    // Test keys in the shared Redis should not outlive the run by much.
+    settings.cache.historical_ttl_seconds = 600;
+    settings.auth.admin_token = Some(Secret::new(ADMIN_TOKEN));
+    settings.model.path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config/model.toml");
+    customize(&mut settings);
+    let redis_url = settings.redis.url.expose().to_owned();
+
+    let app = Application::build(settings).await.expect("application builds");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    tokio::spawn(app.run_with_shutdown(std::future::pending()));
+
+    let db = PgPoolOptions::new()
+        .max_connections(4)
+        .connect(&format!("{}/{db_name}", server_url()))
+        .await
+        .expect("test pool");
+    TestApp {
+        address,
+        client: reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("client"),
+        db,
+        prefix,
+        redis_url,
+    }
+}
+
+fn init_test_logging() {
+    if std::env::var_os("TEST_LOG").is_some() {
+        analytics_api::telemetry::init_logging(&Default::default());
+    }
+}
+
+static TEMPLATE: OnceCell<String> = OnceCell::const_new();
+
+/// Creates `name` as a copy of a migrated and seeded template database; the
+/// template is built once per migration set and reused across runs.
+async fn create_test_database(name: &str) {
+    let template = TEMPLATE.get_or_init(build_template).await;
+    let mut admin = PgConnection::connect(&format!("{}/postgres", server_url()))
+        .await
+        .expect("connect postgres");
+    // CREATE DATABASE ... TEMPLATE fails while anyone else copies the same
+    // template; retry briefly.
+    for attempt in 0..50 {
+        match sqlx::query(&format!("CREATE DATABASE \"{name}\" TEMPLATE \"{template}\""))
+            .execute(&mut admin)
+            .await
+        {
+            Ok(_) => return,
+            Err(error) if attempt < 49 => {
+                tracing::debug!(%error, "template busy; retrying");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(error) => panic!("create test database: {error}"),
+        }
+    }
+}
+
+async fn build_template() -> String {
+    let migrations: String = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations"))
+        .expect("migrations dir")
+        .filter_map(|e| e.ok())
+        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+        .collect();
+    let seed_source = include_str!("../../src/db/seed.rs");
+    let fingerprint = md5_hex(&format!("{migrations}{seed_source}{TEST_SALES}{SEED}{ANCHOR}"));
+    let template = format!("tmpl_{}", &fingerprint[..16]);
+
+    let mut admin = PgConnection::connect(&format!("{}/postgres", server_url()))
+        .await
+        .expect("connect postgres");
+    // Serialize template builds across test processes.
+    sqlx::query("SELECT pg_advisory_lock(727274)")
+        .execute(&mut admin)
+        .await
+        .expect("lock");
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+        .bind(&template)
+        .fetch_one(&mut admin)
+        .await
+        .expect("check template");
+    if !exists {
+        let building = format!("{template}_building");
+        sqlx::query(&format!("DROP DATABASE IF EXISTS \"{building}\""))
+            .execute(&mut admin)
+            .await
+            .expect("drop");
+        sqlx::query(&format!("CREATE DATABASE \"{building}\""))
+            .execute(&mut admin)
+            .await
+            .expect("create template");
+        {
+            let pool = PgPoolOptions::new()
+                .max_connections(2)
+                .connect(&format!("{}/{building}", server_url()))
+                .await
+                .expect("template pool");
+            analytics_api::db::migrate(&pool).await.expect("migrate template");
+            seed_demo(
+                &pool,
+                &SeedOptions {
+                    sales: TEST_SALES,
+                    seed: SEED,
+                    anchor: anchor(),
+                },
+            )
+            .await
+            .expect("seed template");
+            pool.close().await;
+        }
+        sqlx::query(&format!("ALTER DATABASE \"{building}\" RENAME TO \"{template}\""))
+            .execute(&mut admin)
+            .await
+            .expect("rename template");
+    }
+    sqlx::query("SELECT pg_advisory_unlock(727274)")
+        .execute(&mut admin)
+        .await
+        .expect("unlock");
+    template
+}
+
+pub fn md5_hex(text: &str) -> String {
+    use md5::{Digest, Md5};
+    hex::encode(Md5::digest(text.as_bytes()))
+}
+
+/// A redis-server of the test's own on a free port, which the test may kill,
+/// pause and restart without touching the shared one.
+pub struct RedisProcess {
+    pub port: u16,
+    child: Option<Child>,
+    dir: PathBuf,
+}
+
+impl RedisProcess {
+    pub async fn start() -> Self {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("analytics-redis-{port}-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).expect("redis dir");
+        let mut process = Self { port, child: None, dir };
+        process.launch().await;
+        process
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    async fn launch(&mut self) {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (apt-get install redis-server)");
+        self.child = Some(child);
+        for _ in 0..100 {
+            if let Ok(client) = redis::Client::open(self.url()) {
+                if let Ok(mut c) = client.get_multiplexed_async_connection().await {
+                    if redis::cmd("PING").query_async::<String>(&mut c).await.is_ok() {
+                        return;
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("redis-server on port {} did not start", self.port);
+    }
+
+    /// SIGKILL: the process is gone, connections drop.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port (empty: it keeps nothing on disk).
+    pub async fn restart(&mut self) {
+        self.kill();
+        self.launch().await;
+    }
+
+    /// SIGSTOP: the process hangs, connections stay open but nothing answers.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        if let Some(child) = &self.child {
+            let _ = Command::new("kill").args([signal, &child.id().to_string()]).status();
+        }
+    }
+}
+
+impl Drop for RedisProcess {
+    fn drop(&mut self) {
+        self.resume();
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// JSON number as f64, for comparing API values with SQL ones.
+pub fn num(value: &Value) -> f64 {
+    value
+        .as_f64()
+        .unwrap_or_else(|| panic!("expected a number, got {value}"))
+}
+
+pub fn assert_close(actual: f64, expected: f64, what: &str) {
+    assert!(
+        (actual - expected).abs() <= 1e-6 * expected.abs().max(1.0),
+        "{what}: api {actual} != sql {expected}"
+    );
+}

@@ -1,0 +1,13 @@
+//! Black-box API tests: each spawns the real server on 127.0.0.1:0 against
+//! its own PostgreSQL database and its own Redis key prefix (or its own
+//! redis-server, for fault tests). One binary keeps link time down.
+
+mod helpers;
+
+mod admin;
+mod cache;
+mod errors;
+mod faults;
+mod health;
+mod injection;
+mod query;
