@@ -16,6 +16,7 @@ pub struct Settings {
     pub redis: RedisSettings,
     pub cache: CacheSettings,
     pub auth: AuthSettings,
+    pub rate_limit: RateLimitSettings,
     pub model: ModelSettings,
     pub log: LogSettings,
 }
@@ -180,11 +181,71 @@ impl Default for CacheSettings {
 }
 
 /// Who may call what.
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthSettings {
     /// Bearer token for the admin endpoints; unset means they answer 403.
     pub admin_token: Option<Secret>,
+    /// Refuse queries without a valid API key (401). Off in development,
+    /// where unauthenticated requests run as tenant `default`.
+    pub required: bool,
+    /// How long a key looked up in the `api_keys` table is trusted before it
+    /// is checked again (so a revocation takes effect within this time).
+    pub key_cache_seconds: u64,
+    /// The tenants: who they are, their keys and their row scope.
+    pub tenants: Vec<TenantSettings>,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self {
+            admin_token: None,
+            required: false,
+            key_cache_seconds: 30,
+            tenants: Vec::new(),
+        }
+    }
+}
+
+/// One customer of the server.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct TenantSettings {
+    /// Tenant id: part of every cache key (`[A-Za-z0-9_-]`).
+    pub id: String,
+    /// SHA-256 (hex) of each API key; the keys themselves are never stored.
+    pub api_key_hashes: Vec<String>,
+    /// Dataset -> filters over the model's dimensions, in the request's
+    /// filter syntax (`store_id = { in = [1, 2] }`, `state = "SP"`). ANDed
+    /// into every statement this tenant runs.
+    pub row_filters: std::collections::BTreeMap<String, std::collections::BTreeMap<String, serde_json::Value>>,
+    /// Requests per minute; falls back to `rate_limit.default_per_minute`.
+    pub rate_limit_per_minute: Option<u64>,
+}
+
+/// Per-tenant request rate limits, shared across instances through Redis.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimitSettings {
+    /// Off means no limits at all.
+    pub enabled: bool,
+    /// Requests per minute for tenants that set none; 0 means unlimited.
+    pub default_per_minute: u64,
+    /// Requests a tenant may send at once above the steady rate.
+    pub burst: u64,
+    /// Label `analytics_ratelimit_rejections_total` by tenant (cardinality!).
+    pub per_tenant_metrics: bool,
+}
+
+impl Default for RateLimitSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            default_per_minute: 6_000,
+            burst: 100,
+            per_tenant_metrics: false,
+        }
+    }
 }
 
 /// Where the operator's semantic model lives.

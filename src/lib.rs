@@ -12,6 +12,8 @@
 //! - `db`: PostgreSQL pool, migrations, query execution, demo data seeding
 //! - `http`: routes, extractors, middleware, OpenAPI
 //! - `state`: `AppState`, the handles handlers share
+//! - `status`: traffic history and hot keys for the status page
+//! - `tenancy`: tenants, API keys, rate limits
 //! - `startup`: `Application::build` / `run`, used by `main` and the tests
 
 pub mod cache;
@@ -22,6 +24,8 @@ pub mod http;
 pub mod model;
 pub mod startup;
 pub mod state;
+pub mod status;
 pub mod telemetry;
+pub mod tenancy;
 
 pub use startup::Application;

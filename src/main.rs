@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use analytics_api::config::Settings;
 use analytics_api::model::SemanticModel;
+use analytics_api::tenancy::{keys, Tenants};
 use analytics_api::{db, telemetry, Application};
 use clap::{Parser, Subcommand};
 
@@ -41,8 +42,29 @@ enum Command {
         #[arg(long)]
         anchor: Option<chrono::NaiveDate>,
     },
-    /// Validate the settings and the semantic model, then exit.
+    /// Validate the settings, the semantic model and the tenants, then exit.
     CheckConfig,
+    /// Manage API keys stored in the `api_keys` table.
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysAction {
+    /// Create a key for a configured tenant; the key is printed once.
+    Create {
+        #[arg(long)]
+        tenant: String,
+    },
+    /// List keys (prefix, tenant, dates), never the keys themselves.
+    List {
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Revoke a key by its id or its printed prefix (e.g. ak_1a2b3c4d).
+    Revoke { id_or_prefix: String },
 }
 
 #[tokio::main]
@@ -102,8 +124,10 @@ async fn run(command: Command, settings: Settings) -> Result<(), String> {
             );
             Ok(())
         }
+        Command::Keys { action } => manage_keys(action, &settings).await,
         Command::CheckConfig => {
             let model = SemanticModel::load(&settings.model.path).map_err(|e| e.to_string())?;
+            Tenants::from_settings(&settings.auth, &settings.rate_limit, &model).map_err(|e| e.to_string())?;
             for (name, dataset) in &model.datasets {
                 println!(
                     "dataset `{name}`: {} metrics, {} dimensions, {} joins",
@@ -112,7 +136,60 @@ async fn run(command: Command, settings: Settings) -> Result<(), String> {
                     dataset.def.joins.len()
                 );
             }
+            println!("{} tenants configured", settings.auth.tenants.len());
             println!("configuration OK");
+            Ok(())
+        }
+    }
+}
+
+async fn manage_keys(action: KeysAction, settings: &Settings) -> Result<(), String> {
+    let pool = db::pool(&settings.database).map_err(|e| e.to_string())?;
+    db::migrate(&pool).await.map_err(|e| e.to_string())?;
+    match action {
+        KeysAction::Create { tenant } => {
+            let model = SemanticModel::load(&settings.model.path).map_err(|e| e.to_string())?;
+            let tenants =
+                Tenants::from_settings(&settings.auth, &settings.rate_limit, &model).map_err(|e| e.to_string())?;
+            // A key for an undeclared tenant would authenticate to nothing
+            // (or, after a typo, to an unscoped tenant): refuse it up front.
+            if !tenants.is_declared(&tenant) {
+                return Err(format!(
+                    "tenant `{tenant}` is not declared under [[auth.tenants]] in the configuration"
+                ));
+            }
+            let key = keys::create(&pool, &tenant).await.map_err(|e| e.to_string())?;
+            println!("{key}");
+            eprintln!("API key for tenant `{tenant}` created. It is shown only now; store it safely.");
+            Ok(())
+        }
+        KeysAction::List { tenant } => {
+            let rows = keys::list(&pool, tenant.as_deref()).await.map_err(|e| e.to_string())?;
+            println!(
+                "{:<6} {:<14} {:<20} {:<25} {:<25} revoked_at",
+                "id", "prefix", "tenant", "created_at", "last_used_at"
+            );
+            let show =
+                |t: Option<chrono::DateTime<chrono::Utc>>| t.map(|t| t.to_rfc3339()).unwrap_or_else(|| "-".into());
+            for row in rows {
+                println!(
+                    "{:<6} {:<14} {:<20} {:<25} {:<25} {}",
+                    row.id,
+                    row.key_prefix,
+                    row.tenant,
+                    row.created_at.to_rfc3339(),
+                    show(row.last_used_at),
+                    show(row.revoked_at)
+                );
+            }
+            Ok(())
+        }
+        KeysAction::Revoke { id_or_prefix } => {
+            let revoked = keys::revoke(&pool, &id_or_prefix).await.map_err(|e| e.to_string())?;
+            if revoked == 0 {
+                return Err(format!("no active key with id or prefix `{id_or_prefix}`"));
+            }
+            println!("revoked {revoked} key(s); running servers stop accepting it within auth.key_cache_seconds");
             Ok(())
         }
     }

@@ -13,6 +13,8 @@ use crate::config::Settings;
 use crate::db;
 use crate::model::{ModelError, SemanticModel};
 use crate::state::AppState;
+use crate::tenancy::rate_limit::RateLimiter;
+use crate::tenancy::{Authenticator, Tenants};
 
 /// Why the server could not start; each names what to fix.
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +31,8 @@ pub enum StartupError {
     Bind { address: String, source: std::io::Error },
     #[error("configuration: {0}")]
     Config(String),
+    #[error("configuration: {0}")]
+    Tenant(#[from] crate::tenancy::TenantConfigError),
 }
 
 pub struct Application {
@@ -46,10 +50,15 @@ impl Application {
                 settings.cache.prefix
             )));
         }
+        // Install the Prometheus recorder before anything records a metric.
+        let _ = crate::telemetry::metrics_handle();
         let model = SemanticModel::load(&settings.model.path)?;
+        let tenants = Tenants::from_settings(&settings.auth, &settings.rate_limit, &model)?;
         let pool = db::pool(&settings.database)?;
         prepare_database(&settings, &pool).await?;
         let cache = QueryCache::new(&settings.cache, &settings.redis)?;
+        let rate_limiter = RateLimiter::new(cache.redis().cloned(), &settings.cache.prefix);
+        let auth = Authenticator::new(tenants, &settings.auth, pool.clone());
         let address = format!("{}:{}", settings.server.host, settings.server.port);
         let listener = TcpListener::bind(&address)
             .await
@@ -59,6 +68,9 @@ impl Application {
             model: Arc::new(model),
             db: pool,
             cache: Arc::new(cache),
+            auth: Arc::new(auth),
+            rate_limiter: Arc::new(rate_limiter),
+            status: Arc::default(),
             started_at: Instant::now(),
         };
         Ok(Self { listener, state })

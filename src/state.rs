@@ -19,6 +19,12 @@ pub struct AppState {
     pub db: PgPool,
     /// L1 + Redis cache-aside layer.
     pub cache: Arc<QueryCache>,
+    /// Credentials -> identity (admin token, tenant keys).
+    pub auth: Arc<crate::tenancy::Authenticator>,
+    /// Per-tenant rate limits.
+    pub rate_limiter: Arc<crate::tenancy::rate_limit::RateLimiter>,
+    /// Traffic history and hot keys for the status page.
+    pub status: Arc<crate::status::StatusTracker>,
     /// Server start, for uptime.
     pub started_at: std::time::Instant,
 }

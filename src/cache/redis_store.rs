@@ -145,6 +145,16 @@ impl RedisStore {
         Ok(started.elapsed())
     }
 
+    /// Runs `op` within the hot-path command timeout, behind the breaker
+    /// (for other modules' commands, like the rate limiter's script).
+    pub async fn run_hot<T, F, Fut>(self: &Arc<Self>, op: F) -> Result<T, RedisUnavailable>
+    where
+        F: FnOnce(MultiplexedConnection) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        self.run(self.command_timeout(), op).await
+    }
+
     fn command_timeout(&self) -> Duration {
         Duration::from_millis(self.settings.command_timeout_ms)
     }
@@ -209,6 +219,32 @@ impl RedisStore {
             deleted += self.unlink(keys).await?;
             if next == 0 {
                 return Ok(deleted);
+            }
+            cursor = next;
+        }
+    }
+
+    /// Counts keys matching `pattern` with SCAN, stopping at `limit`.
+    pub async fn count_matching(self: &Arc<Self>, pattern: &str, limit: u64) -> Result<u64, RedisUnavailable> {
+        let mut cursor: u64 = 0;
+        let mut count = 0;
+        loop {
+            let pattern = pattern.to_owned();
+            let (next, keys): (u64, Vec<String>) = self
+                .run(ADMIN_COMMAND_TIMEOUT, |mut c| async move {
+                    redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(pattern)
+                        .arg("COUNT")
+                        .arg(1000)
+                        .query_async(&mut c)
+                        .await
+                })
+                .await?;
+            count += keys.len() as u64;
+            if next == 0 || count >= limit {
+                return Ok(count.min(limit));
             }
             cursor = next;
         }

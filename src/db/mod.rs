@@ -96,6 +96,8 @@ pub async fn fetch(pool: &PgPool, mut sql: QueryBuilder<'static, Postgres>) -> R
     let row = outcome?;
     let rows: i64 = row.try_get("total_rows")?;
     let data: String = row.try_get("data")?;
+    metrics::histogram!("analytics_result_rows").record(rows as f64);
+    metrics::histogram!("analytics_result_bytes").record(data.len() as f64);
     Ok(QueryResult {
         rows: u64::try_from(rows).unwrap_or_default(),
         data,

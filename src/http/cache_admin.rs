@@ -4,6 +4,7 @@
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -13,10 +14,11 @@ use crate::cache::redis_store::RedisUnavailable;
 use crate::cache::stats::StatsSnapshot;
 use crate::cache::ReadMode;
 use crate::error::ApiError;
-use crate::http::auth::{Admin, Caller, DEFAULT_TENANT};
+use crate::http::auth::{Admin, CacheActor, Caller};
 use crate::http::query::serve;
 use crate::model::{QueryRequest, TenantScope};
 use crate::state::AppState;
+use crate::tenancy::DEFAULT_TENANT;
 
 /// Most queries one warm call runs, so one request cannot queue hours of SQL.
 const MAX_WARM_QUERIES: usize = 100;
@@ -49,20 +51,61 @@ pub struct L1Stats {
     pub max_bytes: u64,
 }
 
-/// Redis INFO, breaker state, L1 size and this instance's counters.
+/// What a tenant key sees of the cache: its own namespace only.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct TenantCacheStatsResponse {
+    pub tenant: String,
+    /// `connected`, `degraded` or `disconnected`, as for the admin.
+    pub status: &'static str,
+    /// Entries in this tenant's namespace (counted up to 100000).
+    pub keys: Option<u64>,
+    pub breaker: &'static str,
+}
+
+/// Most keys a tenant's stats call counts, so the SCAN stays bounded.
+const TENANT_KEY_COUNT_LIMIT: u64 = 100_000;
+
+/// Admin: Redis INFO, breaker state, L1 size and this instance's counters.
+/// Tenant key: the number of entries in its own namespace.
 #[utoipa::path(get, path = "/cache/stats", tag = "cache", security(("admin_token" = [])),
     responses((status = 200, body = CacheStatsResponse), (status = 401), (status = 403)))]
-pub async fn get_cache_stats(_admin: Admin, State(state): State<AppState>) -> Json<CacheStatsResponse> {
+pub async fn get_cache_stats(actor: CacheActor, State(state): State<AppState>) -> Response {
+    if let CacheActor::Tenant(tenant) = actor {
+        let namespace = keys::tenant_namespace(&state.settings.cache.prefix, &tenant);
+        let count = match state.cache.redis() {
+            Some(redis) => redis
+                .count_matching(&format!("{namespace}*"), TENANT_KEY_COUNT_LIMIT)
+                .await
+                .ok(),
+            None => None,
+        };
+        let breaker = state.cache.breaker_state();
+        return Json(TenantCacheStatsResponse {
+            tenant,
+            status: redis_status(count.is_some(), breaker),
+            keys: count,
+            breaker,
+        })
+        .into_response();
+    }
+    Json(admin_stats(&state).await).into_response()
+}
+
+fn redis_status(reachable: bool, breaker: &str) -> &'static str {
+    match (reachable, breaker) {
+        (true, _) => "connected",
+        (false, "open") => "degraded",
+        (false, _) => "disconnected",
+    }
+}
+
+async fn admin_stats(state: &AppState) -> CacheStatsResponse {
     let cache = &state.cache;
     let info = cache.redis_info().await;
     let (entries, bytes) = cache.l1_size().await;
-    let status = match (&info, cache.breaker_state()) {
-        (Ok(_), _) => "connected",
-        (Err(_), "open") => "degraded",
-        (Err(_), _) => "disconnected",
-    };
+    let status = redis_status(info.is_ok(), cache.breaker_state());
     let info = info.ok();
-    Json(CacheStatsResponse {
+    CacheStatsResponse {
         status,
         memory_used_mb: info.as_ref().map(|i| i.memory_used_mb),
         total_keys: info.as_ref().map(|i| i.total_keys),
@@ -78,14 +121,18 @@ pub async fn get_cache_stats(_admin: Admin, State(state): State<AppState>) -> Js
             max_bytes: state.settings.cache.l1_max_bytes,
         },
         app: cache.stats().snapshot(),
-    })
+    }
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
 pub struct ClearParams {
-    /// Redis glob, confined to the cache's namespace: `*` means every entry
-    /// under the prefix, never other keys.
+    /// Redis glob, confined to the caller's namespace: `*` means every entry
+    /// under it, never other keys.
     pub pattern: Option<String>,
+    /// Admin only: narrow to one tenant's entries.
+    pub tenant: Option<String>,
+    /// Narrow to one dataset's entries.
+    pub dataset: Option<String>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -102,11 +149,11 @@ pub struct ClearResponse {
 #[utoipa::path(post, path = "/cache/clear", tag = "cache", params(ClearParams), security(("admin_token" = [])),
     responses((status = 200, body = ClearResponse), (status = 401), (status = 403), (status = 503)))]
 pub async fn clear_cache(
-    _admin: Admin,
+    actor: CacheActor,
     State(state): State<AppState>,
     Query(params): Query<ClearParams>,
 ) -> Result<Json<ClearResponse>, ApiError> {
-    let namespace = keys::namespace(&state.settings.cache.prefix);
+    let namespace = clear_namespace(&state, &actor, params.tenant.as_deref(), params.dataset.as_deref())?;
     let pattern = keys::confine(&namespace, params.pattern.as_deref());
     let deleted = state.cache.clear(&pattern).await.map_err(redis_unavailable)?;
     tracing::info!(%pattern, deleted, "cache cleared");
@@ -119,6 +166,42 @@ pub async fn clear_cache(
         ),
         pattern,
     }))
+}
+
+/// The literal key prefix a clear may touch: a tenant's own namespace, or
+/// for the admin the whole cache, narrowed by `tenant` and `dataset`.
+fn clear_namespace(
+    state: &AppState,
+    actor: &CacheActor,
+    tenant: Option<&str>,
+    dataset: Option<&str>,
+) -> Result<String, ApiError> {
+    let prefix = &state.settings.cache.prefix;
+    let tenant = match (actor, tenant) {
+        (CacheActor::Tenant(own), Some(asked)) if asked != own => {
+            return Err(ApiError::forbidden("a tenant key acts on its own namespace only").with_field("tenant"));
+        }
+        (CacheActor::Tenant(own), _) => Some(own.as_str()),
+        (CacheActor::Admin, asked) => asked,
+    };
+    if let Some(tenant) = tenant.filter(|t| !keys::is_safe_segment(t)) {
+        return Err(
+            ApiError::unprocessable("invalid_tenant", format!("`{tenant}` is not a tenant id")).with_field("tenant"),
+        );
+    }
+    if let Some(dataset) = dataset.filter(|d| !state.model.datasets.contains_key(*d)) {
+        return Err(
+            ApiError::unprocessable("unknown_dataset", format!("unknown dataset `{dataset}`")).with_field("dataset"),
+        );
+    }
+    Ok(match (tenant, dataset) {
+        (Some(tenant), Some(dataset)) => format!("{}{dataset}:", keys::tenant_namespace(prefix, tenant)),
+        (Some(tenant), None) => keys::tenant_namespace(prefix, tenant),
+        // Datasets are model names (no glob characters), so the literal
+        // `{prefix}:` still bounds what this can match.
+        (None, Some(dataset)) => format!("{prefix}:query:*:{dataset}:"),
+        (None, None) => keys::namespace(prefix),
+    })
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -143,18 +226,18 @@ pub struct DeleteKeyResponse {
     params(("key" = String, Path, description = "Full cache key")),
     responses((status = 200, body = DeleteKeyResponse), (status = 401), (status = 403), (status = 422)))]
 pub async fn delete_cache_key(
-    _admin: Admin,
+    actor: CacheActor,
     State(state): State<AppState>,
     Path(key): Path<String>,
 ) -> Result<Json<DeleteKeyResponse>, ApiError> {
-    delete_one(&state, key).await
+    delete_one(&state, &actor, key).await
 }
 
 /// Deletes one entry named by `?key=`, or by `?prefix=&data=<query JSON>`.
 #[utoipa::path(delete, path = "/cache/key", tag = "cache", params(DeleteKeyParams), security(("admin_token" = [])),
     responses((status = 200, body = DeleteKeyResponse), (status = 401), (status = 403), (status = 422)))]
 pub async fn delete_cache_key_by_query(
-    _admin: Admin,
+    actor: CacheActor,
     State(state): State<AppState>,
     Query(params): Query<DeleteKeyParams>,
 ) -> Result<Json<DeleteKeyResponse>, ApiError> {
@@ -183,20 +266,29 @@ pub async fn delete_cache_key_by_query(
             ));
         }
     };
-    delete_one(&state, key).await
+    delete_one(&state, &actor, key).await
 }
 
-async fn delete_one(state: &AppState, key: String) -> Result<Json<DeleteKeyResponse>, ApiError> {
-    let namespace = keys::namespace(&state.settings.cache.prefix);
+async fn delete_one(state: &AppState, actor: &CacheActor, key: String) -> Result<Json<DeleteKeyResponse>, ApiError> {
+    let namespace = match actor {
+        CacheActor::Admin => keys::namespace(&state.settings.cache.prefix),
+        CacheActor::Tenant(own) => keys::tenant_namespace(&state.settings.cache.prefix, own),
+    };
     if !keys::within(&namespace, &key) {
         return Err(ApiError::unprocessable(
             "invalid_key",
-            format!("key must start with `{namespace}`; other keys in this Redis are not the cache's"),
+            format!("key must start with `{namespace}`: keys outside the caller's namespace cannot be deleted"),
         )
         .with_field("key"));
     }
     let deleted = state.cache.delete_key(&key).await.map_err(redis_unavailable)?;
     Ok(Json(DeleteKeyResponse { deleted, key }))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+pub struct WarmParams {
+    /// Run the queries as this tenant (with its row scope); `default` otherwise.
+    pub tenant: Option<String>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -215,14 +307,20 @@ pub struct WarmFailure {
 
 /// Runs a list of queries (the body, or `cache.warm_queries` without one) so
 /// their results are cached.
-#[utoipa::path(post, path = "/cache/warm", tag = "cache", security(("admin_token" = [])),
+#[utoipa::path(post, path = "/cache/warm", tag = "cache", params(WarmParams), security(("admin_token" = [])),
     request_body(content = Vec<QueryRequest>, description = "Queries to warm; empty body = configured list"),
     responses((status = 200, body = WarmResponse), (status = 400), (status = 401), (status = 403)))]
 pub async fn warm_cache(
     _admin: Admin,
     State(state): State<AppState>,
+    Query(params): Query<WarmParams>,
     body: Bytes,
 ) -> Result<Json<WarmResponse>, ApiError> {
+    let tenant_id = params.tenant.as_deref().unwrap_or(DEFAULT_TENANT);
+    let tenant = state.auth.tenants.get(tenant_id).map(|t| t.scope).ok_or_else(|| {
+        ApiError::unprocessable("unknown_tenant", format!("tenant `{tenant_id}` is not configured"))
+            .with_field("tenant")
+    })?;
     let queries: Vec<serde_json::Value> = if body.iter().all(u8::is_ascii_whitespace) {
         state.settings.cache.warm_queries.clone()
     } else {
@@ -243,13 +341,12 @@ pub async fn warm_cache(
     let results: Vec<(usize, Result<(), ApiError>)> = futures::stream::iter(queries.into_iter().enumerate())
         .map(|(index, query)| {
             let state = state.clone();
+            let tenant = tenant.clone();
             async move {
                 let outcome = async {
                     let request: QueryRequest = serde_json::from_value(query)
                         .map_err(|e| ApiError::bad_request("invalid_request", e.to_string()))?;
-                    let caller = Caller {
-                        tenant: TenantScope::unscoped(DEFAULT_TENANT),
-                    };
+                    let caller = Caller::internal(tenant);
                     serve(&state, &caller, &request, ReadMode::Normal).await.map(|_| ())
                 }
                 .await;

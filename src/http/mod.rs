@@ -6,11 +6,13 @@
 //! - `cache_admin`: `/cache/*` (admin token)
 //! - `auth`: admin and tenant extractors
 //! - `middleware`: request span, JSON error bodies, CORS
+//! - `observability`: `/metrics`, `/status`, `/status.json`
 
 pub mod auth;
 pub mod cache_admin;
 pub mod health;
 pub mod middleware;
+pub mod observability;
 pub mod query;
 
 use std::time::Duration;
@@ -40,6 +42,7 @@ use crate::state::AppState;
         health::get_health, health::get_live, health::get_ready,
         cache_admin::get_cache_stats, cache_admin::clear_cache, cache_admin::delete_cache_key,
         cache_admin::delete_cache_key_by_query, cache_admin::warm_cache,
+        observability::get_metrics, observability::get_status_page, observability::get_status_json,
     ),
     modifiers(&SecurityAddon),
 )]
@@ -92,9 +95,14 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(health::get_health))
         .route("/health/live", get(health::get_live))
         .route("/health/ready", get(health::get_ready))
-        .route("/openapi.json", get(|| async { axum::Json(ApiDoc::openapi()) }))
+        .route("/metrics", get(observability::get_metrics))
+        .route("/status", get(observability::get_status_page))
+        .route("/status.json", get(observability::get_status_json))
+        // Swagger UI's assets are vendored into the binary: /docs works offline.
+        .merge(utoipa_swagger_ui::SwaggerUi::new("/docs").url("/openapi.json", ApiDoc::openapi()))
         .fallback(|| async { ApiError::not_found("no such route; see /openapi.json for the API") })
         .layer(DefaultBodyLimit::max(server.body_limit_bytes))
+        .layer(axum::middleware::from_fn(observability::track_requests))
         .with_state(state.clone());
     let routes = match cors {
         Some(cors) => routes.layer(cors),

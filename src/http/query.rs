@@ -1,5 +1,6 @@
 //! `POST|GET /analytics/query`: validate, compile, serve from cache or database.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::{Body, Bytes};
@@ -13,8 +14,9 @@ use crate::cache::{ReadMode, Served};
 use crate::db::{self, DbError};
 use crate::error::ApiError;
 use crate::http::auth::Caller;
-use crate::model::{QueryError, QueryErrorKind, QueryRequest};
+use crate::model::{CompiledQuery, QueryError, QueryErrorKind, QueryRequest};
 use crate::state::AppState;
+use crate::status::HotKey;
 
 /// Query-string options shared by both methods.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -139,27 +141,48 @@ pub async fn execute(
     mode: ReadMode,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
-    let (compiled_key, ttl_seconds, served) = serve(state, &caller, &request, mode).await?;
-    Ok(render(&compiled_key, ttl_seconds, &served, started))
+    let (compiled, served) = serve(state, &caller, &request, mode).await?;
+    let elapsed = started.elapsed();
+    state.status.record(crate::cache::unix_now(), served.outcome, elapsed);
+    state.status.record_key(&compiled.cache_key, || HotKey {
+        dataset: compiled.dataset.clone(),
+        tenant: compiled.tenant.clone(),
+        summary: compiled.summary(),
+        hits: 0,
+    });
+    let mut response = render(&compiled.cache_key, compiled.ttl_seconds, &served, started);
+    if let Some(decision) = &caller.rate {
+        response
+            .headers_mut()
+            .extend(crate::http::auth::rate_limit_headers(decision));
+    }
+    Ok(response)
 }
 
-/// Compiles and runs through the cache; returns the key, TTL and result.
+/// Compiles and runs through the cache.
 pub async fn serve(
     state: &AppState,
     caller: &Caller,
     request: &QueryRequest,
     mode: ReadMode,
-) -> Result<(String, u64, Served), ApiError> {
-    let compiled = state.model.compile(&state.compile_context(), &caller.tenant, request)?;
-    let key = compiled.cache_key.clone();
-    let ttl = compiled.ttl_seconds;
+) -> Result<(Arc<CompiledQuery>, Served), ApiError> {
+    let compiled = Arc::new(state.model.compile(&state.compile_context(), &caller.tenant, request)?);
+    tracing::Span::current().record("tenant", compiled.tenant.as_str());
     let pool = state.db.clone();
-    let sql = compiled.sql;
+    let model = Arc::clone(&state.model);
+    let for_compute = Arc::clone(&compiled);
+    // The statement is built inside the computation: hits never pay for it.
+    let compute = move || async move {
+        let sql = model
+            .sql_for(&for_compute)
+            .ok_or_else(|| DbError::Query(format!("dataset `{}` vanished from the model", for_compute.dataset)))?;
+        db::fetch(&pool, sql).await
+    };
     let served = state
         .cache
-        .get_or_compute(&key, ttl, mode, move || async move { db::fetch(&pool, sql).await })
+        .get_or_compute(&compiled.cache_key, compiled.ttl_seconds, mode, compute)
         .await?;
-    Ok((key, ttl, served))
+    Ok((compiled, served))
 }
 
 /// Splices the cached `data` bytes with fresh metadata, without parsing them.

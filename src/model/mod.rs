@@ -48,17 +48,25 @@ pub struct CompileContext {
     pub today: NaiveDate,
 }
 
-/// A request ready to run: the statement, its cache identity and lifetime.
+/// A validated request: its cache identity and lifetime. The SQL is built
+/// only on a miss ([`SemanticModel::sql_for`]): a cache hit never pays for it.
+#[derive(Debug, Clone)]
 pub struct CompiledQuery {
     pub dataset: String,
     pub tenant: String,
     pub resolved: ResolvedQuery,
+    /// The tenant's row filters for this dataset.
+    pub scope: Vec<ResolvedFilter>,
     /// `{prefix}:query:{tenant}:{dataset}:{md5}`.
     pub cache_key: String,
     pub ttl_seconds: u64,
+}
+
+impl CompiledQuery {
     /// Short human description for logs and the status page.
-    pub summary: String,
-    pub sql: QueryBuilder<'static, Postgres>,
+    pub fn summary(&self) -> String {
+        summarize(&self.resolved)
+    }
 }
 
 /// The hashed identity of a query: everything that can change its result.
@@ -109,16 +117,20 @@ impl SemanticModel {
             resolved.date_range.map(|r| r.end),
             context.today,
         );
-        let sql = build_sql(dataset, &resolved, scope);
         Ok(CompiledQuery {
             dataset: dataset.name.clone(),
             tenant: tenant.id.clone(),
-            summary: summarize(&resolved),
             resolved,
+            scope: scope.to_vec(),
             cache_key,
             ttl_seconds,
-            sql,
         })
+    }
+
+    /// The statement for a compiled query.
+    pub fn sql_for(&self, compiled: &CompiledQuery) -> Option<QueryBuilder<'static, Postgres>> {
+        let dataset = self.datasets.get(&compiled.dataset)?;
+        Some(build_sql(dataset, &compiled.resolved, &compiled.scope))
     }
 }
 

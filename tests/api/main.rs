@@ -10,4 +10,6 @@ mod errors;
 mod faults;
 mod health;
 mod injection;
+mod properties;
 mod query;
+mod tenancy;

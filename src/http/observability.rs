@@ -1,0 +1,115 @@
+//! `/metrics` (Prometheus), the per-request duration histogram, and the
+//! operator status page (`/status`, `/status.json`).
+
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{header, HeaderValue};
+use axum::middleware::Next;
+use axum::response::{Html, IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+
+use crate::cache::unix_now;
+use crate::db;
+use crate::http::auth::Admin;
+use crate::http::health::cache_health;
+use crate::state::AppState;
+use crate::status::{HotKey, Percentiles, SeriesPoint, BUCKETS, BUCKET_SECONDS};
+
+/// Records `analytics_http_request_duration_seconds{method, route, status}`.
+/// Routes are the matched templates, so label cardinality stays bounded.
+pub async fn track_requests(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = request.method().as_str().to_owned();
+    let response = next.run(request).await;
+    metrics::histogram!(
+        "analytics_http_request_duration_seconds",
+        "method" => method,
+        "route" => route,
+        "status" => response.status().as_u16().to_string(),
+    )
+    .record(started.elapsed().as_secs_f64());
+    response
+}
+
+/// Prometheus text exposition of every series.
+#[utoipa::path(get, path = "/metrics", tag = "observability",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
+pub async fn get_metrics(State(state): State<AppState>) -> Response {
+    let idle = state.db.num_idle() as f64;
+    metrics::gauge!("analytics_db_pool_connections", "state" => "idle").set(idle);
+    metrics::gauge!("analytics_db_pool_connections", "state" => "in_use").set(f64::from(state.db.size()) - idle);
+    let body = crate::telemetry::metrics_handle()
+        .map(|h| h.render())
+        .unwrap_or_default();
+    let mut response = body.into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    response
+}
+
+/// The self-contained operator page; it polls `/status.json` every 2 s.
+#[utoipa::path(get, path = "/status", tag = "observability",
+    responses((status = 200, description = "HTML status page", content_type = "text/html")))]
+pub async fn get_status_page() -> Html<&'static str> {
+    Html(include_str!("../../assets/status.html"))
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct StatusResponse {
+    pub generated_at_ms: u64,
+    pub uptime_seconds: u64,
+    pub window_seconds: u64,
+    pub bucket_seconds: u64,
+    pub series: Vec<SeriesPoint>,
+    pub hit_rate: Option<f64>,
+    pub request_rate: f64,
+    #[schema(value_type = Object)]
+    pub latency_ms: std::collections::BTreeMap<&'static str, Percentiles>,
+    pub breaker: &'static str,
+    pub redis: &'static str,
+    pub database: &'static str,
+    pub l1: crate::http::cache_admin::L1Stats,
+    pub hot_keys: Vec<HotKey>,
+}
+
+/// The status page's data: the last 15 minutes of traffic and current health.
+#[utoipa::path(get, path = "/status.json", tag = "observability", security(("admin_token" = [])),
+    responses((status = 200, body = StatusResponse), (status = 401), (status = 403)))]
+pub async fn get_status_json(_admin: Admin, State(state): State<AppState>) -> Json<StatusResponse> {
+    let now = unix_now();
+    let window = state.status.snapshot(now);
+    let (cache, database, (entries, bytes)) =
+        tokio::join!(cache_health(&state), db::ping(&state.db), state.cache.l1_size());
+    Json(StatusResponse {
+        generated_at_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or_default(),
+        uptime_seconds: state.started_at.elapsed().as_secs(),
+        window_seconds: BUCKETS as u64 * BUCKET_SECONDS,
+        bucket_seconds: BUCKET_SECONDS,
+        series: window.series,
+        hit_rate: window.hit_rate,
+        request_rate: window.request_rate,
+        latency_ms: window.latency_ms,
+        breaker: cache.breaker,
+        redis: cache.redis,
+        database: if database.is_ok() { "up" } else { "down" },
+        l1: crate::http::cache_admin::L1Stats {
+            enabled: cache.l1_enabled,
+            entries,
+            bytes,
+            max_bytes: state.settings.cache.l1_max_bytes,
+        },
+        hot_keys: state.status.hot_keys(10),
+    })
+}
