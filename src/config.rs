@@ -229,10 +229,10 @@ pub struct TenantSettings {
 pub struct RateLimitSettings {
     /// Off means no limits at all.
     pub enabled: bool,
-    /// Requests per minute for tenants that set none; 0 means unlimited.
+    /// Requests per minute for tenants that set none (the `default` tenant
+    /// included); 0 means unlimited. A limit of L admits L requests at once,
+    /// then refills one every 60/L seconds.
     pub default_per_minute: u64,
-    /// Requests a tenant may send at once above the steady rate.
-    pub burst: u64,
     /// Label `analytics_ratelimit_rejections_total` by tenant (cardinality!).
     pub per_tenant_metrics: bool,
 }
@@ -241,8 +241,7 @@ impl Default for RateLimitSettings {
     fn default() -> Self {
         Self {
             enabled: true,
-            default_per_minute: 6_000,
-            burst: 100,
+            default_per_minute: 0,
             per_tenant_metrics: false,
         }
     }

@@ -12,7 +12,9 @@ use crate::config::{LogFormat, LogSettings};
 /// `settings.level`) picks what is logged. Safe to call more than once.
 pub fn init_logging(settings: &LogSettings) {
     let filter = EnvFilter::try_new(&settings.level).unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = fmt().with_env_filter(filter).with_target(false);
+    // Colour only for people at a terminal, never into log files.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let builder = fmt().with_env_filter(filter).with_target(false).with_ansi(ansi);
     let _ = match settings.format {
         LogFormat::Json => builder
             .json()

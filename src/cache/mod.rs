@@ -126,7 +126,6 @@ impl QueryCache {
 
     /// Looks `key` up in L1, then (within one flight per key) in Redis, and
     /// finally runs `compute`, storing its result in both tiers.
-    #[tracing::instrument(name = "cache.get_or_compute", skip_all, fields(cache = tracing::field::Empty))]
     pub async fn get_or_compute<F, Fut>(
         &self,
         key: &str,
@@ -142,7 +141,6 @@ impl QueryCache {
         if mode == ReadMode::Normal && self.settings.enabled {
             if let Some(entry) = self.l1_get(key).await {
                 self.stats.record_lookup(Outcome::L1, started.elapsed());
-                tracing::Span::current().record("cache", "l1");
                 return Ok(Served {
                     entry,
                     outcome: Outcome::L1,
@@ -169,20 +167,17 @@ impl QueryCache {
             ReadMode::Normal => key.to_owned(),
             ReadMode::Refresh => format!("refresh\u{0}{key}"),
         };
-        let (result, _joined) = self
+        let (mut result, _joined) = self
             .flights
             .run(&flight_key, flight.run(compute), || {
                 Err(DbError::Query("the query task panicked".into()))
             })
             .await;
-        if let Ok(served) = &result {
-            let outcome = if mode == ReadMode::Refresh || !self.settings.enabled {
-                Outcome::Bypass
-            } else {
-                served.outcome
-            };
-            self.stats.record_lookup(outcome, started.elapsed());
-            tracing::Span::current().record("cache", outcome.as_str());
+        if let Ok(served) = &mut result {
+            if mode == ReadMode::Refresh || !self.settings.enabled {
+                served.outcome = Outcome::Bypass;
+            }
+            self.stats.record_lookup(served.outcome, started.elapsed());
         }
         result
     }

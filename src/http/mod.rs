@@ -18,8 +18,8 @@ pub mod query;
 use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
-use axum::http::{HeaderName, StatusCode};
-use axum::routing::{delete, get, post};
+use axum::http::{HeaderName, Method, StatusCode};
+use axum::routing::{delete, get, post, MethodRouter};
 use axum::Router;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -44,9 +44,27 @@ use crate::state::AppState;
         cache_admin::delete_cache_key_by_query, cache_admin::warm_cache,
         observability::get_metrics, observability::get_status_page, observability::get_status_json,
     ),
-    modifiers(&SecurityAddon),
+    modifiers(&SecurityAddon, &AliasAddon),
 )]
 pub struct ApiDoc;
+
+/// Documents the `/api/v1/...` aliases as copies of the canonical paths.
+struct AliasAddon;
+
+impl utoipa::Modify for AliasAddon {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let copies: Vec<_> = openapi
+            .paths
+            .paths
+            .iter()
+            .filter_map(|(path, item)| {
+                let (from, to) = ALIASES.iter().find(|(from, _)| path.starts_with(from))?;
+                Some((path.replacen(from, to, 1), item.clone()))
+            })
+            .collect();
+        openapi.paths.paths.extend(copies);
+    }
+}
 
 struct SecurityAddon;
 
@@ -61,23 +79,65 @@ impl utoipa::Modify for SecurityAddon {
     }
 }
 
-/// Query and cache routes, mounted at `/` and again under the original
-/// runbooks' `/api/v1/...` paths.
-fn api_routes() -> Router<AppState> {
-    let cache = Router::new()
-        .route("/stats", get(cache_admin::get_cache_stats))
-        .route("/clear", post(cache_admin::clear_cache))
-        .route("/key", delete(cache_admin::delete_cache_key_by_query))
-        .route("/key/{*key}", delete(cache_admin::delete_cache_key))
-        .route("/warm", post(cache_admin::warm_cache));
-    Router::new()
-        .route("/analytics/query", post(query::run_query).get(query::run_query_get))
-        .route(
-            "/api/v1/analytics/query",
-            post(query::run_query).get(query::run_query_get),
-        )
-        .nest("/cache", cache.clone())
-        .nest("/api/v1/analytics/cache", cache)
+/// One row of the route table: the router is built from these rows, and the
+/// OpenAPI test checks the spec against the same rows.
+pub struct Route {
+    pub method: Method,
+    pub path: String,
+    pub handler: MethodRouter<AppState>,
+}
+
+fn route(method: Method, path: &str, handler: MethodRouter<AppState>) -> Route {
+    Route {
+        method,
+        path: path.to_owned(),
+        handler,
+    }
+}
+
+/// Path prefixes under which the original runbooks call the same API.
+pub const ALIASES: &[(&str, &str)] = &[
+    ("/analytics/query", "/api/v1/analytics/query"),
+    ("/cache/", "/api/v1/analytics/cache/"),
+];
+
+/// Every route of the API, aliases included, in one table.
+pub fn routes() -> Vec<Route> {
+    let canonical = vec![
+        route(Method::POST, "/analytics/query", post(query::run_query)),
+        route(Method::GET, "/analytics/query", get(query::run_query_get)),
+        route(Method::GET, "/cache/stats", get(cache_admin::get_cache_stats)),
+        route(Method::POST, "/cache/clear", post(cache_admin::clear_cache)),
+        route(
+            Method::DELETE,
+            "/cache/key",
+            delete(cache_admin::delete_cache_key_by_query),
+        ),
+        route(
+            Method::DELETE,
+            "/cache/key/{*key}",
+            delete(cache_admin::delete_cache_key),
+        ),
+        route(Method::POST, "/cache/warm", post(cache_admin::warm_cache)),
+        route(Method::GET, "/health", get(health::get_health)),
+        route(Method::GET, "/health/live", get(health::get_live)),
+        route(Method::GET, "/health/ready", get(health::get_ready)),
+        route(Method::GET, "/metrics", get(observability::get_metrics)),
+        route(Method::GET, "/status", get(observability::get_status_page)),
+        route(Method::GET, "/status.json", get(observability::get_status_json)),
+    ];
+    let aliases: Vec<Route> = canonical
+        .iter()
+        .filter_map(|r| {
+            let (from, to) = ALIASES.iter().find(|(from, _)| r.path.starts_with(from))?;
+            Some(route(
+                r.method.clone(),
+                &r.path.replacen(from, to, 1),
+                r.handler.clone(),
+            ))
+        })
+        .collect();
+    canonical.into_iter().chain(aliases).collect()
 }
 
 /// The whole application: routes plus the middleware stack.
@@ -91,13 +151,9 @@ pub fn router(state: AppState) -> Router {
             .and(NotForContentType::SSE),
     );
     let cors = middleware::cors(&server.cors_allowed_origins);
-    let routes = api_routes()
-        .route("/health", get(health::get_health))
-        .route("/health/live", get(health::get_live))
-        .route("/health/ready", get(health::get_ready))
-        .route("/metrics", get(observability::get_metrics))
-        .route("/status", get(observability::get_status_page))
-        .route("/status.json", get(observability::get_status_json))
+    let routes = routes()
+        .into_iter()
+        .fold(Router::new(), |router, r| router.route(&r.path, r.handler))
         // Swagger UI's assets are vendored into the binary: /docs works offline.
         .merge(utoipa_swagger_ui::SwaggerUi::new("/docs").url("/openapi.json", ApiDoc::openapi()))
         .fallback(|| async { ApiError::not_found("no such route; see /openapi.json for the API") })

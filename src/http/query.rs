@@ -143,6 +143,11 @@ pub async fn execute(
     let started = Instant::now();
     let (compiled, served) = serve(state, &caller, &request, mode).await?;
     let elapsed = started.elapsed();
+    let span = tracing::Span::current();
+    span.record("cache", served.outcome.as_str());
+    if let Some(db) = served.db_elapsed {
+        span.record("db_ms", db.as_secs_f64() * 1e3);
+    }
     state.status.record(crate::cache::unix_now(), served.outcome, elapsed);
     state.status.record_key(&compiled.cache_key, || HotKey {
         dataset: compiled.dataset.clone(),

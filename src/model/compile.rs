@@ -11,7 +11,7 @@ use super::resolve::{FilterOp, FilterValue, ResolvedFilter, ResolvedQuery};
 
 /// Builds the statement for `query` on `dataset`, with `row_filters` (the
 /// tenant's scope) ANDed in. The statement returns one row:
-/// `(total_rows int8, data text)` where `data` is the JSON array of result rows,
+/// `(total_rows int8, data text)` where `data` is the compact JSON array of rows
 /// built by PostgreSQL so the server never re-encodes it.
 pub fn build_sql(
     dataset: &Dataset,
@@ -20,7 +20,7 @@ pub fn build_sql(
 ) -> QueryBuilder<'static, Postgres> {
     let def = &dataset.def;
     let mut sql = QueryBuilder::new(
-        "SELECT count(*)::int8 AS total_rows, coalesce(json_agg(q), '[]'::json)::text AS data FROM (SELECT ",
+        "SELECT count(*)::int8 AS total_rows, coalesce(array_to_json(array_agg(q)), '[]'::json)::text AS data FROM (SELECT ",
     );
 
     let mut columns = sql.separated(", ");

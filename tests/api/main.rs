@@ -10,6 +10,7 @@ mod errors;
 mod faults;
 mod health;
 mod injection;
+mod observability;
 mod properties;
 mod query;
 mod tenancy;

@@ -1,0 +1,616 @@
+#!/usr/bin/env python3
+"""Helpers for bench/run.sh: parse tool output, keep results, render RESULTS.md.
+
+Subcommands (all print to stdout, errors to stderr with a non-zero exit):
+
+  free-port                         a free TCP port on 127.0.0.1
+  wrk-json FILE                     the BENCH_JSON object printed by bench/lua/report.lua
+  stats-delta BEFORE AFTER          counters of /cache/stats over a run (JSON)
+  pgbench-latency PREFIX            p50/p99 from pgbench --log files PREFIX.*
+  pgbench-tps FILE                  tps from pgbench's summary
+  redis-benchmark FILE              rps/p50 from `redis-benchmark -q` output
+  compare-data API_JSON PSQL_TSV    does the SQL's `data` equal the API's `data`?
+  stampede URL TOKEN N BODY_JSON    N concurrent identical cold requests
+  record SCENARIO [--wrk FILE] [--stats BEFORE AFTER] [key=value ...]
+                                    write out/latest/SCENARIO.json, append to the run's JSONL
+  render                            (re)write bench/RESULTS.md from out/latest/*.json
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import glob
+import http.client
+import json
+import os
+import platform
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(BENCH_DIR)
+OUT = os.environ.get("BENCH_OUT", os.path.join(BENCH_DIR, "out"))
+LATEST = os.path.join(OUT, "latest")
+
+SCENARIO_ORDER = [
+    "uncached",
+    "db-floor",
+    "ceiling",
+    "hot-l1",
+    "hot-redis",
+    "mix",
+    "cold",
+    "stampede",
+    "redis-down",
+    "redis-benchmark",
+]
+
+
+def die(message: str) -> None:
+    print(f"bench.py: {message}", file=sys.stderr)
+    sys.exit(1)
+
+
+def load_json(path: str) -> dict:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        die(f"cannot read JSON from {path}: {e}")
+        raise  # unreachable
+
+
+# ---------------------------------------------------------------- parsers
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wrk_json(path: str) -> dict:
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            if line.startswith("BENCH_JSON "):
+                return json.loads(line[len("BENCH_JSON "):])
+    die(f"no BENCH_JSON line in {path} (did wrk fail? see the file)")
+    return {}
+
+
+STAT_KEYS = ["hits", "hits_l1", "hits_redis", "misses", "bypasses", "sets", "errors", "timeouts",
+             "db_queries", "total_requests", "uncacheable", "corrupt"]
+
+
+def stats_delta(before: dict, after: dict) -> dict:
+    a0, a1 = before.get("app", {}), after.get("app", {})
+    d = {k: int(a1.get(k, 0)) - int(a0.get(k, 0)) for k in STAT_KEYS}
+    looked = d["hits"] + d["misses"]
+    d["hit_rate"] = round(d["hits"] / looked, 4) if looked else None
+    d["redis_status"] = after.get("status")
+    d["breaker"] = after.get("breaker")
+    d["l1_entries"] = after.get("l1", {}).get("entries")
+    d["l1_bytes"] = after.get("l1", {}).get("bytes")
+    return d
+
+
+def percentile(sorted_values: list[float], p: float) -> float:
+    if not sorted_values:
+        return float("nan")
+    # nearest-rank, like wrk's HDR histogram percentile
+    k = max(0, min(len(sorted_values) - 1, int(round(p / 100 * len(sorted_values) + 0.5)) - 1))
+    return sorted_values[k]
+
+
+def pgbench_latency(prefix: str) -> dict:
+    files = sorted(glob.glob(prefix + ".*"))
+    if not files:
+        die(f"no pgbench log files match {prefix}.*")
+    lat_us: list[float] = []
+    for path in files:
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                parts = line.split()
+                # client_id transaction_no time script_no time_epoch time_us [schedule_lag]
+                if len(parts) >= 6 and parts[2].isdigit():
+                    lat_us.append(float(parts[2]))
+    if not lat_us:
+        die(f"pgbench logs {prefix}.* hold no transactions")
+    lat_us.sort()
+    return {
+        "transactions": len(lat_us),
+        "p50_ms": round(percentile(lat_us, 50) / 1000, 3),
+        "p90_ms": round(percentile(lat_us, 90) / 1000, 3),
+        "p99_ms": round(percentile(lat_us, 99) / 1000, 3),
+        "max_ms": round(lat_us[-1] / 1000, 3),
+        "mean_ms": round(sum(lat_us) / len(lat_us) / 1000, 3),
+        "log_files": len(files),
+    }
+
+
+def pgbench_tps(path: str) -> dict:
+    text = open(path, encoding="utf-8", errors="replace").read()
+    m = re.search(r"tps = ([0-9.]+) \(without initial connection time\)", text)
+    if not m:
+        m = re.search(r"tps = ([0-9.]+)", text)
+    if not m:
+        die(f"no tps line in {path}")
+    out = {"tps": float(m.group(1))}
+    m = re.search(r"number of failed transactions: (\d+)", text)
+    if m:
+        out["failed"] = int(m.group(1))
+    m = re.search(r"latency average = ([0-9.]+) ms", text)
+    if m:
+        out["latency_average_ms"] = float(m.group(1))
+    return out
+
+
+def redis_benchmark(path: str) -> dict:
+    text = open(path, encoding="utf-8", errors="replace").read().replace("\r", "\n")
+    m = None
+    for m in re.finditer(r"GET: ([0-9.]+) requests per second(?:, p50=([0-9.]+) msec)?", text):
+        pass
+    if not m:
+        die(f"no 'GET: ... requests per second' line in {path}")
+    out = {"rps": float(m.group(1))}
+    if m.group(2):
+        out["p50_ms"] = float(m.group(2))
+    return out
+
+
+def compare_data(api_path: str, psql_path: str) -> dict:
+    api = load_json(api_path)
+    line = open(psql_path, encoding="utf-8").read().strip()
+    if "\t" not in line:
+        die(f"{psql_path}: expected `total_rows<TAB>data`, got {line[:200]!r}")
+    total_rows, data = line.split("\t", 1)
+    sql_data = json.loads(data)
+    equal = sql_data == api.get("data")
+    return {
+        "equal": equal,
+        "sql_total_rows": int(total_rows),
+        "api_total_rows": api.get("metadata", {}).get("total_rows"),
+        "sql_data": sql_data if not equal else None,
+        "api_data": api.get("data") if not equal else None,
+    }
+
+
+# ---------------------------------------------------------------- stampede
+
+
+def http_json(method: str, url: str, token: str | None = None, body: bytes | None = None,
+              timeout: float = 30) -> tuple[int, dict]:
+    req = urllib.request.Request(url, data=body, method=method)
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    if body is not None:
+        req.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, json.loads(r.read() or b"{}")
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"{}")
+
+
+def stampede(base_url: str, token: str, n: int, body: str) -> dict:
+    host, port = base_url.replace("http://", "").split(":")
+    _, before = http_json("GET", f"{base_url}/cache/stats", token)
+    status, cleared = http_json("POST", f"{base_url}/cache/clear?pattern=*", token, b"")
+    if status != 200:
+        die(f"POST /cache/clear answered {status}: {cleared}")
+    _, before = http_json("GET", f"{base_url}/cache/stats", token)
+
+    payload = body.encode()
+    barrier = threading.Barrier(n, timeout=30)
+    results: list[dict] = [{} for _ in range(n)]
+
+    def worker(i: int) -> None:
+        conn = http.client.HTTPConnection(host, int(port), timeout=60)
+        try:
+            conn.connect()  # connect first, so the barrier releases ready sockets
+            barrier.wait()
+            t0 = time.perf_counter()
+            conn.request("POST", "/analytics/query", body=payload,
+                         headers={"Content-Type": "application/json"})
+            resp = conn.getresponse()
+            raw = resp.read()
+            elapsed = (time.perf_counter() - t0) * 1000
+            meta = {}
+            try:
+                meta = json.loads(raw).get("metadata", {})
+            except ValueError:
+                pass
+            results[i] = {"status": resp.status, "x_cache": resp.getheader("X-Cache"),
+                          "from_cache": meta.get("from_cache"), "ms": elapsed}
+        except Exception as e:  # noqa: BLE001 - report every failure mode
+            results[i] = {"status": None, "error": repr(e)}
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(n)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(90)
+    wall_ms = (time.perf_counter() - t0) * 1000
+    _, after = http_json("GET", f"{base_url}/cache/stats", token)
+    delta = stats_delta(before, after)
+    statuses: dict[str, int] = {}
+    for r in results:
+        statuses[str(r.get("status"))] = statuses.get(str(r.get("status")), 0) + 1
+    ms = sorted(r["ms"] for r in results if "ms" in r)
+    return {
+        "requests": n,
+        "sql_count": delta["db_queries"],
+        "statuses": statuses,
+        "non2xx": sum(c for s, c in statuses.items() if not s.startswith("2")),
+        "x_cache_hit": sum(1 for r in results if r.get("x_cache") == "HIT"),
+        "x_cache_miss": sum(1 for r in results if r.get("x_cache") == "MISS"),
+        "p50_ms": round(percentile(ms, 50), 3) if ms else None,
+        "p99_ms": round(percentile(ms, 99), 3) if ms else None,
+        "max_ms": round(ms[-1], 3) if ms else None,
+        "wall_ms": round(wall_ms, 1),
+        "stats_delta": delta,
+        "errors": [r["error"] for r in results if "error" in r][:5],
+    }
+
+
+# ---------------------------------------------------------------- record
+
+
+def parse_value(v: str):
+    try:
+        return json.loads(v)
+    except ValueError:
+        return v
+
+
+def record(argv: list[str]) -> None:
+    if not argv:
+        die("record: missing SCENARIO")
+    scenario, rest = argv[0], argv[1:]
+    result: dict = {"scenario": scenario}
+    i = 0
+    while i < len(rest):
+        arg = rest[i]
+        if arg == "--wrk":
+            result.update(wrk_json(rest[i + 1]))
+            i += 2
+        elif arg == "--stats":
+            result["stats"] = stats_delta(load_json(rest[i + 1]), load_json(rest[i + 2]))
+            if result["stats"].get("hit_rate") is not None:
+                result["hit_rate"] = result["stats"]["hit_rate"]
+            i += 3
+        elif arg == "--merge":
+            result.update(load_json(rest[i + 1]))
+            i += 2
+        elif "=" in arg:
+            k, v = arg.split("=", 1)
+            result[k] = parse_value(v)
+            i += 1
+        else:
+            die(f"record: unexpected argument {arg!r}")
+    result.setdefault("timestamp", dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
+    result.setdefault("run_id", os.environ.get("BENCH_RUN_ID"))
+    result.setdefault("commit", git_commit())
+    os.makedirs(LATEST, exist_ok=True)
+    line = json.dumps(result, sort_keys=True)
+    with open(os.path.join(LATEST, f"{scenario}.json"), "w", encoding="utf-8") as f:
+        f.write(line + "\n")
+    jsonl = os.environ.get("BENCH_RESULTS_JSONL") or os.path.join(OUT, "results.jsonl")
+    with open(jsonl, "a", encoding="utf-8") as f:
+        f.write(line + "\n")
+    print(line)
+
+
+# ---------------------------------------------------------------- render
+
+
+def git_commit() -> str:
+    try:
+        sha = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--", "src", "Cargo.toml",
+                                "Cargo.lock", "config", "migrations"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+        return sha + (" (+ uncommitted changes)" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def machine() -> dict:
+    cpu = "unknown"
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem_gb = None
+    try:
+        for line in open("/proc/meminfo", encoding="utf-8"):
+            if line.startswith("MemTotal:"):
+                mem_gb = round(int(line.split()[1]) / 1024 / 1024, 1)
+    except OSError:
+        pass
+    return {"nproc": os.cpu_count(), "cpu": cpu, "mem_gb": mem_gb,
+            "kernel": platform.release(), "os": pretty_os()}
+
+
+def pretty_os() -> str:
+    try:
+        for line in open("/etc/os-release", encoding="utf-8"):
+            if line.startswith("PRETTY_NAME="):
+                return line.split("=", 1)[1].strip().strip('"')
+    except OSError:
+        pass
+    return platform.system()
+
+
+def fmt(v, digits: int = 2) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        if abs(v) >= 1000:
+            return f"{v:,.0f}"
+        return f"{v:.{digits}f}"
+    if isinstance(v, int):
+        return f"{v:,}"
+    return str(v)
+
+
+def pct(v) -> str:
+    return "–" if v is None else f"{v * 100:.2f}%"
+
+
+def extra_text(name: str, r: dict) -> str:
+    parts = []
+    if name == "uncached":
+        parts.append(f"pool {r.get('pool')}")
+    if name == "db-floor":
+        parts.append(f"tps (pgbench) {fmt(r.get('tps'))}")
+        v = r.get("data_matches_api")
+        parts.append("data = API ✓" if v is True else ("data ≠ API ✗" if v is False else "data not verified"))
+    if name in ("hot-l1", "hot-redis", "mix", "cold") and r.get("hit_rate") is not None:
+        parts.append(f"hit rate {pct(r.get('hit_rate'))}")
+    if name == "hot-redis" and r.get("stats"):
+        parts.append(f"redis hits {fmt(r['stats'].get('hits_redis'))}")
+    if name in ("mix", "cold") and r.get("stats"):
+        parts.append(f"SQL {fmt(r['stats'].get('db_queries'))}")
+    if name == "mix" and r.get("rss_mb") is not None:
+        parts.append(f"RSS {r['rss_mb']:.1f} MB")
+    if name == "stampede":
+        parts.append(f"SQL count {r.get('sql_count')} / {r.get('requests')} requests")
+        parts.append(f"statuses {r.get('statuses')}")
+    if name == "redis-down":
+        parts.append(f"db-only {fmt(r.get('db_only_rps'))} rps (p50 {fmt(r.get('db_only_p50_ms'))} ms)")
+        parts.append(f"ratio {fmt(r.get('ratio'))}")
+        parts.append(f"breaker {r.get('breaker', '?')}")
+    if name != "redis-benchmark":
+        bad = (r.get("non2xx") or 0)
+        sock = sum(int(r.get(k) or 0) for k in ("connect_errors", "read_errors", "write_errors", "timeouts"))
+        parts.append(f"non-2xx {fmt(bad)}")
+        if sock:
+            parts.append(f"socket errors {sock}")
+        if name == "redis-down":
+            parts.append(f"db-only non-2xx {fmt(r.get('db_only_non2xx'))}")
+    if r.get("server_log_errors"):
+        parts.append(f"server ERROR lines {r['server_log_errors']}")
+    if r.get("server_log_warnings"):
+        parts.append(f"server WARN lines {r['server_log_warnings']}")
+    return "; ".join(parts)
+
+
+def targets(res: dict) -> list[tuple[str, str, str]]:
+    """(target, met/not met/not run, numbers)."""
+    out = []
+
+    def verdict(ok) -> str:
+        return "not run" if ok is None else ("**met**" if ok else "**NOT met**")
+
+    u, f = res.get("uncached"), res.get("db-floor")
+    if u and f and u.get("p50_ms") and f.get("p50_ms"):
+        ratio = u["p50_ms"] / f["p50_ms"]
+        out.append(("uncached p50 ≤ 1.10 × db-floor p50", verdict(ratio <= 1.10),
+                    f"{u['p50_ms']:.2f} ms vs {f['p50_ms']:.2f} ms → {ratio:.3f}×"))
+    else:
+        out.append(("uncached p50 ≤ 1.10 × db-floor p50", verdict(None), ""))
+
+    h, c = res.get("hot-l1"), res.get("ceiling")
+    if h and c:
+        share = h["rps"] / c["rps"] if c.get("rps") else 0
+        out.append(("hot-l1 rps ≥ 50% of ceiling", verdict(share >= 0.5),
+                    f"{h['rps']:,.0f} vs {c['rps']:,.0f} rps → {share * 100:.1f}%"))
+    else:
+        out.append(("hot-l1 rps ≥ 50% of ceiling", verdict(None), ""))
+    if h:
+        out.append(("hot-l1 ≥ 40,000 rps", verdict(h["rps"] >= 40000), f"{h['rps']:,.0f} rps"))
+        out.append(("hot-l1 p99 ≤ 5 ms", verdict(h["p99_ms"] <= 5), f"p99 {h['p99_ms']:.2f} ms"))
+    else:
+        out += [("hot-l1 ≥ 40,000 rps", verdict(None), ""), ("hot-l1 p99 ≤ 5 ms", verdict(None), "")]
+
+    r = res.get("hot-redis")
+    out.append(("hot-redis ≥ 15,000 rps", verdict(r["rps"] >= 15000 if r else None),
+                f"{r['rps']:,.0f} rps" if r else ""))
+
+    m = res.get("mix")
+    hr = m.get("hit_rate") if m else None
+    out.append(("mix hit rate ≥ 95%", verdict(hr >= 0.95 if hr is not None else None),
+                f"{pct(hr)} ({m['stats']['hits']:,} hits / {m['stats']['misses']:,} misses)" if m and m.get("stats") else ""))
+
+    s = res.get("stampede")
+    out.append(("stampede: 100 cold identical requests → 1 SQL statement",
+                verdict(s["sql_count"] == 1 if s else None),
+                f"{s['sql_count']} statement(s); statuses {s['statuses']}" if s else ""))
+
+    d = res.get("redis-down")
+    if d:
+        ok = d.get("ratio", 0) >= 0.9 and (d.get("non2xx") or 0) == 0
+        out.append(("redis-down ≥ 90% of db-only, 0 non-2xx", verdict(ok),
+                    f"{d['rps']:,.1f} vs {d['db_only_rps']:,.1f} rps → {d['ratio']:.2f}×; "
+                    f"non-2xx {d.get('non2xx')}"))
+    else:
+        out.append(("redis-down ≥ 90% of db-only, 0 non-2xx", verdict(None), ""))
+
+    out.append(("RSS ≤ 200 MB after mix", verdict(m["rss_mb"] <= 200 if m and m.get("rss_mb") else None),
+                f"{m['rss_mb']:.1f} MB" if m and m.get("rss_mb") else ""))
+    return out
+
+
+DESCRIPTIONS = {
+    "uncached": "POST typical query, cache disabled, pool 16",
+    "db-floor": "same SQL via pgbench -M prepared, 16 clients",
+    "ceiling": "GET /health/live",
+    "hot-l1": "typical query, L1 + Redis (defaults)",
+    "hot-redis": "typical query, L1 off (every hit from Redis)",
+    "mix": "1,000 distinct queries, Zipf s=1.1, after 10 s warm-up",
+    "cold": "every request a never-seen query",
+    "stampede": "100 identical cold requests at once",
+    "redis-down": "mix with its Redis killed vs cache disabled",
+    "redis-benchmark": "redis-benchmark -t get (shared Redis reference)",
+}
+
+
+def render() -> None:
+    res = {}
+    for path in glob.glob(os.path.join(LATEST, "*.json")):
+        r = load_json(path)
+        res[r["scenario"]] = r
+    m = machine()
+    now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    commits = sorted({r.get("commit", "?") for r in res.values()})
+    lines = []
+    w = lines.append
+    w("# analytics-api benchmark results")
+    w("")
+    w("Generated by `bench/run.sh` (via `bench/bench.py render`); raw JSON lines are in `bench/out/`")
+    w("(gitignored). Do not edit by hand: re-run the suite or a scenario instead.")
+    w("")
+    w("## How to run")
+    w("")
+    w("```sh")
+    w("bench/run.sh                       # every scenario (~6 min plus the first build and seed)")
+    w("bench/run.sh hot-l1 mix            # only these; other rows keep their last result")
+    w("BENCH_SECONDS=10 bench/run.sh      # shorter measurement (default 20 s)")
+    w("BENCH_SKIP_BUILD=1 bench/run.sh    # reuse target/bench/release/analytics-api")
+    w("bench/run.sh report                # only re-render this file")
+    w("```")
+    w("")
+    w("Needs PostgreSQL 15 on 127.0.0.1:5432 (user postgres) and Redis on 127.0.0.1:6379;")
+    w("installs `wrk` with apt-get when missing. See `bench/README.md` for what each scenario does.")
+    w("")
+    w("## Environment")
+    w("")
+    w(f"- Rendered: {now}")
+    w(f"- Machine: {m['nproc']} CPUs, {m['cpu']}, {m['mem_gb']} GB RAM, {m['os']}, kernel {m['kernel']}")
+    w(f"- Git commit(s) measured: {', '.join(commits) if commits else 'none'}")
+    runs = sorted({(r.get("run_id") or "?") for r in res.values()})
+    w(f"- Run id(s): {', '.join(runs)}")
+    shared = [f"{n} ({r['machine_busy']})" for n, r in res.items() if r.get("machine_busy")]
+    if shared:
+        w(f"- Machine was shared during: {', '.join(shared)} — other processes (e.g. cargo builds) "
+          "competed for the 2 CPUs, so those numbers are pessimistic.")
+    w("- Load generator: wrk 4.1 with `-t2` on the same 2-CPU machine as the server and PostgreSQL,")
+    w("  so every number includes the cost of the client competing for the CPUs.")
+    w("")
+    w("## Summary")
+    w("")
+    w("| scenario | what | conns | rps | p50 ms | p99 ms | extra |")
+    w("| --- | --- | ---: | ---: | ---: | ---: | --- |")
+    for name in SCENARIO_ORDER:
+        r = res.get(name)
+        if not r:
+            w(f"| {name} | {DESCRIPTIONS[name]} | | not run | | | |")
+            continue
+        rps = r.get("rps", r.get("tps"))
+        w(f"| {name} | {DESCRIPTIONS[name]} | {fmt(r.get('connections'))} | {fmt(rps)} | "
+          f"{fmt(r.get('p50_ms'))} | {fmt(r.get('p99_ms'))} | {extra_text(name, r)} |")
+    w("")
+    w("rps for `db-floor` is pgbench's tps; for `stampede` latencies are per request of the burst.")
+    w("")
+    w("## Targets")
+    w("")
+    w("| target | verdict | numbers |")
+    w("| --- | --- | --- |")
+    for target, verdict, numbers in targets(res):
+        w(f"| {target} | {verdict} | {numbers} |")
+    w("")
+    notes = [(n, res[n]["notes"]) for n in SCENARIO_ORDER if n in res and res[n].get("notes")]
+    if notes:
+        w("## Notes")
+        w("")
+        for n, text in notes:
+            w(f"- **{n}**: {text}")
+        w("")
+    w("## Per-scenario detail")
+    w("")
+    for name in SCENARIO_ORDER:
+        r = res.get(name)
+        if not r:
+            continue
+        w(f"### {name}")
+        w("")
+        w(f"{DESCRIPTIONS[name]}. Measured {r.get('timestamp')}, commit {r.get('commit')}.")
+        w("")
+        w("| field | value |")
+        w("| --- | --- |")
+        for k in sorted(r):
+            if k in ("scenario", "timestamp", "commit", "notes"):
+                continue
+            v = r[k]
+            if isinstance(v, (dict, list)):
+                v = "`" + json.dumps(v, sort_keys=True) + "`"
+            w(f"| {k} | {fmt(v, 3) if not isinstance(v, str) else v} |")
+        w("")
+    path = os.environ.get("BENCH_RESULTS_MD", os.path.join(BENCH_DIR, "RESULTS.md"))
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("\n".join(lines))
+    print(f"wrote {path}", file=sys.stderr)
+
+
+# ---------------------------------------------------------------- main
+
+
+def main(argv: list[str]) -> None:
+    if not argv:
+        die("missing subcommand; see the module docstring")
+    cmd, args = argv[0], argv[1:]
+    if cmd == "free-port":
+        print(free_port())
+    elif cmd == "wrk-json":
+        print(json.dumps(wrk_json(args[0])))
+    elif cmd == "stats-delta":
+        print(json.dumps(stats_delta(load_json(args[0]), load_json(args[1]))))
+    elif cmd == "pgbench-latency":
+        print(json.dumps(pgbench_latency(args[0])))
+    elif cmd == "pgbench-tps":
+        print(json.dumps(pgbench_tps(args[0])))
+    elif cmd == "redis-benchmark":
+        print(json.dumps(redis_benchmark(args[0])))
+    elif cmd == "compare-data":
+        print(json.dumps(compare_data(args[0], args[1])))
+    elif cmd == "stampede":
+        print(json.dumps(stampede(args[0], args[1], int(args[2]), args[3])))
+    elif cmd == "record":
+        record(args)
+    elif cmd == "render":
+        render()
+    elif cmd == "get":
+        # get FILE KEY[.KEY...]: one value from a JSON file (for the shell)
+        v = load_json(args[0])
+        for k in args[1].split("."):
+            v = v.get(k) if isinstance(v, dict) else None
+        print("" if v is None else (json.dumps(v) if isinstance(v, (dict, list)) else v))
+    else:
+        die(f"unknown subcommand {cmd!r}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,48 @@
+-- The `cold` workload: every request is a query the cache has never seen.
+-- It is the typical dashboard query (3 metrics by channel) over a 1..31-day
+-- range that moves through the seeded window, plus
+--   "filters": {"store_id": {"ne": <unique id>}}
+-- where the id (>= 10^9) is no real store: the result covers every store, the
+-- SQL costs the same, but the cache key is new each time.
+--
+-- wrk args (after --): [1] unique-id offset (use a different one for warm-up
+-- and measurement), [2] first day of the window as unix seconds (UTC),
+-- [3] number of days in the window.
+package.path = (os.getenv("BENCH_LUA_DIR") or "bench/lua") .. "/?.lua;" .. package.path
+local report = require("report")
+
+local thread_count = 0
+function setup(thread)
+  thread_count = thread_count + 1
+  thread:set("thread_number", thread_count)
+end
+
+local offset, first_epoch, window_days
+local counter = 0
+local headers = { ["Content-Type"] = "application/json" }
+
+function init(args)
+  offset = tonumber(args[1] or "0") or 0
+  first_epoch = tonumber(args[2] or "1698883200") or 1698883200 -- 2023-11-02
+  window_days = tonumber(args[3] or "1096") or 1096
+end
+
+function request()
+  counter = counter + 1
+  -- Unique per thread and per run: threads own disjoint blocks of 10^7.
+  local uid = 1000000000 + offset + (thread_number or 0) * 10000000 + counter
+  local length = 1 + (uid % 31)
+  local start_day = (uid * 7919) % (window_days - length)
+  local s = first_epoch + start_day * 86400
+  local e = s + (length - 1) * 86400
+  local body = string.format(
+    '{"metrics":["revenue","average_ticket","sales_count"],"dimensions":["channel"],'
+      .. '"filters":{"store_id":{"ne":%d}},'
+      .. '"date_range":{"start_date":"%s","end_date":"%s"}}',
+    uid, os.date("!%Y-%m-%d", s), os.date("!%Y-%m-%d", e))
+  return wrk.format("POST", "/analytics/query", headers, body)
+end
+
+function done(summary, latency, requests)
+  report.done(summary, latency, requests)
+end

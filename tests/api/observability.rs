@@ -1,0 +1,270 @@
+//! `/metrics`, OpenAPI, `/docs` and the status data.
+
+use std::collections::BTreeSet;
+
+use serde_json::{json, Value};
+
+use crate::helpers::spawn_app;
+
+fn normalize(path: &str) -> String {
+    path.replace("{*", "{")
+}
+
+#[tokio::test]
+async fn openapi_lists_every_route_of_the_router_and_nothing_else() {
+    let app = spawn_app().await;
+    let spec: Value = app
+        .client
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .expect("spec")
+        .json()
+        .await
+        .expect("json");
+    assert!(
+        spec["openapi"].as_str().is_some_and(|v| v.starts_with("3.1")),
+        "OpenAPI 3.1: {}",
+        spec["openapi"]
+    );
+    let mut documented = BTreeSet::new();
+    for (path, item) in spec["paths"].as_object().expect("paths") {
+        for method in item.as_object().expect("path item").keys() {
+            if ["get", "post", "put", "delete", "patch"].contains(&method.as_str()) {
+                documented.insert((method.to_uppercase(), path.clone()));
+            }
+        }
+    }
+    let routed: BTreeSet<(String, String)> = analytics_api::http::routes()
+        .iter()
+        .map(|r| (r.method.to_string(), normalize(&r.path)))
+        .collect();
+    assert_eq!(documented, routed, "spec and router disagree");
+    // And each documented route really answers (not 404/405).
+    for (method, path) in &routed {
+        let url = app.url(&path.replace("{key}", "analytics:query:x"));
+        let response = app
+            .client
+            .request(method.parse().expect("method"), url)
+            .send()
+            .await
+            .expect("request");
+        assert!(
+            ![404, 405].contains(&response.status().as_u16()),
+            "{method} {path}: {}",
+            response.status()
+        );
+    }
+}
+
+#[tokio::test]
+async fn openapi_schemas_carry_the_contract_fields() {
+    let app = spawn_app().await;
+    let spec: Value = app
+        .client
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .expect("spec")
+        .json()
+        .await
+        .expect("json");
+    let schemas = &spec["components"]["schemas"];
+    let fields = |name: &str| -> BTreeSet<String> {
+        schemas[name]["properties"]
+            .as_object()
+            .unwrap_or_else(|| panic!("schema {name}"))
+            .keys()
+            .cloned()
+            .collect()
+    };
+    let expect = |name: &str, wanted: &[&str]| {
+        let have = fields(name);
+        for field in wanted {
+            assert!(have.contains(*field), "{name} lacks {field}: {have:?}");
+        }
+    };
+    expect(
+        "QueryRequest",
+        &[
+            "dataset",
+            "metrics",
+            "dimensions",
+            "filters",
+            "date_range",
+            "order_by",
+            "limit",
+            "offset",
+        ],
+    );
+    expect("DateRange", &["start_date", "end_date"]);
+    expect("QueryResponse", &["data", "metadata"]);
+    expect(
+        "QueryMetadata",
+        &[
+            "total_rows",
+            "query_time_ms",
+            "cached",
+            "from_cache",
+            "cache_key",
+            "cache_tier",
+            "ttl_seconds",
+        ],
+    );
+    expect("ErrorBody", &["error"]);
+    expect("ErrorDetail", &["code", "message", "field"]);
+    expect(
+        "CacheStatsResponse",
+        &[
+            "status",
+            "memory_used_mb",
+            "total_keys",
+            "hit_rate",
+            "connected_clients",
+            "uptime_seconds",
+            "app",
+        ],
+    );
+    expect(
+        "StatsSnapshot",
+        &[
+            "hits",
+            "misses",
+            "sets",
+            "deletes",
+            "errors",
+            "total_requests",
+            "hit_rate",
+            "average_hit_ms",
+            "average_set_ms",
+        ],
+    );
+    expect("ClearResponse", &["deleted", "pattern", "message"]);
+    expect("WarmResponse", &["warmed", "failed"]);
+    expect("HealthResponse", &["status", "database", "cache", "version"]);
+}
+
+#[tokio::test]
+async fn swagger_ui_is_served_from_the_binary() {
+    let app = spawn_app().await;
+    let page = app.client.get(app.url("/docs/")).send().await.expect("docs");
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.expect("html");
+    assert!(html.to_lowercase().contains("swagger"), "{html}");
+    let bundle = app
+        .client
+        .get(app.url("/docs/swagger-ui-bundle.js"))
+        .send()
+        .await
+        .expect("bundle");
+    assert_eq!(bundle.status(), 200, "vendored assets, no CDN");
+    assert!(bundle.text().await.expect("js").len() > 100_000);
+}
+
+/// Sums the samples of `name` whose labels contain every `label`.
+fn sample_sum(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter(|line| line.starts_with(name) && line[name.len()..].starts_with(['{', ' ']))
+        .filter(|line| labels.iter().all(|label| line.contains(label)))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn metrics_move_under_a_short_load() {
+    let app = spawn_app().await;
+    let scrape = || async {
+        app.client
+            .get(app.url("/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text")
+    };
+    let before = scrape().await;
+    let query = json!({"metrics": ["revenue", "sales_count"], "dimensions": ["month"]});
+    for _ in 0..20 {
+        app.query_ok(query.clone()).await;
+    }
+    let after = scrape().await;
+    let delta = |name: &str, labels: &[&str]| sample_sum(&after, name, labels) - sample_sum(&before, name, labels);
+    assert!(
+        delta("analytics_cache_requests_total", &["outcome=\"l1\""]) >= 19.0,
+        "{after}"
+    );
+    assert!(delta("analytics_cache_requests_total", &["outcome=\"miss\""]) >= 1.0);
+    assert!(delta("analytics_cache_sets_total", &[]) >= 1.0);
+    assert!(
+        delta(
+            "analytics_http_request_duration_seconds_count",
+            &["route=\"/analytics/query\"", "status=\"200\""]
+        ) >= 20.0,
+        "{after}"
+    );
+    assert!(delta("analytics_db_query_duration_seconds_count", &["status=\"ok\""]) >= 1.0);
+    assert!(
+        after.contains("analytics_http_request_duration_seconds_bucket"),
+        "explicit buckets"
+    );
+    assert!(after.contains("analytics_db_pool_connections{state=\"idle\"}"));
+    assert!(after.contains("analytics_result_rows"));
+    assert!(!after.contains(&app.prefix), "no cache keys in labels");
+}
+
+#[tokio::test]
+async fn status_json_needs_the_admin_token_and_reports_traffic() {
+    let app = spawn_app().await;
+    assert_eq!(
+        app.client
+            .get(app.url("/status.json"))
+            .send()
+            .await
+            .expect("status")
+            .status(),
+        401
+    );
+    let page = app.client.get(app.url("/status")).send().await.expect("page");
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.expect("html").contains("status.json"));
+    let query = json!({"metrics": ["revenue"], "dimensions": ["channel"]});
+    for _ in 0..5 {
+        app.query_ok(query.clone()).await;
+    }
+    let status: Value = app
+        .admin(app.client.get(app.url("/status.json")))
+        .send()
+        .await
+        .expect("status")
+        .json()
+        .await
+        .expect("json");
+    let requests: u64 = status["series"]
+        .as_array()
+        .expect("series")
+        .iter()
+        .map(|p| p["requests"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(requests, 5);
+    assert_eq!(status["hit_rate"], json!(0.8));
+    assert!(status["latency_ms"]["l1"]["p50"].is_number());
+    assert_eq!(status["hot_keys"][0]["hits"], json!(5));
+    assert_eq!(status["hot_keys"][0]["summary"], json!("revenue by channel"));
+    assert_eq!(status["database"], json!("up"));
+    assert_eq!(status["breaker"], json!("closed"));
+}
+
+#[tokio::test]
+async fn request_ids_are_propagated() {
+    let app = spawn_app().await;
+    let response = app
+        .client
+        .get(app.url("/health/live"))
+        .header("x-request-id", "abc-123")
+        .send()
+        .await
+        .expect("live");
+    assert_eq!(response.headers()["x-request-id"], "abc-123");
+}
