@@ -68,14 +68,14 @@ pub struct HotKey {
 pub struct StatusTracker {
     buckets: Vec<Bucket>,
     hot_keys: Mutex<HashMap<String, HotKey>>,
+    /// When tracking began (unix s): a young server's request rate is over
+    /// its lifetime, not over a 15-minute window it has not lived yet.
+    started_at_secs: u64,
 }
 
 impl Default for StatusTracker {
     fn default() -> Self {
-        Self {
-            buckets: (0..BUCKETS).map(|_| Bucket::new()).collect(),
-            hot_keys: Mutex::new(HashMap::new()),
-        }
+        Self::new(crate::cache::unix_now())
     }
 }
 
@@ -103,6 +103,14 @@ fn latency_upper_ms(index: usize) -> f64 {
 }
 
 impl StatusTracker {
+    pub fn new(started_at_secs: u64) -> Self {
+        Self {
+            buckets: (0..BUCKETS).map(|_| Bucket::new()).collect(),
+            hot_keys: Mutex::new(HashMap::new()),
+            started_at_secs,
+        }
+    }
+
     /// Records one answered query at unix time `now_secs`.
     pub fn record(&self, now_secs: u64, outcome: Outcome, elapsed: Duration) {
         let slot = now_secs / BUCKET_SECONDS;
@@ -193,7 +201,8 @@ impl StatusTracker {
                 p99: at(0.99),
             }
         };
-        let elapsed_window = ((newest - oldest + 1) * BUCKET_SECONDS) as f64;
+        let window_start = (oldest * BUCKET_SECONDS).max(self.started_at_secs);
+        let elapsed_window = now_secs.saturating_sub(window_start).max(1) as f64;
         WindowSnapshot {
             series,
             hit_rate: (hits + misses > 0).then(|| ((hits as f64 / (hits + misses) as f64) * 1e4).round() / 1e4),
@@ -244,8 +253,8 @@ mod tests {
 
     #[test]
     fn buckets_count_requests_and_roll_over() {
-        let tracker = StatusTracker::default();
         let t0 = 1_700_000_000;
+        let tracker = StatusTracker::new(t0);
         tracker.record(t0, Outcome::Miss, Duration::from_millis(5));
         tracker.record(t0 + 1, Outcome::L1, Duration::from_micros(40));
         tracker.record(t0 + 2, Outcome::L1, Duration::from_micros(40));
@@ -253,6 +262,7 @@ mod tests {
         let window = tracker.snapshot(t0 + 30);
         assert_eq!(window.series.iter().map(|p| p.requests).sum::<u64>(), 4);
         assert_eq!(window.hit_rate, Some(0.75));
+        assert_eq!(window.request_rate, 0.133, "4 requests over the 30 s lived so far");
         let l1 = &window.latency_ms["l1"];
         assert!(l1.p50.is_some_and(|p| (0.04..0.07).contains(&p)), "{l1:?}");
         assert!(window.latency_ms["bypass"].p50.is_none());

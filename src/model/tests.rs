@@ -244,7 +244,7 @@ fn model_errors_name_dataset_and_field() {
             "dimensions.channel.sql",
         ),
         (
-            base.replace("timezone = \"UTC\"", "timezone = \"UTC'; --\""),
+            base.replace("timezone = \"America/Sao_Paulo\"", "timezone = \"UTC'; --\""),
             "timezone",
         ),
     ];

@@ -165,7 +165,11 @@ async fn build_template() -> String {
         .filter_map(|e| e.ok())
         .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
         .collect();
-    let seed_source = include_str!("../../src/db/seed.rs");
+    let seed_source = [
+        include_str!("../../src/db/seed/mod.rs"),
+        include_str!("../../src/db/seed/sql.rs"),
+    ]
+    .concat();
     let fingerprint = md5_hex(&format!("{migrations}{seed_source}{TEST_SALES}{SEED}{ANCHOR}"));
     let template = format!("tmpl_{}", &fingerprint[..16]);
 

@@ -13,4 +13,6 @@ mod injection;
 mod observability;
 mod properties;
 mod query;
+mod seed;
+mod status_page;
 mod tenancy;

@@ -20,8 +20,8 @@ async fn expected_by_channel(app: &TestApp) -> Vec<(String, [f64; 8])> {
                 coalesce(round(avg(s.delivery_seconds) FILTER (WHERE s.status = 'COMPLETED' AND s.delivery_seconds IS NOT NULL), 1), -1)::float8,
                 (count(DISTINCT s.customer_id) FILTER (WHERE s.status = 'COMPLETED'))::float8
          FROM sales s JOIN channels ch ON ch.id = s.channel_id
-         WHERE s.created_at >= '2024-03-01'::date::timestamp AT TIME ZONE 'UTC'
-           AND s.created_at < '2024-04-01'::date::timestamp AT TIME ZONE 'UTC'
+         WHERE s.created_at >= '2024-03-01'::date::timestamp AT TIME ZONE 'America/Sao_Paulo'
+           AND s.created_at < '2024-04-01'::date::timestamp AT TIME ZONE 'America/Sao_Paulo'
          GROUP BY ch.name ORDER BY ch.name",
     )
     .fetch_all(&app.db)
@@ -87,7 +87,7 @@ async fn portuguese_aliases_answer_under_canonical_names() {
     let row = &body["data"][0];
     let expected: (f64, i64) = sqlx::query_as(
         "SELECT sum(total_amount)::float8, count(*) FROM sales WHERE status = 'COMPLETED'
-         AND created_at >= '2024-03-01' AND created_at < '2024-04-01'",
+         AND created_at >= '2024-03-01 00:00 America/Sao_Paulo' AND created_at < '2024-04-01 00:00 America/Sao_Paulo'",
     )
     .fetch_one(&app.db)
     .await
@@ -113,7 +113,7 @@ async fn two_dimensions_with_filters_order_and_limit_match_sql() {
     let expected: Vec<(String, String, f64)> = sqlx::query_as(
         "SELECT st.state::text, ch.type, coalesce(sum(s.total_amount) FILTER (WHERE s.status = 'COMPLETED'), 0)::float8 AS revenue
          FROM sales s JOIN stores st ON st.id = s.store_id JOIN channels ch ON ch.id = s.channel_id
-         WHERE s.created_at >= '2024-01-01' AND s.created_at < '2024-07-01'
+         WHERE s.created_at >= '2024-01-01 00:00 America/Sao_Paulo' AND s.created_at < '2024-07-01 00:00 America/Sao_Paulo'
            AND s.channel_id IN (1, 2, 3) AND s.store_id >= 5 AND s.store_id < 40
          GROUP BY 1, 2 ORDER BY revenue DESC, 1, 2 LIMIT 3",
     )
@@ -173,7 +173,7 @@ async fn text_and_date_filters_match_sql() {
         "SELECT st.city, count(*) FILTER (WHERE s.status = 'COMPLETED')
          FROM sales s JOIN stores st ON st.id = s.store_id JOIN channels ch ON ch.id = s.channel_id
          WHERE st.state = 'SP' AND ch.name <> 'Presencial'
-           AND s.created_at >= '2024-02-01' AND s.created_at < '2024-03-01'
+           AND s.created_at >= '2024-02-01 00:00 America/Sao_Paulo' AND s.created_at < '2024-03-01 00:00 America/Sao_Paulo'
          GROUP BY 1 ORDER BY 1",
     )
     .fetch_all(&app.db)

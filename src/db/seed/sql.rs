@@ -1,63 +1,17 @@
-//! Deterministic demo data generator: fills the demo schema with set-based SQL.
-//!
-//! Every pseudo-random value is derived inside PostgreSQL from
-//! `hashint8extended(row id, seed XOR column salt)` mapped into `[0, 1)`, never
-//! from `random()`: a hash of the row id does not depend on the order in which
-//! the executor happens to produce rows, so the same `(seed, anchor)` always
-//! yields byte-identical tables whatever plan PostgreSQL picks. All option
-//! values travel as bind parameters; the SQL text is static.
-//!
-//! The load runs in one transaction (readers see either the old or the new
-//! data set) and inserts sales in chunks with `INSERT ... SELECT` so progress
-//! can be logged. Each chunk statement writes both `sales` and their
-//! `product_sales` lines through a data-modifying CTE, so a sale's
-//! `total_amount` is exactly the sum of its lines minus discount plus fee.
+//! The SQL text of the demo-data generator: static statements whose every
+//! value arrives as a bind parameter (see `super` for how they are run).
 
-use std::time::Instant;
-
-use chrono::NaiveDate;
-use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
-
-/// Options of one demo-data generation run.
-pub struct SeedOptions {
-    /// Number of sales rows to generate.
-    pub sales: u64,
-    /// PRNG seed: the same seed + anchor produces byte-identical data.
-    pub seed: u64,
-    /// Last day of the generated 3-year window (sales fall in (anchor - 3 years, anchor]).
-    pub anchor: chrono::NaiveDate,
-}
-
-/// Row counts written by [`seed_demo`] and how long the whole run took.
-pub struct SeedReport {
-    /// Rows in `channels` (always 6).
-    pub channels: u64,
-    /// Rows in `stores`.
-    pub stores: u64,
-    /// Rows in `products`.
-    pub products: u64,
-    /// Rows in `customers`.
-    pub customers: u64,
-    /// Rows in `sales` (equals [`SeedOptions::sales`]).
-    pub sales: u64,
-    /// Rows in `product_sales` (about 2.5 per sale).
-    pub product_sales: u64,
-    /// Wall-clock time of the run, commit included.
-    pub elapsed: std::time::Duration,
-}
-
-/// Number of generated customers; sales pick their customer among these ids.
-const CUSTOMERS: i64 = 100_000;
+pub(super) const CUSTOMERS: i64 = 100_000;
 
 /// Sales generated per `INSERT ... SELECT`: large enough that per-statement
 /// overhead is negligible, small enough for a progress line every few seconds
 /// and for the per-chunk CTE to stay well inside `work_mem`.
-const CHUNK_SALES: i64 = 250_000;
+pub(super) const CHUNK_SALES: i64 = 250_000;
 
 /// Upper bound on `SeedOptions::sales`: product line hashes use
 /// `sale_id * 8 + line`, which must not overflow a bigint, and anything near
 /// this size is far beyond a demo anyway.
-const MAX_SALES: u64 = 1_000_000_000;
+pub(super) const MAX_SALES: u64 = 1_000_000_000;
 
 // Compile-time guards for the constants above.
 const _: () = assert!(CHUNK_SALES > 0);
@@ -68,13 +22,13 @@ const _: () = assert!(MAX_SALES <= (i64::MAX as u64 - 5) / 8);
 /// meant for dashboard queries must not apply; JIT compilation only adds
 /// latency to these one-off statements (their row estimates are huge, which
 /// would otherwise trigger it); the per-chunk CTE is kept in memory.
-const SESSION_SETTINGS: [&str; 3] = [
+pub(super) const SESSION_SETTINGS: [&str; 3] = [
     "SET LOCAL statement_timeout = 0",
     "SET LOCAL jit = off",
     "SET LOCAL work_mem = '128MB'",
 ];
 
-const TRUNCATE: &str = "TRUNCATE product_sales, sales, customers, products, stores, channels";
+pub(super) const TRUNCATE: &str = "TRUNCATE product_sales, sales, customers, products, stores, channels";
 
 /// Foreign keys are checked row by row by triggers, which cost more than the
 /// rest of the load put together (measured with 200,000 sales on 2 cores:
@@ -83,7 +37,7 @@ const TRUNCATE: &str = "TRUNCATE product_sales, sales, customers, products, stor
 /// constraints declared in the demo schema migration, and the definitions
 /// below must stay identical to it. Everything happens inside the seeding
 /// transaction, so no other session ever sees the tables without their keys.
-const DROP_FOREIGN_KEYS: [&str; 2] = [
+pub(super) const DROP_FOREIGN_KEYS: [&str; 2] = [
     "ALTER TABLE product_sales
          DROP CONSTRAINT product_sales_sale_id_fkey,
          DROP CONSTRAINT product_sales_product_id_fkey",
@@ -93,7 +47,7 @@ const DROP_FOREIGN_KEYS: [&str; 2] = [
          DROP CONSTRAINT sales_customer_id_fkey",
 ];
 
-const ADD_FOREIGN_KEYS: [&str; 2] = [
+pub(super) const ADD_FOREIGN_KEYS: [&str; 2] = [
     "ALTER TABLE sales
          ADD CONSTRAINT sales_store_id_fkey FOREIGN KEY (store_id) REFERENCES stores(id),
          ADD CONSTRAINT sales_channel_id_fkey FOREIGN KEY (channel_id) REFERENCES channels(id),
@@ -106,7 +60,7 @@ const ADD_FOREIGN_KEYS: [&str; 2] = [
 /// Helper SQL functions, created in the session's temporary schema so the
 /// migration-defined schema stays exactly as specified. They are simple
 /// immutable SQL expressions, which the planner inlines: no call overhead.
-const HELPER_FUNCTIONS: [&str; 5] = [
+pub(super) const HELPER_FUNCTIONS: [&str; 5] = [
     // Uniform value in [0, 1) for (row id, seed, column salt): the low 53 bits
     // of a 64-bit hash are exactly representable in a double.
     "CREATE OR REPLACE FUNCTION pg_temp.seed_u(id bigint, seed bigint, salt bigint)
@@ -156,20 +110,20 @@ const HELPER_FUNCTIONS: [&str; 5] = [
                   END)::integer) $$",
 ];
 
-const DROP_HELPER_FUNCTIONS: &str = "DROP FUNCTION pg_temp.seed_time_of_day(double precision),
+pub(super) const DROP_HELPER_FUNCTIONS: &str = "DROP FUNCTION pg_temp.seed_time_of_day(double precision),
      pg_temp.seed_quantity(double precision),
      pg_temp.seed_product(double precision, double precision),
      pg_temp.seed_skew(double precision),
      pg_temp.seed_u(bigint, bigint, bigint)";
 
-const INSERT_CHANNELS: &str = "INSERT INTO channels (id, name, type) VALUES
+pub(super) const INSERT_CHANNELS: &str = "INSERT INTO channels (id, name, type) VALUES
      (1, 'Presencial', 'P'), (2, 'iFood', 'D'), (3, 'Rappi', 'D'),
      (4, 'App', 'D'), (5, 'WhatsApp', 'D'), (6, 'Telefone', 'D')";
 
 /// The store list with a relative sales weight (flagship stores in the big
 /// capitals sell more). The weight is not part of the schema, hence the
 /// temporary table.
-const CREATE_SEED_STORES: &str = "CREATE TEMP TABLE seed_stores ON COMMIT DROP AS
+pub(super) const CREATE_SEED_STORES: &str = "CREATE TEMP TABLE seed_stores ON COMMIT DROP AS
      SELECT v.id, v.neighborhood, v.city, v.state, v.weight
      FROM (VALUES
        (1, 'Centro', 'São Paulo', 'SP', 1.6), (2, 'Paulista', 'São Paulo', 'SP', 1.8),
@@ -205,7 +159,7 @@ const CREATE_SEED_STORES: &str = "CREATE TEMP TABLE seed_stores ON COMMIT DROP A
 
 /// $1 seed, $2 anchor. Every store opened between ~8 years and 2 months
 /// before the window starts, so all of them sell during the whole window.
-const INSERT_STORES: &str = "INSERT INTO stores (id, name, city, state, opened_at)
+pub(super) const INSERT_STORES: &str = "INSERT INTO stores (id, name, city, state, opened_at)
      SELECT s.id, 'Loja ' || s.neighborhood || ' - ' || s.city, s.city, s.state,
             ($2::date - interval '3 years')::date - 60
               - floor(3000 * pg_temp.seed_u(s.id, $1, 1001))::integer
@@ -215,7 +169,7 @@ const INSERT_STORES: &str = "INSERT INTO stores (id, name, city, state, opened_a
 /// 1000 equal-probability buckets, each owned by one store in proportion to
 /// its weight: a sale picks a uniform bucket, i.e. a weighted store. Exact
 /// numeric arithmetic keeps the bucket boundaries platform independent.
-const CREATE_STORE_BUCKETS: &str = "CREATE TEMP TABLE seed_store_buckets ON COMMIT DROP AS
+pub(super) const CREATE_STORE_BUCKETS: &str = "CREATE TEMP TABLE seed_store_buckets ON COMMIT DROP AS
      WITH w AS (
        SELECT id,
               sum(weight) OVER (ORDER BY id) - weight AS lo,
@@ -231,7 +185,7 @@ const CREATE_STORE_BUCKETS: &str = "CREATE TEMP TABLE seed_store_buckets ON COMM
 /// desserts 221..300 (see `pg_temp.seed_product`). Names are flavour x variant
 /// (unique); the price grows with the variant (Broto < Média < Grande ...) and
 /// ends in ,90 like a real menu.
-const INSERT_PRODUCTS: &str = "INSERT INTO products (id, name, category, price)
+pub(super) const INSERT_PRODUCTS: &str = "INSERT INTO products (id, name, category, price)
      SELECT p.id,
             c.prefix || c.flavors[1 + (p.id - c.first_id) % cardinality(c.flavors)]
                      || c.variants[1 + (p.id - c.first_id) / cardinality(c.flavors)],
@@ -276,7 +230,7 @@ const INSERT_PRODUCTS: &str = "INSERT INTO products (id, name, category, price)
 
 /// $1 seed, $2 anchor, $3 number of customers. Customers signed up during the
 /// three years before the sales window, so none buys before existing.
-const INSERT_CUSTOMERS: &str = "INSERT INTO customers (id, name, created_at)
+pub(super) const INSERT_CUSTOMERS: &str = "INSERT INTO customers (id, name, created_at)
      SELECT g.id,
             fn.names[1 + floor(cardinality(fn.names) * pg_temp.seed_u(g.id, $1, 2001))::integer]
               || ' ' ||
@@ -297,7 +251,7 @@ const INSERT_CUSTOMERS: &str = "INSERT INTO customers (id, name, created_at)
                          'Gonçalves', 'Santana', 'Teixeira', 'Araújo', 'Pinto', 'Correia', 'Moura',
                          'Cavalcanti'])) AS ln(names)";
 
-const CREATE_SEED_DAYS: &str = "CREATE TEMP TABLE seed_days (
+pub(super) const CREATE_SEED_DAYS: &str = "CREATE TEMP TABLE seed_days (
        idx      bigint PRIMARY KEY,
        day      date   NOT NULL,
        first_id bigint NOT NULL,
@@ -311,7 +265,7 @@ const CREATE_SEED_DAYS: &str = "CREATE TEMP TABLE seed_days (
 /// auto-increment key, which also keeps the heap ordered by day. The weights
 /// are exact numerics so the cumulative split is platform independent and
 /// the last day ends exactly at N.
-const INSERT_SEED_DAYS: &str = "INSERT INTO seed_days (idx, day, first_id, last_id)
+pub(super) const INSERT_SEED_DAYS: &str = "INSERT INTO seed_days (idx, day, first_id, last_id)
      WITH d AS (
        SELECT day::date AS day, row_number() OVER (ORDER BY day) AS idx, count(*) OVER () AS n_days
        -- timestamp (not timestamptz) bounds: the calendar must not depend on
@@ -359,7 +313,7 @@ const INSERT_SEED_DAYS: &str = "INSERT INTO seed_days (idx, day, first_id, last_
 /// Cancellations: 2% in person, 7% delivery (about 5% overall). Delivery fee
 /// and delivery time only on delivery channels; no delivery time for
 /// cancelled orders; 45% of in-person sales are anonymous.
-const INSERT_SALES_CHUNK: &str = "WITH s AS MATERIALIZED (
+pub(super) const INSERT_SALES_CHUNK: &str = "WITH s AS MATERIALIZED (
        SELECT e.*,
               e.c1 + coalesce(e.c2, 0) + coalesce(e.c3, 0) + coalesce(e.c4, 0) + coalesce(e.c5, 0)
                 AS subtotal_cents
@@ -490,187 +444,4 @@ const INSERT_SALES_CHUNK: &str = "WITH s AS MATERIALIZED (
             s.people_quantity, s.production_seconds, s.delivery_seconds
      FROM (SELECT s.*, (s.subtotal_cents * s.discount_pct + 50) / 100 AS discount_cents FROM s) s";
 
-const ANALYZE: &str = "ANALYZE channels, stores, products, customers, sales, product_sales";
-
-/// Replaces all demo data (TRUNCATE the demo tables first) with freshly generated rows.
-///
-/// Runs in a single transaction: on error nothing changes, and concurrent
-/// readers block on the truncated tables until the commit rather than see a
-/// half-filled data set.
-pub async fn seed_demo(pool: &PgPool, options: &SeedOptions) -> Result<SeedReport, sqlx::Error> {
-    let started = Instant::now();
-    if options.sales > MAX_SALES {
-        return Err(sqlx::Error::Configuration(
-            format!("demo seed: at most {MAX_SALES} sales, got {}", options.sales).into(),
-        ));
-    }
-    tracing::info!(
-        sales = options.sales,
-        seed = options.seed,
-        anchor = %options.anchor,
-        "seeding demo data"
-    );
-
-    // A dedicated connection with the pool's settings but without sqlx's
-    // statement logging: every chunk statement exceeds the slow-statement
-    // threshold and would otherwise be logged in full (~9 kB of SQL) at WARN;
-    // progress is reported below instead.
-    let connect_options = (*pool.connect_options()).clone().disable_statement_logging();
-    let mut conn = connect_options.connect().await?;
-    let report = seed_on(&mut conn, options, started).await;
-    // The data is committed (or rolled back) at this point; a failure to say
-    // goodbye cleanly must not hide the outcome.
-    if let Err(error) = conn.close().await {
-        tracing::debug!(%error, "closing the seeding connection failed");
-    }
-    report
-}
-
-async fn seed_on(conn: &mut PgConnection, options: &SeedOptions, started: Instant) -> Result<SeedReport, sqlx::Error> {
-    // Both conversions are lossless: sales is bounded above and the seed is
-    // only ever used as hash input, so reinterpreting its bits is fine.
-    let total_sales = i64::try_from(options.sales).unwrap_or(i64::MAX);
-    let seed = i64::from_ne_bytes(options.seed.to_ne_bytes());
-    let anchor: NaiveDate = options.anchor;
-
-    let mut tx = conn.begin().await?;
-    for sql in SESSION_SETTINGS {
-        execute(&mut tx, sql).await?;
-    }
-    execute(&mut tx, TRUNCATE).await?;
-    for sql in DROP_FOREIGN_KEYS {
-        execute(&mut tx, sql).await?;
-    }
-    for sql in HELPER_FUNCTIONS {
-        execute(&mut tx, sql).await?;
-    }
-
-    let channels = execute(&mut tx, INSERT_CHANNELS).await?;
-    execute(&mut tx, CREATE_SEED_STORES).await?;
-    let stores = sqlx::query(INSERT_STORES)
-        .bind(seed)
-        .bind(anchor)
-        .persistent(false)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-    execute(&mut tx, CREATE_STORE_BUCKETS).await?;
-    let products = sqlx::query(INSERT_PRODUCTS)
-        .bind(seed)
-        .persistent(false)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-    let customers = sqlx::query(INSERT_CUSTOMERS)
-        .bind(seed)
-        .bind(anchor)
-        .bind(CUSTOMERS)
-        .persistent(false)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-    tracing::info!(channels, stores, products, customers, "seeded dimension tables");
-
-    execute(&mut tx, CREATE_SEED_DAYS).await?;
-    sqlx::query(INSERT_SEED_DAYS)
-        .bind(seed)
-        .bind(anchor)
-        .bind(total_sales)
-        .persistent(false)
-        .execute(&mut *tx)
-        .await?;
-
-    let mut sales: u64 = 0;
-    let mut first_id: i64 = 1;
-    while first_id <= total_sales {
-        let last_id = first_id.saturating_add(CHUNK_SALES - 1).min(total_sales);
-        sales += sqlx::query(INSERT_SALES_CHUNK)
-            .bind(seed)
-            .bind(first_id)
-            .bind(last_id)
-            .bind(CUSTOMERS)
-            .persistent(false)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        tracing::info!(
-            "seeded {sales}/{} sales ({:.1}s)",
-            options.sales,
-            started.elapsed().as_secs_f64()
-        );
-        first_id = last_id + 1;
-    }
-
-    for sql in ADD_FOREIGN_KEYS {
-        execute(&mut tx, sql).await?;
-    }
-    tracing::info!("validated foreign keys ({:.1}s)", started.elapsed().as_secs_f64());
-    execute(&mut tx, DROP_HELPER_FUNCTIONS).await?;
-    execute(&mut tx, ANALYZE).await?;
-    // Line ids are dense from 1 (see INSERT_SALES_CHUNK), so the maximum is
-    // the row count without scanning the biggest table.
-    let product_sales: i64 = sqlx::query_scalar("SELECT coalesce(max(id), 0) FROM product_sales")
-        .persistent(false)
-        .fetch_one(&mut *tx)
-        .await?;
-    tx.commit().await?;
-
-    let report = SeedReport {
-        channels,
-        stores,
-        products,
-        customers,
-        sales,
-        product_sales: u64::try_from(product_sales).unwrap_or(0),
-        elapsed: started.elapsed(),
-    };
-    tracing::info!(
-        sales = report.sales,
-        product_sales = report.product_sales,
-        elapsed_ms = u64::try_from(report.elapsed.as_millis()).unwrap_or(u64::MAX),
-        "demo data seeded"
-    );
-    Ok(report)
-}
-
-/// True when the sales table has no rows (used by `serve` to seed on first start).
-pub async fn sales_table_is_empty(pool: &sqlx::PgPool) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar("SELECT NOT EXISTS (SELECT 1 FROM sales)")
-        .fetch_one(pool)
-        .await
-}
-
-/// Runs one parameterless statement of the load and returns the affected rows.
-/// Not cached as a prepared statement: each runs once per seed, and several
-/// refer to temporary objects that are dropped at commit.
-async fn execute(conn: &mut PgConnection, sql: &str) -> Result<u64, sqlx::Error> {
-    Ok(sqlx::query(sql).persistent(false).execute(conn).await?.rows_affected())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn foreign_key_statements_cover_every_demo_key() {
-        // The seeder drops and re-adds exactly these five keys; a key missing
-        // from one list would be silently lost or fail to re-add.
-        for name in [
-            "product_sales_sale_id_fkey",
-            "product_sales_product_id_fkey",
-            "sales_store_id_fkey",
-            "sales_channel_id_fkey",
-            "sales_customer_id_fkey",
-        ] {
-            assert!(DROP_FOREIGN_KEYS.iter().any(|s| s.contains(name)), "{name}");
-            assert!(ADD_FOREIGN_KEYS.iter().any(|s| s.contains(name)), "{name}");
-        }
-    }
-
-    #[test]
-    fn seed_bits_roundtrip() {
-        let seed = u64::MAX - 7;
-        let signed = i64::from_ne_bytes(seed.to_ne_bytes());
-        assert_eq!(u64::from_ne_bytes(signed.to_ne_bytes()), seed);
-    }
-}
+pub(super) const ANALYZE: &str = "ANALYZE channels, stores, products, customers, sales, product_sales";
