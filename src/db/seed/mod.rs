@@ -49,8 +49,6 @@ pub struct SeedReport {
     pub elapsed: std::time::Duration,
 }
 
-/// Number of generated customers; sales pick their customer among these ids.
-
 /// Replaces all demo data (TRUNCATE the demo tables first) with freshly generated rows.
 ///
 /// Runs in a single transaction: on error nothing changes, and concurrent

@@ -1,6 +1,7 @@
 //! The SQL text of the demo-data generator: static statements whose every
 //! value arrives as a bind parameter (see `super` for how they are run).
 
+/// Number of generated customers; sales pick their customer among these ids.
 pub(super) const CUSTOMERS: i64 = 100_000;
 
 /// Sales generated per `INSERT ... SELECT`: large enough that per-statement
