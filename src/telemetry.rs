@@ -32,6 +32,20 @@ const DURATION_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
+/// Result sizes: one row to the 10,000-row limit; a few bytes to 8 MiB entries.
+const ROW_BUCKETS: &[f64] = &[1.0, 5.0, 10.0, 50.0, 100.0, 500.0, 1_000.0, 5_000.0, 10_000.0];
+const BYTE_BUCKETS: &[f64] = &[
+    256.0,
+    1_024.0,
+    4_096.0,
+    16_384.0,
+    65_536.0,
+    262_144.0,
+    1_048_576.0,
+    4_194_304.0,
+    8_388_608.0,
+];
+
 static METRICS: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
 /// The process-wide Prometheus recorder (installed on first use; a process
@@ -42,6 +56,10 @@ pub fn metrics_handle() -> Option<PrometheusHandle> {
         .get_or_init(|| {
             let recorder = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), DURATION_BUCKETS)
+                .ok()?
+                .set_buckets_for_metric(Matcher::Full("analytics_result_rows".into()), ROW_BUCKETS)
+                .ok()?
+                .set_buckets_for_metric(Matcher::Full("analytics_result_bytes".into()), BYTE_BUCKETS)
                 .ok()?
                 .install_recorder()
                 .map_err(|error| tracing::warn!(%error, "prometheus recorder not installed"))

@@ -98,6 +98,8 @@ impl QueryCache {
                 .support_invalidation_closures()
                 .build()
         });
+        // Export the breaker state from the start, not only after a first trip.
+        metrics::gauge!("analytics_cache_breaker_open").set(0.0);
         let redis = if settings.enabled && redis_settings.enabled {
             Some(RedisStore::new(redis_settings, Arc::clone(&stats))?)
         } else {

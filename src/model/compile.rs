@@ -7,7 +7,8 @@ use std::collections::BTreeSet;
 use sqlx::{Postgres, QueryBuilder};
 
 use super::definition::{Dataset, JoinKind, ValueType};
-use super::resolve::{FilterOp, FilterValue, ResolvedFilter, ResolvedQuery};
+use super::filters::{FilterOp, FilterValue, ResolvedFilter};
+use super::resolve::ResolvedQuery;
 
 /// Builds the statement for `query` on `dataset`, with `row_filters` (the
 /// tenant's scope) ANDed in. The statement returns one row:

@@ -3,6 +3,7 @@
 
 mod compile;
 mod definition;
+mod filters;
 mod request;
 mod resolve;
 
@@ -17,8 +18,9 @@ use crate::cache::ttl::TtlPolicy;
 
 pub use compile::build_sql;
 pub use definition::{Dataset, DatasetDef, DimensionDef, MetricDef, ModelError, SemanticModel, ValueType};
+pub use filters::{resolve_filters, FilterOp, FilterValue, ResolvedFilter};
 pub use request::{DateRange, OrderBy, QueryError, QueryErrorKind, QueryRequest};
-pub use resolve::{resolve, resolve_filters, FilterOp, FilterValue, ResolvedFilter, ResolvedQuery};
+pub use resolve::{resolve, ResolvedQuery};
 
 /// Who a query runs for: part of the cache key, and the source of row filters
 /// that the compiler ANDs into every statement.

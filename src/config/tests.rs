@@ -1,0 +1,80 @@
+//! Tests of settings layering and of `.env.example`.
+
+use super::*;
+fn load(vars: &[(&str, &str)]) -> Settings {
+    let vars: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    Settings::load_from(Path::new("/nonexistent"), &vars).expect("settings load")
+}
+
+#[test]
+fn defaults_apply_without_files_or_environment() {
+    let settings = load(&[]);
+    assert_eq!(settings.server.port, 8080);
+    assert_eq!(settings.server.host, "127.0.0.1");
+    assert_eq!(
+        settings.database.url.expose(),
+        "postgres://postgres@127.0.0.1:5432/analytics"
+    );
+    assert_eq!(settings.cache.default_ttl_seconds, 300);
+    assert!(settings.auth.admin_token.is_none());
+}
+
+#[test]
+fn conventional_variables_override_defaults() {
+    let settings = load(&[
+        ("PORT", "9999"),
+        ("DATABASE_URL", "postgres://x@y/z"),
+        ("CACHE_TTL", "42"),
+        ("ADMIN_TOKEN", "s3cret"),
+        ("LOG_FORMAT", "json"),
+    ]);
+    assert_eq!(settings.server.port, 9999);
+    assert_eq!(settings.database.url.expose(), "postgres://x@y/z");
+    assert_eq!(settings.cache.default_ttl_seconds, 42);
+    assert_eq!(settings.auth.admin_token.as_ref().map(Secret::expose), Some("s3cret"));
+    assert_eq!(settings.log.format, LogFormat::Json);
+}
+
+#[test]
+fn app_prefixed_variables_reach_nested_settings() {
+    let settings = load(&[
+        ("APP__CACHE__L1_TTL_SECONDS", "7"),
+        (
+            "APP__SERVER__CORS_ALLOWED_ORIGINS",
+            "https://a.example,https://b.example",
+        ),
+    ]);
+    assert_eq!(settings.cache.l1_ttl_seconds, 7);
+    assert_eq!(settings.server.cors_allowed_origins.len(), 2);
+}
+
+/// Every variable `.env.example` documents must be one the loader knows
+/// (unknown keys are refused), and its documented value the default.
+#[test]
+fn env_example_lists_real_settings_with_their_defaults() {
+    let example = include_str!("../../.env.example");
+    let vars: HashMap<String, String> = example
+        .lines()
+        .filter(|line| !line.starts_with('#') && line.contains('='))
+        .filter_map(|line| line.split_once('='))
+        .filter(|(_, value)| !value.is_empty())
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    assert!(vars.len() > 40, "the example documents every setting");
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    let from_example = Settings::load_from(&repo, &vars).expect(".env.example loads");
+    let defaults = Settings::load_from(&repo, &HashMap::new()).expect("defaults load");
+    assert_eq!(
+        format!("{from_example:?}"),
+        format!("{defaults:?}"),
+        ".env.example values are the defaults"
+    );
+}
+
+#[test]
+fn secrets_do_not_appear_in_debug_output() {
+    let settings = load(&[("ADMIN_TOKEN", "hunter2"), ("DATABASE_URL", "postgres://u:pw@h/d")]);
+    let debug = format!("{settings:?}");
+    assert!(!debug.contains("hunter2"));
+    assert!(!debug.contains("pw@"));
+}
