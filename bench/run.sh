@@ -3,6 +3,7 @@
 #
 #   bench/run.sh [scenario...]     default: all scenarios, in the order below
 #   bench/run.sh report            only re-render bench/RESULTS.md
+#   bench/run.sh setup             only install/build/seed/generate (no load)
 #
 # Scenarios: uncached db-floor ceiling hot-l1 hot-redis mix cold stampede
 #            redis-down redis-benchmark          (bench/README.md describes each)
@@ -534,6 +535,11 @@ main() {
     py render
     return
   fi
+  local setup_only=0
+  if [[ "${scenarios[*]}" == "setup" ]]; then
+    setup_only=1
+    scenarios=()
+  fi
   local s known
   for s in "${scenarios[@]}"; do
     known=0
@@ -546,6 +552,10 @@ main() {
   build
   ensure_db
   gen_mix
+  if ((setup_only)); then
+    log "setup done (tools, binary, database, mix queries)"
+    return
+  fi
   for s in "${scenarios[@]}"; do
     log "=== scenario $s ==="
     "scenario_${s//-/_}"

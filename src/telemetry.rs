@@ -4,18 +4,27 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tracing_appender::non_blocking::WorkerGuard;
 use tracing_subscriber::{fmt, EnvFilter};
 
 use crate::config::{LogFormat, LogSettings};
 
 /// Installs the global subscriber. `RUST_LOG` (already folded into
 /// `settings.level`) picks what is logged. Safe to call more than once.
-pub fn init_logging(settings: &LogSettings) {
+///
+/// Lines are written by a background thread, so a request never waits on a
+/// slow stdout; keep the returned guard alive until exit to flush them.
+pub fn init_logging(settings: &LogSettings) -> Option<WorkerGuard> {
     let filter = EnvFilter::try_new(&settings.level).unwrap_or_else(|_| EnvFilter::new("info"));
     // Colour only for people at a terminal, never into log files.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    let builder = fmt().with_env_filter(filter).with_target(false).with_ansi(ansi);
-    let _ = match settings.format {
+    let (writer, guard) = tracing_appender::non_blocking(std::io::stdout());
+    let builder = fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_ansi(ansi)
+        .with_writer(writer);
+    let installed = match settings.format {
         LogFormat::Json => builder
             .json()
             .flatten_event(true)
@@ -24,6 +33,7 @@ pub fn init_logging(settings: &LogSettings) {
             .try_init(),
         LogFormat::Pretty => builder.compact().try_init(),
     };
+    installed.ok().map(|_| guard)
 }
 
 /// Seconds buckets for request and query durations: sub-millisecond cache

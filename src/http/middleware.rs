@@ -41,11 +41,8 @@ pub fn make_span(request: &Request<Body>) -> Span {
 /// One info line per request, with status and latency.
 pub fn on_response(response: &Response, latency: Duration, span: &Span) {
     span.record("status", response.status().as_u16());
-    tracing::info!(
-        status = response.status().as_u16(),
-        latency_ms = latency.as_secs_f64() * 1e3,
-        "request"
-    );
+    let latency_ms = (latency.as_secs_f64() * 1e6).round() / 1e3;
+    tracing::info!(latency_ms, "finished");
 }
 
 /// Gives every error response that has no body of ours (405 from the router,

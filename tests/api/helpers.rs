@@ -129,7 +129,8 @@ pub async fn spawn_app_with(customize: impl FnOnce(&mut Settings)) -> TestApp {
 
 fn init_test_logging() {
     if std::env::var_os("TEST_LOG").is_some() {
-        analytics_api::telemetry::init_logging(&Default::default());
+        // The guard must outlive every test in this process; leak it.
+        std::mem::forget(analytics_api::telemetry::init_logging(&Default::default()));
     }
 }
 
