@@ -197,25 +197,33 @@ impl RedisStore {
         .await
     }
 
+    /// One SCAN step: the next cursor and a page of keys matching `pattern`.
+    async fn scan_page(
+        self: &Arc<Self>,
+        cursor: u64,
+        pattern: &str,
+        count: usize,
+    ) -> Result<(u64, Vec<String>), RedisUnavailable> {
+        let pattern = pattern.to_owned();
+        self.run(ADMIN_COMMAND_TIMEOUT, |mut c| async move {
+            redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(pattern)
+                .arg("COUNT")
+                .arg(count.max(1))
+                .query_async(&mut c)
+                .await
+        })
+        .await
+    }
+
     /// SCAN + UNLINK in batches (never KEYS, which blocks Redis) for keys
     /// matching `pattern`; returns how many were deleted.
     pub async fn delete_matching(self: &Arc<Self>, pattern: &str, batch: usize) -> Result<u64, RedisUnavailable> {
-        let mut cursor: u64 = 0;
-        let mut deleted = 0;
+        let (mut cursor, mut deleted) = (0, 0);
         loop {
-            let pattern = pattern.to_owned();
-            let (next, keys): (u64, Vec<String>) = self
-                .run(ADMIN_COMMAND_TIMEOUT, |mut c| async move {
-                    redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg(pattern)
-                        .arg("COUNT")
-                        .arg(batch.max(1))
-                        .query_async(&mut c)
-                        .await
-                })
-                .await?;
+            let (next, keys) = self.scan_page(cursor, pattern, batch).await?;
             deleted += self.unlink(keys).await?;
             if next == 0 {
                 return Ok(deleted);
@@ -226,22 +234,9 @@ impl RedisStore {
 
     /// Counts keys matching `pattern` with SCAN, stopping at `limit`.
     pub async fn count_matching(self: &Arc<Self>, pattern: &str, limit: u64) -> Result<u64, RedisUnavailable> {
-        let mut cursor: u64 = 0;
-        let mut count = 0;
+        let (mut cursor, mut count) = (0, 0);
         loop {
-            let pattern = pattern.to_owned();
-            let (next, keys): (u64, Vec<String>) = self
-                .run(ADMIN_COMMAND_TIMEOUT, |mut c| async move {
-                    redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg(pattern)
-                        .arg("COUNT")
-                        .arg(1000)
-                        .query_async(&mut c)
-                        .await
-                })
-                .await?;
+            let (next, keys) = self.scan_page(cursor, pattern, 1000).await?;
             count += keys.len() as u64;
             if next == 0 || count >= limit {
                 return Ok(count.min(limit));

@@ -71,8 +71,16 @@ pub async fn create_database_if_missing(settings: &DatabaseSettings) -> Result<b
 }
 
 /// Runs pending migrations from `migrations/` (embedded at build time).
+///
+/// On a connection taken out of the pool for good (`detach`) and freed from
+/// the per-query `statement_timeout`: a schema change may legitimately take
+/// longer than a dashboard query is allowed to.
 pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
-    sqlx::migrate!("./migrations").run(pool).await
+    let mut connection = pool.acquire().await?.detach();
+    sqlx::query("SET statement_timeout = 0")
+        .execute(&mut connection)
+        .await?;
+    sqlx::migrate!("./migrations").run(&mut connection).await
 }
 
 /// One result set, as PostgreSQL rendered it.

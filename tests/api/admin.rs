@@ -10,16 +10,6 @@ async fn cache_key_of(app: &TestApp, query: Value) -> String {
     body["metadata"]["cache_key"].as_str().expect("key").to_owned()
 }
 
-async fn stats(app: &TestApp) -> Value {
-    let response = app
-        .admin(app.client.get(app.url("/cache/stats")))
-        .send()
-        .await
-        .expect("stats");
-    assert_eq!(response.status(), 200);
-    response.json().await.expect("json")
-}
-
 #[tokio::test]
 async fn admin_endpoints_need_the_token() {
     let app = spawn_app().await;
@@ -57,14 +47,14 @@ async fn admin_endpoints_are_403_naming_admin_token_when_none_is_configured() {
 #[tokio::test]
 async fn stats_counters_move_with_traffic() {
     let app = spawn_app().await;
-    let before = stats(&app).await;
+    let before = app.cache_stats().await;
     assert_eq!(before["status"], json!("connected"));
     assert_eq!(before["breaker"], json!("closed"));
     let query = json!({"metrics": ["revenue"], "dimensions": ["channel"]});
     app.query_ok(query.clone()).await;
     app.query_ok(query.clone()).await;
     app.query_ok(query).await;
-    let after = stats(&app).await;
+    let after = app.cache_stats().await;
     let app_stats = &after["app"];
     assert_eq!(app_stats["misses"], json!(1));
     assert_eq!(app_stats["hits"], json!(2));
@@ -128,10 +118,7 @@ async fn clear_by_pattern_removes_only_matching_keys_and_never_foreign_ones() {
         redis.exists::<_, bool>(&lookalike).await.expect("EXISTS"),
         "a key sharing the prefix text survives"
     );
-    let (header, _) = {
-        let response = app.query(json!({"metrics": ["sales_count"]})).await;
-        (response.headers()["x-cache"].clone(), ())
-    };
+    let header = app.x_cache(json!({"metrics": ["sales_count"]})).await;
     assert_eq!(header, "MISS", "L1 was cleared too");
     let _: () = redis.del(&[&foreign, &lookalike]).await.expect("DEL");
 }
@@ -150,7 +137,7 @@ async fn delete_key_by_name_and_by_query_data() {
         .await
         .expect("json");
     assert_eq!(body["deleted"], json!(1));
-    assert_eq!(app.query(query.clone()).await.headers()["x-cache"], "MISS");
+    assert_eq!(app.x_cache(query.clone()).await, "MISS");
 
     let body: Value = app
         .admin(app.client.delete(app.url("/cache/key")))
@@ -208,8 +195,5 @@ async fn warm_without_a_body_uses_the_configured_list() {
         .await
         .expect("json");
     assert_eq!(body["warmed"], json!(1));
-    assert_eq!(
-        app.query(json!({"metrics": ["discount_total"]})).await.headers()["x-cache"],
-        "HIT"
-    );
+    assert_eq!(app.x_cache(json!({"metrics": ["discount_total"]})).await, "HIT");
 }

@@ -146,14 +146,7 @@ async fn no_cache_header_and_refresh_parameter_bypass_the_read() {
     assert_eq!(response.headers()["x-cache"], "MISS");
     let (header, _) = post(&app, &month_query()).await;
     assert_eq!(header, "HIT");
-    let stats: Value = app
-        .admin(app.client.get(app.url("/cache/stats")))
-        .send()
-        .await
-        .expect("stats")
-        .json()
-        .await
-        .expect("json");
+    let stats = app.cache_stats().await;
     assert_eq!(stats["app"]["bypasses"], json!(2));
 }
 
@@ -166,14 +159,7 @@ async fn results_over_max_entry_bytes_are_served_but_not_cached() {
     assert!(first["data"].as_array().is_some_and(|rows| rows.len() > 10));
     let (header, _) = post(&app, &query).await;
     assert_eq!(header, "MISS");
-    let stats: Value = app
-        .admin(app.client.get(app.url("/cache/stats")))
-        .send()
-        .await
-        .expect("stats")
-        .json()
-        .await
-        .expect("json");
+    let stats = app.cache_stats().await;
     assert_eq!(stats["app"]["uncacheable"], json!(2));
 }
 
@@ -214,14 +200,7 @@ async fn a_hundred_concurrent_cold_requests_run_one_statement() {
     for handle in futures::future::join_all(requests).await {
         assert_eq!(handle.expect("task").expect("request"), 200);
     }
-    let stats: Value = app
-        .admin(app.client.get(app.url("/cache/stats")))
-        .send()
-        .await
-        .expect("stats")
-        .json()
-        .await
-        .expect("json");
+    let stats = app.cache_stats().await;
     assert_eq!(stats["app"]["db_queries"], json!(1), "{stats}");
 }
 
@@ -233,14 +212,7 @@ async fn a_failed_computation_is_not_cached() {
     assert_eq!(first.status(), 504);
     let second = app.query(query).await;
     assert_eq!(second.status(), 504, "the error was not cached as a result");
-    let stats: Value = app
-        .admin(app.client.get(app.url("/cache/stats")))
-        .send()
-        .await
-        .expect("stats")
-        .json()
-        .await
-        .expect("json");
+    let stats = app.cache_stats().await;
     assert_eq!(stats["app"]["sets"], json!(0));
     assert_eq!(stats["app"]["db_queries"], json!(2));
 }

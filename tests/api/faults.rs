@@ -91,14 +91,7 @@ async fn a_hung_redis_costs_at_most_the_timeouts_then_nothing() {
         slowest < Duration::from_secs(2),
         "a request took {slowest:?} while Redis was stopped"
     );
-    let stats: Value = app
-        .admin(app.client.get(app.url("/cache/stats")))
-        .send()
-        .await
-        .expect("stats")
-        .json()
-        .await
-        .expect("json");
+    let stats = app.cache_stats().await;
     assert_eq!(
         stats["breaker"],
         json!("open"),
@@ -124,18 +117,8 @@ async fn a_garbage_entry_is_a_miss_not_an_error() {
     assert_eq!(response.headers()["x-cache"], "MISS");
     let again: Value = response.json().await.expect("json");
     assert_eq!(again["data"], body["data"]);
-    let stats: Value = app
-        .admin(app.client.get(app.url("/cache/stats")))
-        .send()
-        .await
-        .expect("stats")
-        .json()
-        .await
-        .expect("json");
+    let stats = app.cache_stats().await;
     assert_eq!(stats["app"]["corrupt"], json!(1));
-    let (header, _) = {
-        let r = app.query(query(3)).await;
-        (r.headers()["x-cache"].clone(), ())
-    };
+    let header = app.x_cache(query(3)).await;
     assert_eq!(header, "HIT", "the garbage was replaced by a good entry");
 }

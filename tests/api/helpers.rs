@@ -68,6 +68,24 @@ impl TestApp {
         builder.bearer_auth(ADMIN_TOKEN)
     }
 
+    /// `GET /cache/stats` with the admin token.
+    pub async fn cache_stats(&self) -> Value {
+        let response = self
+            .admin(self.client.get(self.url("/cache/stats")))
+            .send()
+            .await
+            .expect("stats");
+        assert_eq!(response.status(), 200);
+        response.json().await.expect("stats json")
+    }
+
+    /// POSTs a query and returns its `X-Cache` header.
+    pub async fn x_cache(&self, body: Value) -> String {
+        let response = self.query(body).await;
+        assert_eq!(response.status(), 200);
+        response.headers()["x-cache"].to_str().expect("x-cache").to_owned()
+    }
+
     /// A Redis connection for inspecting what the server stored.
     pub async fn redis(&self) -> redis::aio::MultiplexedConnection {
         redis::Client::open(self.redis_url.as_str())
