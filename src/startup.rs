@@ -12,7 +12,7 @@ use crate::cache::QueryCache;
 use crate::config::Settings;
 use crate::db;
 use crate::model::{ModelError, SemanticModel};
-use crate::state::AppState;
+use crate::state::{AppComponents, AppState};
 use crate::tenancy::rate_limit::RateLimiter;
 use crate::tenancy::{Authenticator, Tenants};
 
@@ -63,7 +63,7 @@ impl Application {
         let listener = TcpListener::bind(&address)
             .await
             .map_err(|source| StartupError::Bind { address, source })?;
-        let state = AppState {
+        let state = AppState::new(AppComponents {
             settings: Arc::new(settings),
             model: Arc::new(model),
             db: pool,
@@ -72,7 +72,7 @@ impl Application {
             rate_limiter: Arc::new(rate_limiter),
             status: Arc::default(),
             started_at: Instant::now(),
-        };
+        });
         Ok(Self { listener, state })
     }
 

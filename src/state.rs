@@ -9,8 +9,26 @@ use crate::cache::QueryCache;
 use crate::config::Settings;
 use crate::model::{CompileContext, SemanticModel};
 
+/// The handles every handler needs, behind one `Arc`: axum clones the state
+/// for every request, and one reference count is cheaper than eight.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<AppComponents>);
+
+impl AppState {
+    pub fn new(components: AppComponents) -> Self {
+        Self(Arc::new(components))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = AppComponents;
+
+    fn deref(&self) -> &AppComponents {
+        &self.0
+    }
+}
+
+pub struct AppComponents {
     /// Read-only configuration, shared.
     pub settings: Arc<Settings>,
     /// The validated semantic model.
@@ -29,7 +47,7 @@ pub struct AppState {
     pub started_at: std::time::Instant,
 }
 
-impl AppState {
+impl AppComponents {
     /// Compilation context for a request arriving now.
     pub fn compile_context(&self) -> CompileContext {
         let cache = &self.settings.cache;

@@ -179,7 +179,9 @@ pub fn router(state: AppState) -> Router {
                 TraceLayer::new_for_http()
                     .make_span_with(middleware::make_span)
                     .on_request(())
-                    .on_response(middleware::on_response),
+                    .on_response(middleware::on_response)
+                    // Failures are logged once, where they happen (with their cause), not again here.
+                    .on_failure(()),
             )
             .layer(PropagateRequestIdLayer::new(request_id))
             .layer(axum::middleware::from_fn(middleware::json_error_bodies))
