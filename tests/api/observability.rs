@@ -268,3 +268,61 @@ async fn request_ids_are_propagated() {
         .expect("live");
     assert_eq!(response.headers()["x-request-id"], "abc-123");
 }
+
+/// Metric names emitted anywhere in `src/` (`counter!`, `gauge!`, `histogram!`).
+fn emitted_metric_names() -> BTreeSet<String> {
+    fn walk(dir: &std::path::Path, names: &mut BTreeSet<String>) {
+        for entry in std::fs::read_dir(dir).expect("src dir").flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path, names);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let text = std::fs::read_to_string(&path).expect("source");
+                for macro_name in ["counter!(", "gauge!(", "histogram!("] {
+                    for piece in text.split(macro_name).skip(1) {
+                        let piece = piece.trim_start();
+                        if let Some(name) = piece.strip_prefix('"').and_then(|p| p.split('"').next()) {
+                            names.insert(name.to_owned());
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let mut names = BTreeSet::new();
+    walk(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+        &mut names,
+    );
+    names
+}
+
+/// Dashboards and alerts that name a metric the server never emits show
+/// nothing and never fire: keep `deploy/` in step with the code.
+#[test]
+fn deploy_files_only_use_metrics_the_server_emits() {
+    let emitted = emitted_metric_names();
+    assert!(emitted.contains("analytics_cache_requests_total"), "{emitted:?}");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
+    for file in ["alerts.yml", "grafana-dashboard.json"] {
+        let text = std::fs::read_to_string(root.join(file)).expect("deploy file");
+        let mut used = BTreeSet::new();
+        for (i, _) in text.match_indices("analytics_") {
+            let name: String = text[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            let base = ["_bucket", "_count", "_sum"]
+                .iter()
+                .fold(name.clone(), |n, s| n.strip_suffix(s).map(str::to_owned).unwrap_or(n));
+            used.insert(base);
+        }
+        assert!(!used.is_empty(), "{file} uses metrics");
+        for name in used.iter().filter(|n| n.as_str() != "analytics_") {
+            assert!(
+                emitted.contains(name),
+                "{file} uses {name}, which the server does not emit"
+            );
+        }
+    }
+}
