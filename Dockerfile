@@ -5,6 +5,8 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY migrations ./migrations
+# The status page is embedded with include_str!.
+COPY assets ./assets
 RUN cargo build --release --locked --bin analytics-api
 
 FROM debian:bookworm-slim
