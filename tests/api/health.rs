@@ -82,3 +82,36 @@ async fn cors_preflight_is_answered() {
     assert!(response.status().is_success());
     assert!(response.headers().contains_key("access-control-allow-origin"));
 }
+
+#[tokio::test]
+async fn shutdown_stops_the_server_without_failing_a_request_sent_before_it() {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (app, server) = crate::helpers::spawn_app_until(|_| {}, async {
+        let _ = stopped.await;
+    })
+    .await;
+    // A cold, heavy query sent just before shutdown begins.
+    let in_flight = tokio::spawn({
+        let client = app.client.clone();
+        let url = app.url("/analytics/query");
+        async move {
+            client
+                .post(url)
+                .json(&json!({"metrics": ["unique_customers"], "dimensions": ["day", "store", "hour"]}))
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let _ = stop.send(());
+    assert_eq!(
+        in_flight.await.expect("task").expect("response"),
+        200,
+        "the in-flight request completed"
+    );
+    let finished = tokio::time::timeout(std::time::Duration::from_secs(15), server).await;
+    assert!(finished.is_ok(), "the server stopped after draining");
+    let refused = reqwest::Client::new().get(app.url("/health/live")).send().await;
+    assert!(refused.is_err(), "no longer listening");
+}

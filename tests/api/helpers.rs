@@ -103,6 +103,15 @@ pub async fn spawn_app() -> TestApp {
 
 /// Spawns the app after `customize` has adjusted the test settings.
 pub async fn spawn_app_with(customize: impl FnOnce(&mut Settings)) -> TestApp {
+    spawn_app_until(customize, std::future::pending()).await.0
+}
+
+/// Spawns the app, serving until `shutdown` completes; also returns the
+/// server task, which ends once the server has drained.
+pub async fn spawn_app_until(
+    customize: impl FnOnce(&mut Settings),
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> (TestApp, tokio::task::JoinHandle<std::io::Result<()>>) {
     init_test_logging();
     let db_name = format!("t_{}", uuid::Uuid::new_v4().simple());
     create_test_database(&db_name).await;
@@ -126,14 +135,14 @@ pub async fn spawn_app_with(customize: impl FnOnce(&mut Settings)) -> TestApp {
 
     let app = Application::build(settings).await.expect("application builds");
     let address = format!("http://127.0.0.1:{}", app.port());
-    tokio::spawn(app.run_with_shutdown(std::future::pending()));
+    let server = tokio::spawn(app.run_with_shutdown(shutdown));
 
     let db = PgPoolOptions::new()
         .max_connections(4)
         .connect(&format!("{}/{db_name}", server_url()))
         .await
         .expect("test pool");
-    TestApp {
+    let app = TestApp {
         address,
         client: reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
@@ -142,7 +151,8 @@ pub async fn spawn_app_with(customize: impl FnOnce(&mut Settings)) -> TestApp {
         db,
         prefix,
         redis_url,
-    }
+    };
+    (app, server)
 }
 
 fn init_test_logging() {
