@@ -5,7 +5,7 @@
 #   bench/run.sh report            only re-render bench/RESULTS.md
 #   bench/run.sh setup             only install/build/seed/generate (no load)
 #
-# Scenarios: uncached db-floor ceiling hot-l1 hot-redis mix cold stampede
+# Scenarios: uncached uncached-distinct db-floor ceiling hot-l1 hot-redis mix cold stampede
 #            redis-down redis-benchmark          (bench/README.md describes each)
 #
 # Environment knobs:
@@ -16,6 +16,8 @@
 #   BENCH_DB=analytics_bench
 #   BENCH_SKIP_BUILD=1      use the existing target/bench/release/analytics-api
 #   BENCH_REDIS_URL=redis://127.0.0.1:6379   the shared Redis (keys under bench:*)
+#   BENCH_OUT=bench/out     where results go; with BENCH_RESULTS_MD=... a scratch run
+#                           leaves bench/out and bench/RESULTS.md untouched
 #
 # Every server runs on a free port of 127.0.0.1 with a clean environment and
 # APP_ENV=bench (no config/local.toml overlay); every load loop is bounded in
@@ -24,7 +26,8 @@ set -euo pipefail
 
 BENCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$BENCH_DIR/.." && pwd)"
-OUT="$BENCH_DIR/out"
+OUT="${BENCH_OUT:-$BENCH_DIR/out}" # results, raw output, logs (override for scratch runs)
+export BENCH_OUT="$OUT"
 LUA_DIR="$BENCH_DIR/lua"
 
 BENCH_SECONDS="${BENCH_SECONDS:-20}"
@@ -37,7 +40,7 @@ ANCHOR="${BENCH_ANCHOR:-2026-11-01}"
 SHARED_REDIS_URL="${BENCH_REDIS_URL:-redis://127.0.0.1:6379}"
 ADMIN_TOKEN_VALUE="bench"
 WRK_THREADS=2
-WRK_TIMEOUT="10s"
+WRK_TIMEOUT="30s" # the server's own request timeout is 30 s
 
 PG_HOST=127.0.0.1
 PG_PORT=5432
@@ -48,7 +51,7 @@ TARGET_DIR="$ROOT/target/bench"
 BIN="$TARGET_DIR/release/analytics-api"
 
 TYPICAL_BODY='{"metrics":["revenue","average_ticket","sales_count"],"dimensions":["channel"],"date_range":{"start_date":"2026-10-01","end_date":"2026-10-31"}}'
-ALL_SCENARIOS=(uncached db-floor ceiling hot-l1 hot-redis mix cold stampede redis-down redis-benchmark)
+ALL_SCENARIOS=(uncached uncached-distinct db-floor ceiling hot-l1 hot-redis mix cold stampede redis-down redis-benchmark)
 
 RUN_ID="$(date -u +%Y%m%dT%H%M%SZ)"
 RUN_DIR="$OUT/runs/$RUN_ID"
@@ -56,8 +59,12 @@ export BENCH_RUN_ID="$RUN_ID"
 export BENCH_RESULTS_JSONL="$OUT/results.jsonl"
 export BENCH_LUA_DIR="$LUA_DIR"
 export BENCH_MIX_FILE="$OUT/mix_queries.lua"
+export BENCH_SECONDS
 
 SERVER_PID=""
+WRK_PID=""
+WATCH_PID=""
+PGBENCH_PID=""
 SERVER_PORT=""
 SERVER_LOG=""
 REDIS_PID=""
@@ -109,6 +116,10 @@ stop_redis() {
 
 cleanup() {
   local rc=$?
+  local pid
+  for pid in "$WRK_PID" "$WATCH_PID" "$PGBENCH_PID"; do
+    if [[ -n "$pid" ]]; then kill -TERM "$pid" 2>/dev/null || true; fi
+  done
   stop_server
   stop_redis
   if ((rc != 0)); then
@@ -121,13 +132,16 @@ trap 'exit 143' TERM
 
 need() { command -v "$1" >/dev/null 2>&1 || die "$1 not found: $2"; }
 
-# A short description of what else is using the CPUs, for the notes.
-machine_busy() {
-  local load compiles
-  load="$(cut -d' ' -f1 /proc/loadavg)"
-  compiles="$(pgrep -c -x rustc || true)"
-  if [[ "${compiles:-0}" != "0" ]]; then
-    printf 'load %s, %s rustc running' "$load" "$compiles"
+# watch_start NAME SECONDS: in the background, note what else uses the
+# machine while a measurement runs (bench.py watch -> $RUN_DIR/watch-NAME.json).
+watch_start() {
+  python3 "$BENCH_DIR/bench.py" watch "$RUN_DIR/watch-$1.json" "$2" "$BENCH_DB" ${SERVER_PID:+"$SERVER_PID"} &
+  WATCH_PID=$!
+}
+watch_end() {
+  if [[ -n "$WATCH_PID" ]]; then
+    wait "$WATCH_PID" 2>/dev/null || log "load watcher failed (ignored)"
+    WATCH_PID=""
   fi
 }
 
@@ -147,12 +161,24 @@ ensure_tools() {
     die "PostgreSQL is not reachable at $PG_HOST:$PG_PORT as $PG_USER"
 }
 
+# The commit the binary was built from is kept next to the results, so runs
+# with BENCH_SKIP_BUILD=1 are attributed to the binary, not to today's HEAD.
+BINARY_COMMIT_FILE="$OUT/binary-commit.txt"
+
 build() {
   if [[ "${BENCH_SKIP_BUILD:-0}" == "1" ]]; then
     [[ -x "$BIN" ]] || die "BENCH_SKIP_BUILD=1 but $BIN does not exist"
-    log "using existing $BIN (BENCH_SKIP_BUILD=1)"
+    if [[ -s "$BINARY_COMMIT_FILE" && ! "$BINARY_COMMIT_FILE" -ot "$BIN" ]]; then
+      BENCH_COMMIT="$(cat "$BINARY_COMMIT_FILE")"
+    else
+      BENCH_COMMIT="unknown (binary not built by run.sh)"
+    fi
+    export BENCH_COMMIT
+    log "using existing $BIN (BENCH_SKIP_BUILD=1), built from $BENCH_COMMIT"
     return
   fi
+  local commit
+  commit="$(py commit)"
   need cargo "install Rust"
   log "building release binary into $TARGET_DIR (log: $RUN_DIR/build.log)"
   if ! (cd "$ROOT" && CARGO_TARGET_DIR="$TARGET_DIR" timeout 3600 cargo build --release) >"$RUN_DIR/build.log" 2>&1; then
@@ -160,6 +186,8 @@ build() {
     die "cargo build --release failed (full log: $RUN_DIR/build.log)"
   fi
   [[ -x "$BIN" ]] || die "build succeeded but $BIN is missing"
+  printf '%s\n' "$commit" >"$BINARY_COMMIT_FILE"
+  export BENCH_COMMIT="$commit"
 }
 
 # Environment of every server: nothing inherited but PATH/HOME, so stray
@@ -179,7 +207,10 @@ ensure_db() {
     log "creating database $BENCH_DB"
     psql_bench -d postgres -c "CREATE DATABASE \"$BENCH_DB\"" >/dev/null
   fi
-  count="$(psql_bench -d "$BENCH_DB" -Atc "SELECT CASE WHEN to_regclass('public.sales') IS NULL THEN -1 ELSE (SELECT count(*) FROM sales) END")"
+  count=-1
+  if [[ "$(psql_bench -d "$BENCH_DB" -Atc "SELECT to_regclass('public.sales') IS NOT NULL")" == "t" ]]; then
+    count="$(psql_bench -d "$BENCH_DB" -Atc 'SELECT count(*) FROM sales')"
+  fi
   if [[ "$count" == "$BENCH_SALES" ]]; then
     log "database $BENCH_DB already holds $count sales; not reseeding"
     return
@@ -260,10 +291,17 @@ smoke_query() {
 }
 
 log_counts() { # key=value args for record: WARN/ERROR lines in the server log
-  local warn err
-  warn="$(grep -c 'WARN' "$SERVER_LOG" || true)"
+  local warn slow err
+  warn="$(grep 'WARN' "$SERVER_LOG" | grep -c -v 'slow statement' || true)"
+  slow="$(grep -c 'WARN.*slow statement' "$SERVER_LOG" || true)"
   err="$(grep -c 'ERROR' "$SERVER_LOG" || true)"
-  printf 'server_log_warnings=%s\nserver_log_errors=%s\nserver_log=%s\n' "${warn:-0}" "${err:-0}" "$SERVER_LOG"
+  printf 'server_log_warnings=%s\nserver_log_slow_statements=%s\nserver_log_errors=%s\nserver_log=%s\n' \
+    "${warn:-0}" "${slow:-0}" "${err:-0}" "$SERVER_LOG"
+  local code n
+  n="$(grep -c 'database unavailable' "$SERVER_LOG" || true)"
+  if [[ "${n:-0}" != "0" ]]; then printf 'server_log_503=%s\n' "$n"; fi
+  n="$(grep -c 'circuit breaker opened' "$SERVER_LOG" || true)"
+  if [[ "${n:-0}" != "0" ]]; then printf 'breaker_opened=%s\n' "$n"; fi
 }
 
 rss_mb() {
@@ -273,7 +311,11 @@ rss_mb() {
   python3 -c "print(round($kb / 1024, 1))"
 }
 
-# run_wrk NAME LUA CONNECTIONS SECONDS PATH [lua args...]: output to $RUN_DIR/wrk-NAME.txt
+# run_wrk NAME LUA CONNECTIONS SECONDS PATH [lua args...]: output goes to
+# $RUN_DIR/wrk-NAME.txt, whose path is left in RUN_WRK_OUT. wrk runs as a
+# background child and is awaited with `wait`, so INT/TERM interrupt at once
+# and the EXIT trap stops wrk, the watcher and the server.
+RUN_WRK_OUT=""
 run_wrk() {
   local name="$1" lua="$2" conns="$3" secs="$4" path="$5"
   shift 5
@@ -281,11 +323,17 @@ run_wrk() {
   local -a extra=()
   if (($# > 0)); then extra=(-- "$@"); fi
   log "wrk $name: -c$conns -d${secs}s $path ($(basename "$lua"))"
+  if [[ "$name" != *-warmup ]]; then watch_start "$name" "$secs"; fi
   timeout $((secs + 60)) wrk -t"$WRK_THREADS" -c"$conns" -d"${secs}s" --timeout "$WRK_TIMEOUT" --latency \
-    -s "$lua" "$(base_url)$path" "${extra[@]}" >"$out" 2>&1 ||
-    die "wrk $name failed: $(tail -n 5 "$out")"
+    -s "$lua" "$(base_url)$path" "${extra[@]}" >"$out" 2>&1 &
+  WRK_PID=$!
+  local rc=0
+  wait "$WRK_PID" || rc=$?
+  WRK_PID=""
+  watch_end
+  ((rc == 0)) || die "wrk $name failed (status $rc): $(tail -n 5 "$out")"
   py wrk-json "$out" >/dev/null
-  printf '%s\n' "$out"
+  RUN_WRK_OUT="$out"
 }
 
 summary_line() { # summary_line RESULT_JSON_LINE
@@ -300,28 +348,68 @@ record() { # record SCENARIO args... (see bench.py record)
 
 # ------------------------------------------------------------------ scenarios
 
-scenario_uncached() {
-  local busy
-  busy="$(machine_busy)"
-  start_server uncached APP__CACHE__ENABLED=false APP__DATABASE__MAX_CONNECTIONS=16
-  smoke_query "$RUN_DIR/uncached-response.json"
-  run_wrk uncached-warmup "$LUA_DIR/typical.lua" 16 "$WARMUP_SECONDS" /analytics/query >/dev/null
-  local out
-  out="$(run_wrk uncached "$LUA_DIR/typical.lua" 16 "$BENCH_SECONDS" /analytics/query)"
-  busy="${busy:-$(machine_busy)}"
+# uncached_run NAME LUA: the typical query with the cache disabled, pool 16,
+# 16 connections; /cache/stats still counts the SQL statements run.
+uncached_run() {
+  local name="$1" lua="$2"
+  shift 2
+  start_server "$name" APP__CACHE__ENABLED=false APP__DATABASE__MAX_CONNECTIONS=16
+  smoke_query "$RUN_DIR/$name-response.json"
+  local warm out
+  run_wrk "$name-warmup" "$lua" 16 "$WARMUP_SECONDS" /analytics/query
+  warm="$RUN_WRK_OUT"
+  admin_stats "$RUN_DIR/$name-stats-before.json"
+  run_wrk "$name" "$lua" 16 "$BENCH_SECONDS" /analytics/query
+  out="$RUN_WRK_OUT"
+  admin_stats "$RUN_DIR/$name-stats-after.json"
   local -a logs
   mapfile -t logs < <(log_counts)
   stop_server
-  record uncached --wrk "$out" connections=16 pool=16 "machine_busy=$busy" "${logs[@]}"
+  local reqs sql
+  reqs="$(py wrk-json "$out" | python3 -c 'import json,sys; print(json.load(sys.stdin)["requests"])')"
+  py stats-delta "$RUN_DIR/$name-stats-before.json" "$RUN_DIR/$name-stats-after.json" >"$RUN_DIR/$name-delta.json"
+  sql="$(py get "$RUN_DIR/$name-delta.json" db_queries)"
+  record "$name" --wrk "$out" --warmup "$warm" --stats "$RUN_DIR/$name-stats-before.json" "$RUN_DIR/$name-stats-after.json" \
+    connections=16 pool=16 "sql_statements=$sql" \
+    "requests_per_statement=$(python3 -c "print(round($reqs / max($sql, 1), 2))")" \
+    --watch "$RUN_DIR/watch-$name.json" "${logs[@]}" "$@"
+}
+
+scenario_uncached() {
+  uncached_run uncached "$LUA_DIR/typical.lua" \
+    "notes=identical concurrent requests share one statement through single-flight even with the cache disabled (see requests_per_statement); uncached-distinct is the per-statement comparison."
+}
+
+scenario_uncached_distinct() {
+  uncached_run uncached-distinct "$LUA_DIR/typical_distinct.lua" \
+    "notes=typical query with a different limit per request (same SQL text and result, LIMIT bind differs), so no two in-flight requests coalesce."
+}
+
+# run_pgbench SECONDS OUTPUT [extra pgbench options]: the typical statement,
+# 16 clients, 2 threads, prepared; in the background so signals interrupt it.
+run_pgbench() {
+  local secs="$1" output="$2"
+  shift 2
+  timeout $((secs + 60)) "$PGBENCH" -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" -n -M prepared \
+    -c 16 -j 2 -T "$secs" "$@" -f "$BENCH_DIR/typical_query.sql" "$BENCH_DB" >"$output" 2>&1 &
+  PGBENCH_PID=$!
+  local rc=0
+  wait "$PGBENCH_PID" || rc=$?
+  PGBENCH_PID=""
+  ((rc == 0)) || die "pgbench failed (status $rc): $(tail -n 5 "$output")"
 }
 
 scenario_db_floor() {
-  local busy
-  busy="$(machine_busy)"
-  # The API's answer to compare against, from an uncached server.
-  start_server db-floor-check APP__CACHE__ENABLED=false
+  # The API's answer and its statement (sqlx logs it at debug), from an
+  # uncached server; bench/typical_query.sql is regenerated from that log so
+  # it follows changes to the model and the compiler.
+  start_server db-floor-check APP__CACHE__ENABLED=false "RUST_LOG=warn,sqlx::query=debug"
   smoke_query "$RUN_DIR/db-floor-api-response.json"
+  local check_log="$SERVER_LOG"
   stop_server
+  py typical-sql "$check_log" "$TYPICAL_BODY" "$ROOT/config/model.toml" "$BENCH_DIR/typical_query.sql" \
+    >"$RUN_DIR/db-floor-statement.json" || die "could not extract the statement from $check_log"
+  cp "$BENCH_DIR/typical_query.sql" "$RUN_DIR/typical_query.sql"
   psql_bench -d "$BENCH_DB" -At -F $'\t' -f "$BENCH_DIR/typical_query.sql" >"$RUN_DIR/db-floor-psql.tsv"
   local cmp matches
   cmp="$(py compare-data "$RUN_DIR/db-floor-api-response.json" "$RUN_DIR/db-floor-psql.tsv")"
@@ -335,111 +423,101 @@ scenario_db_floor() {
     matches=true
   fi
   log "pgbench warm-up ${WARMUP_SECONDS}s"
-  timeout $((WARMUP_SECONDS + 60)) "$PGBENCH" -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" -n -M prepared \
-    -c 16 -j 2 -T "$WARMUP_SECONDS" -f "$BENCH_DIR/typical_query.sql" "$BENCH_DB" \
-    >"$RUN_DIR/pgbench-warmup.txt" 2>&1 || die "pgbench warm-up failed: $(tail -n 5 "$RUN_DIR/pgbench-warmup.txt")"
+  run_pgbench "$WARMUP_SECONDS" "$RUN_DIR/pgbench-warmup.txt"
   log "pgbench -c16 -j2 -T$BENCH_SECONDS"
   local prefix="$RUN_DIR/pgbench_log"
-  (cd "$RUN_DIR" && timeout $((BENCH_SECONDS + 60)) "$PGBENCH" -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" \
-    -n -M prepared -c 16 -j 2 -T "$BENCH_SECONDS" -r --log --log-prefix="$prefix" \
-    -f "$BENCH_DIR/typical_query.sql" "$BENCH_DB") >"$RUN_DIR/pgbench.txt" 2>&1 ||
-    die "pgbench failed: $(tail -n 5 "$RUN_DIR/pgbench.txt")"
-  busy="${busy:-$(machine_busy)}"
+  watch_start db-floor "$BENCH_SECONDS"
+  run_pgbench "$BENCH_SECONDS" "$RUN_DIR/pgbench.txt" -r --log --log-prefix="$prefix"
+  watch_end
   py pgbench-tps "$RUN_DIR/pgbench.txt" >"$RUN_DIR/db-floor-tps.json"
   py pgbench-latency "$prefix" >"$RUN_DIR/db-floor-latency.json"
   record db-floor --merge "$RUN_DIR/db-floor-tps.json" --merge "$RUN_DIR/db-floor-latency.json" \
-    connections=16 "data_matches_api=$matches" "pgbench_output=$RUN_DIR/pgbench.txt" "machine_busy=$busy" \
+    connections=16 "data_matches_api=$matches" "pgbench_output=$RUN_DIR/pgbench.txt" --watch "$RUN_DIR/watch-db-floor.json" \
     "notes=pgbench -M prepared (sqlx also uses cached prepared statements); latency percentiles from --log."
 }
 
 scenario_ceiling() {
-  local busy
-  busy="$(machine_busy)"
   start_server ceiling
-  run_wrk ceiling-warmup "$LUA_DIR/health.lua" 64 "$WARMUP_SECONDS" /health/live >/dev/null
-  local out
-  out="$(run_wrk ceiling "$LUA_DIR/health.lua" 64 "$BENCH_SECONDS" /health/live)"
-  busy="${busy:-$(machine_busy)}"
+  local warm out
+  run_wrk ceiling-warmup "$LUA_DIR/health.lua" 64 "$WARMUP_SECONDS" /health/live
+  warm="$RUN_WRK_OUT"
+  run_wrk ceiling "$LUA_DIR/health.lua" 64 "$BENCH_SECONDS" /health/live
+  out="$RUN_WRK_OUT"
   local -a logs
   mapfile -t logs < <(log_counts)
   stop_server
-  record ceiling --wrk "$out" connections=64 "machine_busy=$busy" "${logs[@]}"
+  record ceiling --wrk "$out" --warmup "$warm" connections=64 --watch "$RUN_DIR/watch-ceiling.json" "${logs[@]}"
 }
 
 # hot NAME [VAR=value ...]: the typical query, cached, at 64 connections.
 hot() {
   local name="$1"
   shift
-  local busy
-  busy="$(machine_busy)"
   start_server "$name" "$@"
   clear_cache
   smoke_query "$RUN_DIR/$name-first.json"
-  run_wrk "$name-warmup" "$LUA_DIR/typical.lua" 64 "$WARMUP_SECONDS" /analytics/query >/dev/null
+  local warm out
+  run_wrk "$name-warmup" "$LUA_DIR/typical.lua" 64 "$WARMUP_SECONDS" /analytics/query
+  warm="$RUN_WRK_OUT"
   admin_stats "$RUN_DIR/$name-stats-before.json"
-  local out
-  out="$(run_wrk "$name" "$LUA_DIR/typical.lua" 64 "$BENCH_SECONDS" /analytics/query)"
+  run_wrk "$name" "$LUA_DIR/typical.lua" 64 "$BENCH_SECONDS" /analytics/query
+  out="$RUN_WRK_OUT"
   admin_stats "$RUN_DIR/$name-stats-after.json"
-  busy="${busy:-$(machine_busy)}"
   local -a logs
   mapfile -t logs < <(log_counts)
   local rss
   rss="$(rss_mb)"
   stop_server
-  record "$name" --wrk "$out" --stats "$RUN_DIR/$name-stats-before.json" "$RUN_DIR/$name-stats-after.json" \
-    connections=64 "rss_mb=$rss" "machine_busy=$busy" "${logs[@]}"
+  record "$name" --wrk "$out" --warmup "$warm" --stats "$RUN_DIR/$name-stats-before.json" "$RUN_DIR/$name-stats-after.json" \
+    connections=64 "rss_mb=$rss" --watch "$RUN_DIR/watch-$name.json" "${logs[@]}"
 }
 
 scenario_hot_l1() { hot hot-l1; }
 scenario_hot_redis() { hot hot-redis APP__CACHE__L1_ENABLED=false; }
 
 scenario_mix() {
-  local busy
-  busy="$(machine_busy)"
   start_server mix
   clear_cache
   smoke_query "$RUN_DIR/mix-first.json"
-  run_wrk mix-warmup "$LUA_DIR/mix.lua" 64 "$MIX_WARMUP_SECONDS" /analytics/query 1 >/dev/null
+  local warm out
+  run_wrk mix-warmup "$LUA_DIR/mix.lua" 64 "$MIX_WARMUP_SECONDS" /analytics/query 1
+  warm="$RUN_WRK_OUT"
   admin_stats "$RUN_DIR/mix-stats-before.json"
-  local out
-  out="$(run_wrk mix "$LUA_DIR/mix.lua" 64 "$BENCH_SECONDS" /analytics/query 2)"
+  run_wrk mix "$LUA_DIR/mix.lua" 64 "$BENCH_SECONDS" /analytics/query 2
+  out="$RUN_WRK_OUT"
   admin_stats "$RUN_DIR/mix-stats-after.json"
   local rss
   rss="$(rss_mb)"
-  busy="${busy:-$(machine_busy)}"
   local -a logs
   mapfile -t logs < <(log_counts)
   stop_server
-  record mix --wrk "$out" --stats "$RUN_DIR/mix-stats-before.json" "$RUN_DIR/mix-stats-after.json" \
+  record mix --wrk "$out" --warmup "$warm" --stats "$RUN_DIR/mix-stats-before.json" "$RUN_DIR/mix-stats-after.json" \
     connections=64 "rss_mb=$rss" distinct_queries=1000 zipf_s=1.1 "warmup_s=$MIX_WARMUP_SECONDS" \
-    "machine_busy=$busy" "${logs[@]}"
+    --watch "$RUN_DIR/watch-mix.json" "${logs[@]}"
 }
 
 scenario_cold() {
-  local busy
-  busy="$(machine_busy)"
   local first_epoch days
   first_epoch="$(date -u -d "$ANCHOR - 3 years + 1 day" +%s)"
   days=$((($(date -u -d "$ANCHOR" +%s) - first_epoch) / 86400 + 1))
   start_server cold
   clear_cache
-  run_wrk cold-warmup "$LUA_DIR/cold.lua" 16 "$WARMUP_SECONDS" /analytics/query 0 "$first_epoch" "$days" >/dev/null
+  local warm out
+  run_wrk cold-warmup "$LUA_DIR/cold.lua" 16 "$WARMUP_SECONDS" /analytics/query 0 "$first_epoch" "$days"
+  warm="$RUN_WRK_OUT"
   admin_stats "$RUN_DIR/cold-stats-before.json"
-  local out
-  out="$(run_wrk cold "$LUA_DIR/cold.lua" 16 "$BENCH_SECONDS" /analytics/query 100000000 "$first_epoch" "$days")"
+  run_wrk cold "$LUA_DIR/cold.lua" 16 "$BENCH_SECONDS" /analytics/query 100000000 "$first_epoch" "$days"
+  out="$RUN_WRK_OUT"
   admin_stats "$RUN_DIR/cold-stats-after.json"
-  busy="${busy:-$(machine_busy)}"
   local -a logs
   mapfile -t logs < <(log_counts)
   clear_cache # do not leave thousands of one-off entries in the shared Redis
   stop_server
-  record cold --wrk "$out" --stats "$RUN_DIR/cold-stats-before.json" "$RUN_DIR/cold-stats-after.json" \
-    connections=16 "machine_busy=$busy" "${logs[@]}"
+  record cold --wrk "$out" --warmup "$warm" --stats "$RUN_DIR/cold-stats-before.json" "$RUN_DIR/cold-stats-after.json" \
+    connections=16 --watch "$RUN_DIR/watch-cold.json" "${logs[@]}"
 }
 
 scenario_stampede() {
-  local busy
-  busy="$(machine_busy)"
   start_server stampede
   # Warm the pool and the prepared statement with a different query, so the
   # burst measures coalescing, not connection setup.
@@ -448,16 +526,13 @@ scenario_stampede() {
   log "stampede: clear cache, 100 concurrent identical cold requests"
   timeout 120 python3 "$BENCH_DIR/bench.py" stampede "$(base_url)" "$ADMIN_TOKEN_VALUE" 100 "$TYPICAL_BODY" \
     >"$RUN_DIR/stampede.json" || die "stampede driver failed"
-  busy="${busy:-$(machine_busy)}"
   local -a logs
   mapfile -t logs < <(log_counts)
   stop_server
-  record stampede --merge "$RUN_DIR/stampede.json" connections=100 "machine_busy=$busy" "${logs[@]}"
+  record stampede --merge "$RUN_DIR/stampede.json" connections=100 "${logs[@]}"
 }
 
 scenario_redis_down() {
-  local busy
-  busy="$(machine_busy)"
   need redis-server "apt-get install -y redis-server"
   local rport
   rport="$(py free-port)"
@@ -480,7 +555,8 @@ scenario_redis_down() {
   log "killed the private redis-server; running the mix at 16 connections"
   admin_stats "$RUN_DIR/redis-down-stats-before.json"
   local out_down
-  out_down="$(run_wrk redis-down "$LUA_DIR/mix.lua" 16 "$BENCH_SECONDS" /analytics/query 3)"
+  run_wrk redis-down "$LUA_DIR/mix.lua" 16 "$BENCH_SECONDS" /analytics/query 3
+  out_down="$RUN_WRK_OUT"
   admin_stats "$RUN_DIR/redis-down-stats-after.json"
   local -a logs
   mapfile -t logs < <(log_counts)
@@ -490,17 +566,20 @@ scenario_redis_down() {
 
   start_server redis-down-dbonly APP__CACHE__ENABLED=false
   local out_db
-  out_db="$(run_wrk redis-down-dbonly "$LUA_DIR/mix.lua" 16 "$BENCH_SECONDS" /analytics/query 3)"
-  local db_warn
-  db_warn="$(grep -c 'WARN' "$SERVER_LOG" || true)"
+  run_wrk redis-down-dbonly "$LUA_DIR/mix.lua" 16 "$BENCH_SECONDS" /analytics/query 3
+  out_db="$RUN_WRK_OUT"
+  local db_warn db_504
+  db_warn="$(grep 'WARN' "$SERVER_LOG" | grep -c -v 'slow statement' || true)"
+  db_504="$(grep -c 'Status code: 504' "$SERVER_LOG" || true)"
   stop_server
-  busy="${busy:-$(machine_busy)}"
 
   py wrk-json "$out_db" >"$RUN_DIR/redis-down-dbonly.json"
   local db_rps db_p50 db_p99 db_non2xx down_rps ratio
   db_rps="$(py get "$RUN_DIR/redis-down-dbonly.json" rps)"
   db_p50="$(py get "$RUN_DIR/redis-down-dbonly.json" p50_ms)"
   db_p99="$(py get "$RUN_DIR/redis-down-dbonly.json" p99_ms)"
+  local db_statuses
+  db_statuses="$(py get "$RUN_DIR/redis-down-dbonly.json" statuses)"
   db_non2xx="$(py get "$RUN_DIR/redis-down-dbonly.json" non2xx)"
   py wrk-json "$out_down" >"$RUN_DIR/redis-down-down.json"
   down_rps="$(py get "$RUN_DIR/redis-down-down.json" rps)"
@@ -508,20 +587,19 @@ scenario_redis_down() {
   record redis-down --wrk "$out_down" \
     --stats "$RUN_DIR/redis-down-stats-before.json" "$RUN_DIR/redis-down-stats-after.json" \
     connections=16 "db_only_rps=$db_rps" "db_only_p50_ms=$db_p50" "db_only_p99_ms=$db_p99" \
-    "db_only_non2xx=$db_non2xx" "db_only_server_log_warnings=${db_warn:-0}" "ratio=$ratio" \
-    "breaker=$breaker" "machine_busy=$busy" "${logs[@]}"
+    "db_only_non2xx=$db_non2xx" "db_only_statuses=${db_statuses:-null}" "db_only_server_log_warnings=${db_warn:-0}" "db_only_server_log_504=${db_504:-0}" "ratio=$ratio" \
+    "breaker=$breaker" --watch "$RUN_DIR/watch-redis-down.json" "${logs[@]}"
 }
 
 scenario_redis_benchmark() {
   need redis-benchmark "apt-get install -y redis-tools"
-  local busy
-  busy="$(machine_busy)"
   log "redis-benchmark -t get -n 200000 against the shared Redis"
+  watch_start redis-benchmark 3
   timeout 300 redis-benchmark -h 127.0.0.1 -p 6379 -t get -n 200000 -q >"$RUN_DIR/redis-benchmark.txt" 2>&1 ||
     die "redis-benchmark failed: $(tail -n 5 "$RUN_DIR/redis-benchmark.txt")"
+  watch_end
   py redis-benchmark "$RUN_DIR/redis-benchmark.txt" >"$RUN_DIR/redis-benchmark.json"
-  busy="${busy:-$(machine_busy)}"
-  record redis-benchmark --merge "$RUN_DIR/redis-benchmark.json" connections=50 "machine_busy=$busy" \
+  record redis-benchmark --merge "$RUN_DIR/redis-benchmark.json" connections=50 --watch "$RUN_DIR/watch-redis-benchmark.json" \
     "notes=redis-benchmark defaults: 50 clients, no pipelining, 3-byte values."
 }
 

@@ -15,6 +15,11 @@ local thread_count = 0
 function setup(thread)
   thread_count = thread_count + 1
   thread:set("thread_number", thread_count)
+  report.track(thread)
+end
+
+function response(status, _headers, _body)
+  report.count(status)
 end
 
 local requests_by_rank

@@ -8,6 +8,40 @@
 --   function done(summary, latency, requests) report.done(summary, latency, requests) end
 local M = {}
 
+-- Optional per-status counting (costs wrk a Lua call per response, so only
+-- the DB-bound scripts use it): call report.track(thread) from setup() and
+-- report.count(status) from response(); done() then adds "statuses".
+M.threads = {}
+function M.track(thread)
+  table.insert(M.threads, thread)
+end
+status_counts = {}
+function M.count(status)
+  local k = tostring(status)
+  status_counts[k] = (status_counts[k] or 0) + 1
+end
+
+local function statuses_json()
+  if #M.threads == 0 then
+    return ""
+  end
+  local agg = {}
+  for _, t in ipairs(M.threads) do
+    local c = t:get("status_counts")
+    if type(c) == "table" then
+      for k, v in pairs(c) do
+        agg[k] = (agg[k] or 0) + v
+      end
+    end
+  end
+  local parts = {}
+  for k, v in pairs(agg) do
+    table.insert(parts, string.format('"%s":%d', k, v))
+  end
+  table.sort(parts)
+  return ',"statuses":{' .. table.concat(parts, ",") .. "}"
+end
+
 local function ms(us)
   return us / 1000.0
 end
@@ -25,12 +59,12 @@ function M.done(summary, latency, _requests)
     'BENCH_JSON {"requests":%d,"duration_s":%.3f,"rps":%.2f,'
       .. '"p50_ms":%.3f,"p75_ms":%.3f,"p90_ms":%.3f,"p99_ms":%.3f,"p999_ms":%.3f,'
       .. '"max_ms":%.3f,"mean_ms":%.3f,"stdev_ms":%.3f,'
-      .. '"non2xx":%d,"connect_errors":%d,"read_errors":%d,"write_errors":%d,"timeouts":%d,"bytes":%d}\n',
+      .. '"non2xx":%d,"connect_errors":%d,"read_errors":%d,"write_errors":%d,"timeouts":%d,"bytes":%d%s}\n',
     summary.requests, seconds, rps,
     ms(latency:percentile(50)), ms(latency:percentile(75)), ms(latency:percentile(90)),
     ms(latency:percentile(99)), ms(latency:percentile(99.9)),
     ms(latency.max), ms(latency.mean), ms(latency.stdev),
-    e.status, e.connect, e.read, e.write, e.timeout, summary.bytes))
+    e.status, e.connect, e.read, e.write, e.timeout, summary.bytes, statuses_json()))
 end
 
 return M

@@ -245,11 +245,14 @@ impl From<QueryError> for ApiError {
 impl From<DbError> for ApiError {
     fn from(error: DbError) -> Self {
         match error {
-            DbError::Timeout => ApiError::new(
-                axum::http::StatusCode::GATEWAY_TIMEOUT,
-                "query_timeout",
-                "the query exceeded the database statement timeout; narrow the date range or filters",
-            ),
+            DbError::Timeout => {
+                tracing::warn!("query exceeded the database statement timeout");
+                ApiError::new(
+                    axum::http::StatusCode::GATEWAY_TIMEOUT,
+                    "query_timeout",
+                    "the query exceeded the database statement timeout; narrow the date range or filters",
+                )
+            }
             DbError::Unavailable(cause) => {
                 tracing::warn!(%cause, "database unavailable");
                 ApiError::new(
