@@ -683,7 +683,7 @@ def render() -> None:
     w("## How to run")
     w("")
     w("```sh")
-    w("bench/run.sh                       # every scenario (~6 min plus the first build and seed)")
+    w("bench/run.sh                       # every scenario (~7 min, plus the build and the first seed)")
     w("bench/run.sh hot-l1 mix            # only these; other rows keep their last result")
     w("BENCH_SECONDS=10 bench/run.sh      # shorter measurement (default 20 s)")
     w("BENCH_SKIP_BUILD=1 bench/run.sh    # reuse target/bench/release/analytics-api")
