@@ -33,6 +33,8 @@ pub fn anchor() -> NaiveDate {
 }
 
 pub struct TestApp {
+    /// The test's own database, dropped with the `TestApp`.
+    db_name: String,
     pub address: String,
     pub client: reqwest::Client,
     /// A pool on the test's own database, for hand-written SQL.
@@ -96,6 +98,31 @@ impl TestApp {
     }
 }
 
+impl Drop for TestApp {
+    /// Drops the test's database so runs do not pile up copies. `Drop` cannot
+    /// await, so a short-lived thread with its own runtime does it; `FORCE`
+    /// ends the server's still-open connections.
+    fn drop(&mut self) {
+        let name = std::mem::take(&mut self.db_name);
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            runtime.block_on(async {
+                let mut admin = PgConnection::connect(&format!("{}/postgres", server_url()))
+                    .await
+                    .ok()?;
+                sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                    .execute(&mut admin)
+                    .await
+                    .ok()
+            })
+        })
+        .join();
+    }
+}
+
 /// Spawns the app with test defaults.
 pub async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}).await
@@ -143,6 +170,7 @@ pub async fn spawn_app_until(
         .await
         .expect("test pool");
     let app = TestApp {
+        db_name,
         address,
         client: reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
@@ -216,6 +244,18 @@ async fn build_template() -> String {
         .await
         .expect("check template");
     if !exists {
+        // Templates of older migrations or seeds are of no further use.
+        let stale: Vec<String> =
+            sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE 'tmpl\\_%' AND datname <> $1")
+                .bind(&template)
+                .fetch_all(&mut admin)
+                .await
+                .unwrap_or_default();
+        for name in stale {
+            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                .execute(&mut admin)
+                .await;
+        }
         let building = format!("{template}_building");
         sqlx::query(&format!("DROP DATABASE IF EXISTS \"{building}\""))
             .execute(&mut admin)
