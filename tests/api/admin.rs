@@ -3,7 +3,7 @@
 use redis::AsyncCommands;
 use serde_json::{json, Value};
 
-use crate::helpers::{spawn_app, spawn_app_with, TestApp};
+use crate::helpers::{spawn_app, spawn_app_with, SendJson, TestApp};
 
 async fn cache_key_of(app: &TestApp, query: Value) -> String {
     let body = app.query_ok(query).await;
@@ -101,12 +101,8 @@ async fn clear_by_pattern_removes_only_matching_keys_and_never_foreign_ones() {
     let body: Value = app
         .admin(app.client.post(app.url("/api/v1/analytics/cache/clear")))
         .query(&[("pattern", "*")])
-        .send()
-        .await
-        .expect("clear")
-        .json()
-        .await
-        .expect("json");
+        .json_body()
+        .await;
     assert_eq!(body["deleted"], json!(1));
     assert_eq!(body["pattern"], json!(format!("{}:*", app.prefix)));
     assert!(!redis.exists::<_, bool>(&count).await.expect("EXISTS"));
@@ -130,24 +126,16 @@ async fn delete_key_by_name_and_by_query_data() {
     let key = cache_key_of(&app, query.clone()).await;
     let body: Value = app
         .admin(app.client.delete(app.url(&format!("/cache/key/{key}"))))
-        .send()
-        .await
-        .expect("delete")
-        .json()
-        .await
-        .expect("json");
+        .json_body()
+        .await;
     assert_eq!(body["deleted"], json!(1));
     assert_eq!(app.x_cache(query.clone()).await, "MISS");
 
     let body: Value = app
         .admin(app.client.delete(app.url("/cache/key")))
         .query(&[("prefix", app.prefix.as_str()), ("data", &query.to_string())])
-        .send()
-        .await
-        .expect("delete")
-        .json()
-        .await
-        .expect("json");
+        .json_body()
+        .await;
     assert_eq!(body["deleted"], json!(1));
     assert_eq!(body["key"], json!(key));
 
@@ -170,12 +158,8 @@ async fn warm_runs_given_queries_and_reports_failures() {
     let body: Value = app
         .admin(app.client.post(app.url("/cache/warm")))
         .json(&queries)
-        .send()
-        .await
-        .expect("warm")
-        .json()
-        .await
-        .expect("json");
+        .json_body()
+        .await;
     assert_eq!(body["warmed"], json!(2));
     assert_eq!(body["failed"][0]["index"], json!(2));
     assert_eq!(body["failed"][0]["code"], json!("unknown_metric"));
@@ -186,14 +170,7 @@ async fn warm_runs_given_queries_and_reports_failures() {
 #[tokio::test]
 async fn warm_without_a_body_uses_the_configured_list() {
     let app = spawn_app_with(|s| s.cache.warm_queries = vec![json!({"metrics": ["discount_total"]})]).await;
-    let body: Value = app
-        .admin(app.client.post(app.url("/cache/warm")))
-        .send()
-        .await
-        .expect("warm")
-        .json()
-        .await
-        .expect("json");
+    let body: Value = app.admin(app.client.post(app.url("/cache/warm"))).json_body().await;
     assert_eq!(body["warmed"], json!(1));
     assert_eq!(app.x_cache(json!({"metrics": ["discount_total"]})).await, "HIT");
 }

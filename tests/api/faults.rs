@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use redis::AsyncCommands;
 use serde_json::{json, Value};
 
-use crate::helpers::{spawn_app_with, RedisProcess, TestApp};
+use crate::helpers::{spawn_app_with, RedisProcess, SendJson, TestApp};
 
 async fn spawn_with_own_redis(l1: bool) -> (TestApp, RedisProcess) {
     let redis = RedisProcess::start().await;
@@ -35,15 +35,7 @@ async fn killing_redis_mid_run_never_fails_a_request() {
         let response = app.query(query(i)).await;
         assert_eq!(response.status(), 200, "request {i} after the kill");
     }
-    let health: Value = app
-        .client
-        .get(app.url("/health"))
-        .send()
-        .await
-        .expect("health")
-        .json()
-        .await
-        .expect("json");
+    let health: Value = app.client.get(app.url("/health")).json_body().await;
     assert_eq!(health["status"], json!("degraded"));
     assert_eq!(health["cache"]["breaker"], json!("open"));
 }

@@ -2,7 +2,7 @@
 
 use serde_json::{json, Value};
 
-use crate::helpers::{spawn_app, spawn_app_with};
+use crate::helpers::{spawn_app, spawn_app_with, SendJson};
 
 #[tokio::test]
 async fn health_reports_database_cache_and_version() {
@@ -26,15 +26,7 @@ async fn health_reports_database_cache_and_version() {
 async fn live_and_ready_answer() {
     let app = spawn_app().await;
     for (path, status) in [("/health/live", "ok"), ("/health/ready", "ready")] {
-        let body: Value = app
-            .client
-            .get(app.url(path))
-            .send()
-            .await
-            .expect("get")
-            .json()
-            .await
-            .expect("json");
+        let body: Value = app.client.get(app.url(path)).json_body().await;
         assert_eq!(body["status"], json!(status), "{path}");
     }
 }

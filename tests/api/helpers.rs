@@ -400,6 +400,17 @@ fn free_port() -> u16 {
         .expect("free port")
 }
 
+/// `.json_body().await`: send, then parse the response body as JSON.
+pub trait SendJson {
+    fn json_body(self) -> impl std::future::Future<Output = Value> + Send;
+}
+
+impl SendJson for reqwest::RequestBuilder {
+    async fn json_body(self) -> Value {
+        self.send().await.expect("request").json().await.expect("JSON body")
+    }
+}
+
 /// JSON number as f64, for comparing API values with SQL ones.
 pub fn num(value: &Value) -> f64 {
     value

@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 
 use serde_json::{json, Value};
 
-use crate::helpers::spawn_app;
+use crate::helpers::{spawn_app, SendJson};
 
 fn normalize(path: &str) -> String {
     path.replace("{*", "{")
@@ -13,15 +13,7 @@ fn normalize(path: &str) -> String {
 #[tokio::test]
 async fn openapi_lists_every_route_of_the_router_and_nothing_else() {
     let app = spawn_app().await;
-    let spec: Value = app
-        .client
-        .get(app.url("/openapi.json"))
-        .send()
-        .await
-        .expect("spec")
-        .json()
-        .await
-        .expect("json");
+    let spec: Value = app.client.get(app.url("/openapi.json")).json_body().await;
     assert!(
         spec["openapi"].as_str().is_some_and(|v| v.starts_with("3.1")),
         "OpenAPI 3.1: {}",
@@ -60,15 +52,7 @@ async fn openapi_lists_every_route_of_the_router_and_nothing_else() {
 #[tokio::test]
 async fn openapi_schemas_carry_the_contract_fields() {
     let app = spawn_app().await;
-    let spec: Value = app
-        .client
-        .get(app.url("/openapi.json"))
-        .send()
-        .await
-        .expect("spec")
-        .json()
-        .await
-        .expect("json");
+    let spec: Value = app.client.get(app.url("/openapi.json")).json_body().await;
     let schemas = &spec["components"]["schemas"];
     let fields = |name: &str| -> BTreeSet<String> {
         schemas[name]["properties"]
@@ -233,14 +217,7 @@ async fn status_json_needs_the_admin_token_and_reports_traffic() {
     for _ in 0..5 {
         app.query_ok(query.clone()).await;
     }
-    let status: Value = app
-        .admin(app.client.get(app.url("/status.json")))
-        .send()
-        .await
-        .expect("status")
-        .json()
-        .await
-        .expect("json");
+    let status: Value = app.admin(app.client.get(app.url("/status.json"))).json_body().await;
     let requests: u64 = status["series"]
         .as_array()
         .expect("series")

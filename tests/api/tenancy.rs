@@ -8,7 +8,7 @@ use analytics_api::config::{Settings, TenantSettings};
 use analytics_api::tenancy::keys;
 use serde_json::{json, Value};
 
-use crate::helpers::{spawn_app_with, RedisProcess, TestApp};
+use crate::helpers::{spawn_app_with, RedisProcess, SendJson, TestApp};
 
 const KEY_A: &str = "ak_tenant_a_test_key_0000000000000000000000";
 const KEY_B: &str = "ak_tenant_b_test_key_1111111111111111111111";
@@ -235,12 +235,8 @@ async fn tenant_keys_reach_only_their_own_cache_namespace() {
         .client
         .get(app.url("/cache/stats"))
         .bearer_auth(KEY_B)
-        .send()
-        .await
-        .expect("stats")
-        .json()
-        .await
-        .expect("json");
+        .json_body()
+        .await;
     assert_eq!(stats["tenant"], json!("tenant_b"));
     assert_eq!(stats["keys"], json!(1));
     assert!(stats.get("app").is_none(), "tenants do not see instance-wide counters");
