@@ -11,16 +11,7 @@
 package.path = (os.getenv("BENCH_LUA_DIR") or "bench/lua") .. "/?.lua;" .. package.path
 local report = require("report")
 
-local thread_count = 0
-function setup(thread)
-  thread_count = thread_count + 1
-  thread:set("thread_number", thread_count)
-  report.track(thread)
-end
-
-function response(status, _headers, _body)
-  report.count(status)
-end
+report.install_status_tracking()
 
 local offset, first_epoch, window_days
 local counter = 0

@@ -11,16 +11,7 @@ local report = require("report")
 local mix_file = os.getenv("BENCH_MIX_FILE") or "bench/out/mix_queries.lua"
 local zipf_s = tonumber(os.getenv("BENCH_ZIPF_S") or "1.1")
 
-local thread_count = 0
-function setup(thread)
-  thread_count = thread_count + 1
-  thread:set("thread_number", thread_count)
-  report.track(thread)
-end
-
-function response(status, _headers, _body)
-  report.count(status)
-end
+report.install_status_tracking()
 
 local requests_by_rank
 local cdf

@@ -21,6 +21,20 @@ function M.count(status)
   status_counts[k] = (status_counts[k] or 0) + 1
 end
 
+-- Defines wrk's setup() and response() for scripts that want per-status
+-- counts and a `thread_number` global in each thread (used to seed PRNGs).
+function M.install_status_tracking()
+  local thread_count = 0
+  setup = function(thread)
+    thread_count = thread_count + 1
+    thread:set("thread_number", thread_count)
+    M.track(thread)
+  end
+  response = function(status, _headers, _body)
+    M.count(status)
+  end
+end
+
 local function statuses_json()
   if #M.threads == 0 then
     return ""
