@@ -3,25 +3,34 @@
 //! model, compiles it to one parameterized SQL statement, runs it on
 //! PostgreSQL and answers JSON, with an L1 + Redis cache in front.
 //!
-//! Layout:
+//! Layout, from the ground floor up (a module imports only those above it
+//! in this list):
+//! - `clock`: wall-clock helpers
 //! - `config`: layered settings (defaults, TOML files, environment)
-//! - `telemetry`: logging and the Prometheus recorder
-//! - `error`: `ApiError`, the one JSON error shape clients see
-//! - `model`: semantic model, request validation, canonical form, SQL (pure)
-//! - `cache`: L1 + Redis cache-aside, breaker, single-flight, stats
+//! - `model`: semantic model, validation, canonical form, SQL, TTL policy (pure)
+//! - `telemetry`: logging, error chains in logs, the Prometheus recorder
+//! - `redis`: the shared Redis client: pool, timeouts, breaker, probe
 //! - `db`: PostgreSQL pool, migrations, query execution, demo data seeding
-//! - `http`: routes, extractors, middleware, OpenAPI
-//! - `state`: `AppState`, the handles handlers share
+//! - `cache`: key space, L1 + Redis cache-aside, single-flight, stats
 //! - `status`: traffic history and hot keys for the status page
-//! - `tenancy`: tenants, API keys, rate limits
+//! - `tenancy`: tenants, API keys, rate limits (on `redis`)
+//! - `analytics`: the query use case: compile -> cache -> database -> status
+//! - `health`: dependency checks for health endpoints and the status page
+//! - `error`: `ApiError`, the one table of error codes and statuses
+//! - `state`: `AppState`, the handles handlers share
+//! - `http`: routes, extractors, middleware, OpenAPI (thin: parse, call, render)
 //! - `startup`: `Application::build` / `run`, used by `main` and the tests
 
+pub mod analytics;
 pub mod cache;
+pub mod clock;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod health;
 pub mod http;
 pub mod model;
+pub mod redis;
 pub mod startup;
 pub mod state;
 pub mod status;

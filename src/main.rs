@@ -8,6 +8,7 @@ use analytics_api::config::Settings;
 use analytics_api::model::SemanticModel;
 use analytics_api::tenancy::{keys, Tenants};
 use analytics_api::{db, telemetry, Application};
+use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 
 /// mimalloc: the request path allocates many small short-lived buffers, which
@@ -85,42 +86,40 @@ async fn main() -> ExitCode {
     let _log_guard = telemetry::init_logging(&settings.log);
     match run(cli.command.unwrap_or(Command::Serve), settings).await {
         Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
-            tracing::error!("{message}");
-            eprintln!("error: {message}");
+        Err(error) => {
+            // `{:#}` prints the whole context chain on one line.
+            tracing::error!("{error:#}");
+            eprintln!("error: {error:#}");
             ExitCode::FAILURE
         }
     }
 }
 
-async fn run(command: Command, settings: Settings) -> Result<(), String> {
+async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
     match command {
         Command::Serve => {
-            let app = Application::build(settings).await.map_err(|e| e.to_string())?;
-            tracing::info!(address = %app.local_addr().map_err(|e| e.to_string())?, "listening");
-            app.run_until_stopped().await.map_err(|e| e.to_string())
+            let app = Application::build(settings).await?;
+            tracing::info!(address = %app.local_addr()?, "listening");
+            app.run_until_stopped().await.context("serving")
         }
         Command::Migrate => {
-            if db::create_database_if_missing(&settings.database)
-                .await
-                .map_err(|e| e.to_string())?
-            {
+            if db::create_database_if_missing(&settings.database).await? {
                 tracing::info!("created the database");
             }
-            let pool = db::pool(&settings.database).map_err(|e| e.to_string())?;
-            db::migrate(&pool).await.map_err(|e| e.to_string())?;
+            let pool = db::pool(&settings.database)?;
+            db::migrate(&pool).await?;
             tracing::info!("migrations applied");
             Ok(())
         }
         Command::Seed { sales, seed, anchor } => {
-            let pool = db::pool(&settings.database).map_err(|e| e.to_string())?;
-            db::migrate(&pool).await.map_err(|e| e.to_string())?;
+            let pool = db::pool(&settings.database)?;
+            db::migrate(&pool).await?;
             let options = db::seed::SeedOptions {
                 sales,
                 seed,
                 anchor: anchor.unwrap_or_else(|| chrono::Utc::now().date_naive()),
             };
-            let report = db::seed::seed_demo(&pool, &options).await.map_err(|e| e.to_string())?;
+            let report = db::seed::seed_demo(&pool, &options).await?;
             tracing::info!(
                 sales = report.sales,
                 product_sales = report.product_sales,
@@ -131,8 +130,8 @@ async fn run(command: Command, settings: Settings) -> Result<(), String> {
         }
         Command::Keys { action } => manage_keys(action, &settings).await,
         Command::CheckConfig => {
-            let model = SemanticModel::load(&settings.model.path).map_err(|e| e.to_string())?;
-            Tenants::from_settings(&settings.auth, &settings.rate_limit, &model).map_err(|e| e.to_string())?;
+            let model = SemanticModel::load(&settings.model.path)?;
+            Tenants::from_settings(&settings.auth, &settings.rate_limit, &model)?;
             for (name, dataset) in &model.datasets {
                 println!(
                     "dataset `{name}`: {} metrics, {} dimensions, {} joins",
@@ -148,28 +147,25 @@ async fn run(command: Command, settings: Settings) -> Result<(), String> {
     }
 }
 
-async fn manage_keys(action: KeysAction, settings: &Settings) -> Result<(), String> {
-    let pool = db::pool(&settings.database).map_err(|e| e.to_string())?;
-    db::migrate(&pool).await.map_err(|e| e.to_string())?;
+async fn manage_keys(action: KeysAction, settings: &Settings) -> anyhow::Result<()> {
+    let pool = db::pool(&settings.database)?;
+    db::migrate(&pool).await?;
     match action {
         KeysAction::Create { tenant } => {
-            let model = SemanticModel::load(&settings.model.path).map_err(|e| e.to_string())?;
-            let tenants =
-                Tenants::from_settings(&settings.auth, &settings.rate_limit, &model).map_err(|e| e.to_string())?;
+            let model = SemanticModel::load(&settings.model.path)?;
+            let tenants = Tenants::from_settings(&settings.auth, &settings.rate_limit, &model)?;
             // A key for an undeclared tenant would authenticate to nothing
             // (or, after a typo, to an unscoped tenant): refuse it up front.
             if !tenants.is_declared(&tenant) {
-                return Err(format!(
-                    "tenant `{tenant}` is not declared under [[auth.tenants]] in the configuration"
-                ));
+                bail!("tenant `{tenant}` is not declared under [[auth.tenants]] in the configuration");
             }
-            let key = keys::create(&pool, &tenant).await.map_err(|e| e.to_string())?;
+            let key = keys::create(&pool, &tenant).await?;
             println!("{key}");
             eprintln!("API key for tenant `{tenant}` created. It is shown only now; store it safely.");
             Ok(())
         }
         KeysAction::List { tenant } => {
-            let rows = keys::list(&pool, tenant.as_deref()).await.map_err(|e| e.to_string())?;
+            let rows = keys::list(&pool, tenant.as_deref()).await?;
             println!(
                 "{:<6} {:<14} {:<20} {:<25} {:<25} revoked_at",
                 "id", "prefix", "tenant", "created_at", "last_used_at"
@@ -190,9 +186,9 @@ async fn manage_keys(action: KeysAction, settings: &Settings) -> Result<(), Stri
             Ok(())
         }
         KeysAction::Revoke { id_or_prefix } => {
-            let revoked = keys::revoke(&pool, &id_or_prefix).await.map_err(|e| e.to_string())?;
+            let revoked = keys::revoke(&pool, &id_or_prefix).await?;
             if revoked == 0 {
-                return Err(format!("no active key with id or prefix `{id_or_prefix}`"));
+                bail!("no active key with id or prefix `{id_or_prefix}`");
             }
             println!("revoked {revoked} key(s); running servers stop accepting it within auth.key_cache_seconds");
             Ok(())

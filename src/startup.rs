@@ -8,10 +8,14 @@ use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
 
+use crate::analytics::QueryService;
+use crate::cache::keys::KeySpace;
 use crate::cache::QueryCache;
 use crate::config::Settings;
 use crate::db;
+use crate::health::HealthChecker;
 use crate::model::{ModelError, SemanticModel};
+use crate::redis::RedisClient;
 use crate::state::{AppComponents, AppState};
 use crate::tenancy::rate_limit::RateLimiter;
 use crate::tenancy::{Authenticator, Tenants};
@@ -44,33 +48,49 @@ impl Application {
     /// Loads the model, prepares the database (create, migrate, seed per
     /// settings), builds the cache and binds `host:port` (port 0 = any free).
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
-        if !crate::cache::keys::is_safe_segment(&settings.cache.prefix) {
-            return Err(StartupError::Config(format!(
+        let keys = KeySpace::new(&settings.cache.prefix).ok_or_else(|| {
+            StartupError::Config(format!(
                 "cache.prefix `{}` must be letters, digits, `_` or `-`",
                 settings.cache.prefix
-            )));
-        }
+            ))
+        })?;
         // Install the Prometheus recorder before anything records a metric.
         let _ = crate::telemetry::metrics_handle();
-        let model = SemanticModel::load(&settings.model.path)?;
+        let model = Arc::new(SemanticModel::load(&settings.model.path)?);
         let tenants = Tenants::from_settings(&settings.auth, &settings.rate_limit, &model)?;
         let pool = db::pool(&settings.database)?;
         prepare_database(&settings, &pool).await?;
-        let cache = QueryCache::new(&settings.cache, &settings.redis)?;
-        let rate_limiter = RateLimiter::new(cache.redis().cloned(), &settings.cache.prefix);
-        let auth = Authenticator::new(tenants, &settings.auth, pool.clone());
+        // One Redis client for the process: the cache and the rate limiter share it.
+        let redis = if settings.redis.enabled {
+            Some(RedisClient::new(&settings.redis)?)
+        } else {
+            None
+        };
+        let cache_redis = redis.clone().filter(|_| settings.cache.enabled);
+        let l1_enabled = settings.cache.enabled && settings.cache.l1_enabled;
+        let status = Arc::default();
+        let queries = QueryService::new(
+            Arc::clone(&model),
+            keys.clone(),
+            &settings.cache,
+            QueryCache::new(&settings.cache, cache_redis.clone()),
+            pool.clone(),
+            Arc::clone(&status),
+        );
+        let health = HealthChecker::new(pool.clone(), cache_redis, l1_enabled);
+        let rate_limiter = RateLimiter::new(redis, keys);
+        let auth = Authenticator::new(tenants, &settings.auth, pool);
         let address = format!("{}:{}", settings.server.host, settings.server.port);
         let listener = TcpListener::bind(&address)
             .await
             .map_err(|source| StartupError::Bind { address, source })?;
         let state = AppState::new(AppComponents {
             settings: Arc::new(settings),
-            model: Arc::new(model),
-            db: pool,
-            cache: Arc::new(cache),
-            auth: Arc::new(auth),
-            rate_limiter: Arc::new(rate_limiter),
-            status: Arc::default(),
+            queries,
+            health,
+            auth,
+            rate_limiter,
+            status,
             started_at: Instant::now(),
         });
         Ok(Self { listener, state })
@@ -82,10 +102,6 @@ impl Application {
 
     pub fn port(&self) -> u16 {
         self.local_addr().map(|a| a.port()).unwrap_or_default()
-    }
-
-    pub fn state(&self) -> &AppState {
-        &self.state
     }
 
     /// Serves until SIGTERM or Ctrl-C.

@@ -75,7 +75,7 @@ pub struct StatusTracker {
 
 impl Default for StatusTracker {
     fn default() -> Self {
-        Self::new(crate::cache::unix_now())
+        Self::new(crate::clock::unix_now())
     }
 }
 

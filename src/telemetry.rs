@@ -1,4 +1,5 @@
-//! Logging (tracing subscriber, pretty or JSON) and the Prometheus recorder.
+//! Logging (tracing subscriber, pretty or JSON, and how errors are shown in
+//! it) and the Prometheus recorder.
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -87,4 +88,19 @@ pub fn metrics_handle() -> Option<PrometheusHandle> {
             Some(recorder)
         })
         .clone()
+}
+
+/// Displays an error with its whole `source()` chain: `a: b: c`.
+pub struct ErrorChain<'a>(pub &'a dyn std::error::Error);
+
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            write!(f, ": {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
+    }
 }

@@ -1,32 +1,32 @@
-//! Cache-aside in front of PostgreSQL: L1 (moka, in process) and L2 (Redis),
-//! with single-flight on misses. The cache can never fail a request.
+//! Cache-aside in front of a computation (the database, for queries): L1
+//! (moka, in process) and L2 (Redis, through the shared [`RedisClient`]),
+//! with single-flight on misses. The cache can never fail a request: a Redis
+//! failure is a miss, counted and logged.
 //!
 //! - `entry`: the stored value format
-//! - `keys`: key namespaces and pattern confinement
-//! - `ttl`: the TTL policy
-//! - `breaker`, `redis_store`: Redis behind timeouts and a circuit breaker
+//! - `flight`: one miss: Redis read, computation, stores
+//! - `keys`: the key space, the one owner of key formats and scopes
 //! - `singleflight`: one computation per key
 //! - `stats`: counters for `/cache/stats` and `/metrics`
 
-pub mod breaker;
 pub mod entry;
+mod flight;
 pub mod keys;
-pub mod redis_store;
 pub mod singleflight;
 pub mod stats;
-pub mod ttl;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use moka::future::Cache as MokaCache;
 
-use crate::config::{CacheSettings, RedisSettings};
-use crate::db::{DbError, QueryResult};
+use crate::clock::unix_now;
+use crate::config::CacheSettings;
+use crate::redis::{RedisCaller, RedisClient, RedisInfo, RedisUnavailable};
 use entry::CachedData;
-use redis_store::{RedisInfo, RedisStore, RedisUnavailable};
+use flight::Flight;
+pub use flight::Fresh;
 use singleflight::SingleFlight;
 use stats::{CacheStats, Outcome};
 
@@ -46,8 +46,8 @@ pub struct Served {
     pub outcome: Outcome,
     /// Whether the result is in the cache now (the contract's `cached`).
     pub stored: bool,
-    /// Time spent in the database, when this request's flight ran the query.
-    pub db_elapsed: Option<Duration>,
+    /// Time the computation took, when this request's flight ran it.
+    pub compute_elapsed: Option<Duration>,
 }
 
 impl Served {
@@ -56,13 +56,19 @@ impl Served {
     }
 }
 
+/// The computation's task panicked; the error type of a computation must be
+/// able to say so, because single-flight waiters need an answer.
+#[derive(Debug, Clone, Copy)]
+pub struct ComputePanicked;
+
 type L1 = MokaCache<String, Arc<CachedData>>;
 
-pub struct QueryCache {
+/// The cache of results whose computation fails with `E`.
+pub struct QueryCache<E: Clone> {
     settings: CacheSettings,
     l1: Option<L1>,
-    redis: Option<Arc<RedisStore>>,
-    flights: SingleFlight<Result<Served, DbError>>,
+    redis: Option<Arc<RedisClient>>,
+    flights: SingleFlight<Result<Served, E>>,
     stats: Arc<CacheStats>,
 }
 
@@ -83,9 +89,12 @@ impl moka::Expiry<String, Arc<CachedData>> for L1Expiry {
     }
 }
 
-impl QueryCache {
-    pub fn new(settings: &CacheSettings, redis_settings: &RedisSettings) -> Result<Self, redis::RedisError> {
-        let stats = Arc::new(CacheStats::default());
+impl<E> QueryCache<E>
+where
+    E: From<ComputePanicked> + Clone + Send + Sync + 'static,
+{
+    /// `redis` is the shared client, or `None` when Redis is disabled.
+    pub fn new(settings: &CacheSettings, redis: Option<Arc<RedisClient>>) -> Self {
         let l1 = (settings.enabled && settings.l1_enabled).then(|| {
             MokaCache::builder()
                 .max_capacity(settings.l1_max_bytes)
@@ -98,32 +107,17 @@ impl QueryCache {
                 .support_invalidation_closures()
                 .build()
         });
-        // Export the breaker state from the start, not only after a first trip.
-        metrics::gauge!("analytics_cache_breaker_open").set(0.0);
-        let redis = if settings.enabled && redis_settings.enabled {
-            Some(RedisStore::new(redis_settings, Arc::clone(&stats))?)
-        } else {
-            None
-        };
-        Ok(Self {
+        Self {
             settings: settings.clone(),
             l1,
-            redis,
+            redis: redis.filter(|_| settings.enabled),
             flights: SingleFlight::default(),
-            stats,
-        })
-    }
-
-    pub fn settings(&self) -> &CacheSettings {
-        &self.settings
+            stats: Arc::default(),
+        }
     }
 
     pub fn stats(&self) -> &CacheStats {
         &self.stats
-    }
-
-    pub fn redis(&self) -> Option<&Arc<RedisStore>> {
-        self.redis.as_ref()
     }
 
     /// Looks `key` up in L1, then (within one flight per key) in Redis, and
@@ -134,10 +128,10 @@ impl QueryCache {
         ttl_seconds: u64,
         mode: ReadMode,
         compute: F,
-    ) -> Result<Served, DbError>
+    ) -> Result<Served, E>
     where
         F: FnOnce() -> Fut + Send + 'static,
-        Fut: Future<Output = Result<QueryResult, DbError>> + Send + 'static,
+        Fut: Future<Output = Result<Fresh, E>> + Send + 'static,
     {
         let started = Instant::now();
         if mode == ReadMode::Normal && self.settings.enabled {
@@ -147,7 +141,7 @@ impl QueryCache {
                     entry,
                     outcome: Outcome::L1,
                     stored: true,
-                    db_elapsed: None,
+                    compute_elapsed: None,
                 });
             }
         }
@@ -171,9 +165,7 @@ impl QueryCache {
         };
         let (mut result, _joined) = self
             .flights
-            .run(&flight_key, flight.run(compute), || {
-                Err(DbError::Query("the query task panicked".into()))
-            })
+            .run(&flight_key, flight.run(compute), || Err(E::from(ComputePanicked)))
             .await;
         if let Ok(served) = &mut result {
             if mode == ReadMode::Refresh || !self.settings.enabled {
@@ -188,21 +180,25 @@ impl QueryCache {
         self.l1.as_ref()?.get(key).await
     }
 
-    /// Deletes keys matching an already-confined `pattern` from Redis (SCAN +
-    /// UNLINK) and from this instance's L1.
-    pub async fn clear(&self, confined_pattern: &str) -> Result<u64, RedisUnavailable> {
+    fn redis(&self) -> Result<&Arc<RedisClient>, RedisUnavailable> {
+        self.redis.as_ref().ok_or(RedisUnavailable::Disabled)
+    }
+
+    /// Deletes keys matching a `pattern` built by the key space from Redis
+    /// (SCAN + UNLINK) and from this instance's L1.
+    pub async fn clear(&self, pattern: &str) -> Result<u64, RedisUnavailable> {
         if let Some(l1) = &self.l1 {
-            let pattern = confined_pattern.to_owned();
+            let owned = pattern.to_owned();
             if l1
-                .invalidate_entries_if(move |key, _| keys::glob_matches(&pattern, key))
+                .invalidate_entries_if(move |key, _| keys::glob_matches(&owned, key))
                 .is_err()
             {
                 l1.invalidate_all();
             }
         }
-        let redis = self.redis.as_ref().ok_or(RedisUnavailable::Disabled)?;
-        let deleted = redis
-            .delete_matching(confined_pattern, self.settings.clear_batch_size)
+        let deleted = self
+            .redis()?
+            .delete_matching(RedisCaller::Admin, pattern, self.settings.clear_batch_size)
             .await?;
         self.stats.record_deletes(deleted);
         Ok(deleted)
@@ -213,10 +209,14 @@ impl QueryCache {
         if let Some(l1) = &self.l1 {
             l1.invalidate(key).await;
         }
-        let redis = self.redis.as_ref().ok_or(RedisUnavailable::Disabled)?;
-        let deleted = redis.unlink(vec![key.to_owned()]).await?;
+        let deleted = self.redis()?.unlink(RedisCaller::Admin, vec![key.to_owned()]).await?;
         self.stats.record_deletes(deleted);
         Ok(deleted)
+    }
+
+    /// Redis entries matching `pattern`, counted up to `limit`.
+    pub async fn count(&self, pattern: &str, limit: u64) -> Result<u64, RedisUnavailable> {
+        self.redis()?.count_matching(RedisCaller::Admin, pattern, limit).await
     }
 
     /// L1 entry count and weighted bytes.
@@ -230,8 +230,12 @@ impl QueryCache {
         }
     }
 
+    pub fn l1_enabled(&self) -> bool {
+        self.l1.is_some()
+    }
+
     pub async fn redis_info(&self) -> Result<RedisInfo, RedisUnavailable> {
-        self.redis.as_ref().ok_or(RedisUnavailable::Disabled)?.info().await
+        self.redis()?.info(RedisCaller::Admin).await
     }
 
     /// `open`, `closed` or `disabled`.
@@ -241,101 +245,4 @@ impl QueryCache {
             .map(|r| r.breaker().state_name())
             .unwrap_or("disabled")
     }
-}
-
-/// Everything one flight needs, owned, so it can run in its own task.
-struct Flight {
-    key: String,
-    ttl_seconds: u64,
-    read_redis: bool,
-    store: bool,
-    compress_above: usize,
-    max_entry_bytes: usize,
-    l1: Option<L1>,
-    redis: Option<Arc<RedisStore>>,
-    stats: Arc<CacheStats>,
-}
-
-impl Flight {
-    async fn run<F, Fut>(self, compute: F) -> Result<Served, DbError>
-    where
-        F: FnOnce() -> Fut + Send + 'static,
-        Fut: Future<Output = Result<QueryResult, DbError>> + Send + 'static,
-    {
-        if self.read_redis {
-            if let Some(entry) = self.redis_get().await {
-                let entry = Arc::new(entry);
-                if let Some(l1) = &self.l1 {
-                    l1.insert(self.key.clone(), Arc::clone(&entry)).await;
-                }
-                return Ok(Served {
-                    entry,
-                    outcome: Outcome::Redis,
-                    stored: true,
-                    db_elapsed: None,
-                });
-            }
-        }
-
-        self.stats.record_db_query();
-        let result = compute().await?;
-        let entry = Arc::new(CachedData {
-            data: Bytes::from(result.data),
-            rows: result.rows,
-            created_at: unix_now(),
-            ttl_seconds: self.ttl_seconds,
-        });
-        let stored = self.store && self.save(&entry).await;
-        Ok(Served {
-            entry,
-            outcome: Outcome::Miss,
-            stored,
-            db_elapsed: Some(result.elapsed),
-        })
-    }
-
-    /// A Redis GET that decodes; a corrupt entry is counted, deleted and
-    /// reported as a miss.
-    async fn redis_get(&self) -> Option<CachedData> {
-        let redis = self.redis.as_ref()?;
-        let bytes = redis.get(&self.key).await?;
-        match entry::decode(&bytes, self.max_entry_bytes) {
-            Ok(entry) => Some(entry),
-            Err(error) => {
-                self.stats.record_corrupt();
-                tracing::warn!(key = %self.key, %error, "corrupt cache entry; treating as a miss and deleting it");
-                let _ = redis.unlink(vec![self.key.clone()]).await;
-                None
-            }
-        }
-    }
-
-    /// Stores in L1 and Redis; returns whether any tier holds it now.
-    async fn save(&self, entry: &Arc<CachedData>) -> bool {
-        if entry.data.len() > self.max_entry_bytes {
-            self.stats.record_uncacheable();
-            return false;
-        }
-        let mut stored = false;
-        if let Some(redis) = &self.redis {
-            let started = Instant::now();
-            let encoded = entry::encode(entry, self.compress_above);
-            if redis.set(&self.key, encoded, self.ttl_seconds).await {
-                self.stats.record_set(started.elapsed());
-                stored = true;
-            }
-        }
-        if let Some(l1) = &self.l1 {
-            l1.insert(self.key.clone(), Arc::clone(entry)).await;
-            stored = true;
-        }
-        stored
-    }
-}
-
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default()
 }

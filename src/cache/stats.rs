@@ -54,7 +54,8 @@ pub struct StatsSnapshot {
     pub bypasses: u64,
     pub sets: u64,
     pub deletes: u64,
-    /// Redis command failures (timeouts included).
+    /// The cache's own Redis command failures (timeouts included); the rate
+    /// limiter's and admin commands' are in `analytics_redis_errors_total`.
     pub errors: u64,
     pub timeouts: u64,
     /// Entries that failed to decode and were treated as misses.
@@ -113,8 +114,9 @@ impl CacheStats {
         } else {
             "error"
         };
+        // The lookup that saw this failure is counted once, as the miss it
+        // became; this counter says why.
         metrics::counter!("analytics_cache_redis_errors_total", "kind" => kind).increment(1);
-        metrics::counter!("analytics_cache_requests_total", "outcome" => "error").increment(1);
     }
 
     pub fn record_corrupt(&self) {

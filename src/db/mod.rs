@@ -37,7 +37,7 @@ impl From<sqlx::Error> for DbError {
             sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => {
                 Self::Unavailable(error.to_string())
             }
-            _ => Self::Query(crate::error::ErrorChain(&error).to_string()),
+            _ => Self::Query(crate::telemetry::ErrorChain(&error).to_string()),
         }
     }
 }

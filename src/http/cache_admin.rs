@@ -1,29 +1,17 @@
-//! Cache administration for operators: stats, clear by pattern, delete one
-//! key, warm. All require the admin token.
+//! Cache administration: stats, clear by pattern, delete one entry. The
+//! admin token acts on every tenant's entries; a tenant key on its own. Which
+//! keys each may touch is the key space's rule (`cache::keys`).
 
-use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
-use crate::cache::keys;
-use crate::cache::redis_store::RedisUnavailable;
 use crate::cache::stats::StatsSnapshot;
-use crate::cache::ReadMode;
-use crate::error::ApiError;
-use crate::http::auth::{Admin, CacheActor, Caller};
-use crate::http::query::serve;
-use crate::model::{QueryRequest, TenantScope};
+use crate::error::{ApiError, ErrorCode};
+use crate::http::auth::{configured_tenant, CacheActor};
+use crate::model::QueryRequest;
 use crate::state::AppState;
-use crate::tenancy::DEFAULT_TENANT;
-
-/// Most queries one warm call runs, so one request cannot queue hours of SQL.
-const MAX_WARM_QUERIES: usize = 100;
-/// Warm queries run at most this many at a time, to spare the database.
-const WARM_CONCURRENCY: usize = 2;
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct CacheStatsResponse {
@@ -70,18 +58,18 @@ const TENANT_KEY_COUNT_LIMIT: u64 = 100_000;
 #[utoipa::path(get, path = "/cache/stats", tag = "cache", security(("admin_token" = [])),
     responses((status = 200, body = CacheStatsResponse), (status = 401), (status = 403)))]
 pub async fn get_cache_stats(actor: CacheActor, State(state): State<AppState>) -> Response {
-    if let CacheActor::Tenant(tenant) = actor {
-        let namespace = keys::tenant_namespace(&state.settings.cache.prefix, &tenant);
-        let count = match state.cache.redis() {
-            Some(redis) => redis
-                .count_matching(&format!("{namespace}*"), TENANT_KEY_COUNT_LIMIT)
-                .await
-                .ok(),
-            None => None,
+    if let CacheActor::Tenant(tenant) = &actor {
+        let keys = state.queries.keys();
+        let count = match keys.scope(actor.owner(), None, None) {
+            Ok(scope) => {
+                let pattern = keys.pattern(&scope, None);
+                state.queries.cache().count(&pattern, TENANT_KEY_COUNT_LIMIT).await.ok()
+            }
+            Err(_) => None,
         };
-        let breaker = state.cache.breaker_state();
+        let breaker = state.queries.cache().breaker_state();
         return Json(TenantCacheStatsResponse {
-            tenant,
+            tenant: tenant.clone(),
             status: redis_status(count.is_some(), breaker),
             keys: count,
             breaker,
@@ -100,7 +88,7 @@ fn redis_status(reachable: bool, breaker: &str) -> &'static str {
 }
 
 async fn admin_stats(state: &AppState) -> CacheStatsResponse {
-    let cache = &state.cache;
+    let cache = state.queries.cache();
     let info = cache.redis_info().await;
     let (entries, bytes) = cache.l1_size().await;
     let status = redis_status(info.is_ok(), cache.breaker_state());
@@ -115,7 +103,7 @@ async fn admin_stats(state: &AppState) -> CacheStatsResponse {
         redis_version: info.map(|i| i.version),
         breaker: cache.breaker_state(),
         l1: L1Stats {
-            enabled: state.settings.cache.enabled && state.settings.cache.l1_enabled,
+            enabled: cache.l1_enabled(),
             entries,
             bytes,
             max_bytes: state.settings.cache.l1_max_bytes,
@@ -153,9 +141,13 @@ pub async fn clear_cache(
     State(state): State<AppState>,
     Query(params): Query<ClearParams>,
 ) -> Result<Json<ClearResponse>, ApiError> {
-    let namespace = clear_namespace(&state, &actor, params.tenant.as_deref(), params.dataset.as_deref())?;
-    let pattern = keys::confine(&namespace, params.pattern.as_deref());
-    let deleted = state.cache.clear(&pattern).await.map_err(redis_unavailable)?;
+    if let Some(dataset) = params.dataset.as_deref() {
+        known_dataset(&state, dataset)?;
+    }
+    let keys = state.queries.keys();
+    let scope = keys.scope(actor.owner(), params.tenant.as_deref(), params.dataset.as_deref())?;
+    let pattern = keys.pattern(&scope, params.pattern.as_deref());
+    let deleted = state.queries.cache().clear(&pattern).await?;
     tracing::info!(%pattern, deleted, "cache cleared");
     Ok(Json(ClearResponse {
         deleted,
@@ -168,40 +160,12 @@ pub async fn clear_cache(
     }))
 }
 
-/// The literal key prefix a clear may touch: a tenant's own namespace, or
-/// for the admin the whole cache, narrowed by `tenant` and `dataset`.
-fn clear_namespace(
-    state: &AppState,
-    actor: &CacheActor,
-    tenant: Option<&str>,
-    dataset: Option<&str>,
-) -> Result<String, ApiError> {
-    let prefix = &state.settings.cache.prefix;
-    let tenant = match (actor, tenant) {
-        (CacheActor::Tenant(own), Some(asked)) if asked != own => {
-            return Err(ApiError::forbidden("a tenant key acts on its own namespace only").with_field("tenant"));
-        }
-        (CacheActor::Tenant(own), _) => Some(own.as_str()),
-        (CacheActor::Admin, asked) => asked,
-    };
-    if let Some(tenant) = tenant.filter(|t| !keys::is_safe_segment(t)) {
-        return Err(
-            ApiError::unprocessable("invalid_tenant", format!("`{tenant}` is not a tenant id")).with_field("tenant"),
-        );
+fn known_dataset(state: &AppState, dataset: &str) -> Result<(), ApiError> {
+    if state.queries.model().datasets.contains_key(dataset) {
+        Ok(())
+    } else {
+        Err(ApiError::new(ErrorCode::UnknownDataset, format!("unknown dataset `{dataset}`")).with_field("dataset"))
     }
-    if let Some(dataset) = dataset.filter(|d| !state.model.datasets.contains_key(*d)) {
-        return Err(
-            ApiError::unprocessable("unknown_dataset", format!("unknown dataset `{dataset}`")).with_field("dataset"),
-        );
-    }
-    Ok(match (tenant, dataset) {
-        (Some(tenant), Some(dataset)) => format!("{}{dataset}:", keys::tenant_namespace(prefix, tenant)),
-        (Some(tenant), None) => keys::tenant_namespace(prefix, tenant),
-        // Datasets are model names (no glob characters), so the literal
-        // `{prefix}:` still bounds what this can match.
-        (None, Some(dataset)) => format!("{prefix}:query:*:{dataset}:"),
-        (None, None) => keys::namespace(prefix),
-    })
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -213,6 +177,9 @@ pub struct DeleteKeyParams {
     pub prefix: Option<String>,
     /// With `prefix`: the query JSON whose entry to delete.
     pub data: Option<String>,
+    /// With `data`: whose entry (admin only; a tenant key names its own).
+    /// The key depends on the tenant and its row scope; `default` when absent.
+    pub tenant: Option<String>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -244,24 +211,31 @@ pub async fn delete_cache_key_by_query(
     let key = match (params.key, params.prefix, params.data) {
         (Some(key), _, _) => key,
         (None, prefix, Some(data)) => {
-            let configured = &state.settings.cache.prefix;
+            let configured = state.queries.keys().prefix();
             if let Some(prefix) = prefix.filter(|p| p != configured && *p != format!("{configured}:query")) {
-                return Err(ApiError::unprocessable(
-                    "invalid_prefix",
+                return Err(ApiError::new(
+                    ErrorCode::InvalidPrefix,
                     format!("prefix `{prefix}` is not this cache's prefix `{configured}`"),
                 )
                 .with_field("prefix"));
             }
             let request = QueryRequest::from_json(data.as_bytes()).map_err(|e| ApiError::from(e).with_field("data"))?;
-            let tenant = TenantScope::unscoped(DEFAULT_TENANT);
-            state
-                .model
-                .compile(&state.compile_context(), &tenant, &request)?
-                .cache_key
+            let tenant = match &actor {
+                CacheActor::Admin => configured_tenant(&state, params.tenant.as_deref())?,
+                CacheActor::Tenant(own) => {
+                    // The scope check refuses a tenant naming another one.
+                    state
+                        .queries
+                        .keys()
+                        .scope(actor.owner(), params.tenant.as_deref(), None)?;
+                    configured_tenant(&state, Some(own))?
+                }
+            };
+            state.queries.key_for(&tenant.scope, &request)?
         }
         (None, _, None) => {
-            return Err(ApiError::bad_request(
-                "invalid_request",
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequest,
                 "give `key`, or `prefix` and `data`",
             ));
         }
@@ -270,114 +244,7 @@ pub async fn delete_cache_key_by_query(
 }
 
 async fn delete_one(state: &AppState, actor: &CacheActor, key: String) -> Result<Json<DeleteKeyResponse>, ApiError> {
-    let namespace = match actor {
-        CacheActor::Admin => keys::namespace(&state.settings.cache.prefix),
-        CacheActor::Tenant(own) => keys::tenant_namespace(&state.settings.cache.prefix, own),
-    };
-    if !keys::within(&namespace, &key) {
-        return Err(ApiError::unprocessable(
-            "invalid_key",
-            format!("key must start with `{namespace}`: keys outside the caller's namespace cannot be deleted"),
-        )
-        .with_field("key"));
-    }
-    let deleted = state.cache.delete_key(&key).await.map_err(redis_unavailable)?;
+    state.queries.keys().check_delete(actor.owner(), &key)?;
+    let deleted = state.queries.cache().delete_key(&key).await?;
     Ok(Json(DeleteKeyResponse { deleted, key }))
-}
-
-#[derive(Deserialize, utoipa::IntoParams)]
-pub struct WarmParams {
-    /// Run the queries as this tenant (with its row scope); `default` otherwise.
-    pub tenant: Option<String>,
-}
-
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct WarmResponse {
-    pub warmed: usize,
-    pub failed: Vec<WarmFailure>,
-}
-
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct WarmFailure {
-    /// Position in the list of queries.
-    pub index: usize,
-    pub code: String,
-    pub message: String,
-}
-
-/// Runs a list of queries (the body, or `cache.warm_queries` without one) so
-/// their results are cached.
-#[utoipa::path(post, path = "/cache/warm", tag = "cache", params(WarmParams), security(("admin_token" = [])),
-    request_body(content = Vec<QueryRequest>, description = "Queries to warm; empty body = configured list"),
-    responses((status = 200, body = WarmResponse), (status = 400), (status = 401), (status = 403)))]
-pub async fn warm_cache(
-    _admin: Admin,
-    State(state): State<AppState>,
-    Query(params): Query<WarmParams>,
-    body: Bytes,
-) -> Result<Json<WarmResponse>, ApiError> {
-    let tenant_id = params.tenant.as_deref().unwrap_or(DEFAULT_TENANT);
-    let tenant = state.auth.tenants.get(tenant_id).map(|t| t.scope).ok_or_else(|| {
-        ApiError::unprocessable("unknown_tenant", format!("tenant `{tenant_id}` is not configured"))
-            .with_field("tenant")
-    })?;
-    let queries: Vec<serde_json::Value> = if body.iter().all(u8::is_ascii_whitespace) {
-        state.settings.cache.warm_queries.clone()
-    } else {
-        serde_json::from_slice(&body).map_err(|e| {
-            ApiError::bad_request(
-                "malformed_json",
-                format!("warm body must be a JSON array of queries: {e}"),
-            )
-        })?
-    };
-    if queries.len() > MAX_WARM_QUERIES {
-        return Err(ApiError::unprocessable(
-            "too_many_queries",
-            format!("at most {MAX_WARM_QUERIES} queries per warm call"),
-        ));
-    }
-    let total = queries.len();
-    let results: Vec<(usize, Result<(), ApiError>)> = futures::stream::iter(queries.into_iter().enumerate())
-        .map(|(index, query)| {
-            let state = state.clone();
-            let tenant = tenant.clone();
-            async move {
-                let outcome = async {
-                    let request: QueryRequest = serde_json::from_value(query)
-                        .map_err(|e| ApiError::bad_request("invalid_request", e.to_string()))?;
-                    let caller = Caller::internal(tenant);
-                    serve(&state, &caller, &request, ReadMode::Normal).await.map(|_| ())
-                }
-                .await;
-                (index, outcome)
-            }
-        })
-        .buffer_unordered(WARM_CONCURRENCY)
-        .collect()
-        .await;
-    let mut failed: Vec<WarmFailure> = results
-        .into_iter()
-        .filter_map(|(index, outcome)| {
-            outcome.err().map(|e| WarmFailure {
-                index,
-                code: e.code.to_owned(),
-                message: e.message,
-            })
-        })
-        .collect();
-    failed.sort_by_key(|f| f.index);
-    Ok(Json(WarmResponse {
-        warmed: total - failed.len(),
-        failed,
-    }))
-}
-
-fn redis_unavailable(error: RedisUnavailable) -> ApiError {
-    ApiError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "cache_unavailable",
-        format!("{error}; this instance's L1 was cleared, Redis entries were not"),
-    )
-    .with_retry_after(1)
 }

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 use tracing::Span;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCause, ErrorCode};
 
 /// One span per request; handlers and the cache fill `tenant`, `cache` and
 /// `db_ms` as they learn them.
@@ -38,11 +38,20 @@ pub fn make_span(request: &Request<Body>) -> Span {
     )
 }
 
-/// One info line per request, with status and latency.
+/// One line per request, with status and latency. A failure's internal
+/// cause (see `crate::error`) is logged here, once: at error for a 500, at
+/// warn for other server-side failures.
 pub fn on_response(response: &Response, latency: Duration, span: &Span) {
-    span.record("status", response.status().as_u16());
+    let status = response.status();
+    span.record("status", status.as_u16());
     let latency_ms = (latency.as_secs_f64() * 1e6).round() / 1e3;
-    tracing::info!(latency_ms, "finished");
+    match response.extensions().get::<ErrorCause>() {
+        Some(ErrorCause(cause)) if status == StatusCode::INTERNAL_SERVER_ERROR => {
+            tracing::error!(latency_ms, %cause, "finished")
+        }
+        Some(ErrorCause(cause)) => tracing::warn!(latency_ms, %cause, "finished"),
+        None => tracing::info!(latency_ms, "finished"),
+    }
 }
 
 /// Gives every error response that has no body of ours (405 from the router,
@@ -58,15 +67,19 @@ pub async fn json_error_bodies(request: Request, next: Next) -> Response {
         return response;
     }
     let (code, message) = match status {
-        StatusCode::METHOD_NOT_ALLOWED => ("method_not_allowed", "method not allowed on this route"),
-        StatusCode::REQUEST_TIMEOUT | StatusCode::GATEWAY_TIMEOUT => ("request_timeout", "the request took too long"),
-        StatusCode::PAYLOAD_TOO_LARGE => ("payload_too_large", "the request body is over the size limit"),
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => ("unsupported_media_type", "unsupported content type"),
-        StatusCode::NOT_FOUND => ("not_found", "no such route"),
-        s if s.is_server_error() => ("internal_error", "internal server error"),
-        _ => ("bad_request", "bad request"),
+        StatusCode::METHOD_NOT_ALLOWED => (ErrorCode::MethodNotAllowed, "method not allowed on this route"),
+        StatusCode::REQUEST_TIMEOUT | StatusCode::GATEWAY_TIMEOUT => {
+            (ErrorCode::RequestTimeout, "the request took too long")
+        }
+        StatusCode::PAYLOAD_TOO_LARGE => (ErrorCode::PayloadTooLarge, "the request body is over the size limit"),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => (ErrorCode::UnsupportedMediaType, "unsupported content type"),
+        StatusCode::NOT_FOUND => (ErrorCode::NotFound, "no such route"),
+        s if s.is_server_error() => (ErrorCode::InternalError, "internal server error"),
+        _ => (ErrorCode::BadRequest, "bad request"),
     };
-    let mut rebuilt = ApiError::new(status, code, message).into_response();
+    let mut rebuilt = ApiError::new(code, message).into_response();
+    // The framework chose the status (408 and 504 share one code); keep it.
+    *rebuilt.status_mut() = status;
     for name in [header::ALLOW, header::RETRY_AFTER] {
         if let Some(value) = response.headers().get(&name) {
             rebuilt.headers_mut().insert(name, value.clone());

@@ -1,15 +1,20 @@
 //! The HTTP surface: every route in one table, the middleware stack, and the
 //! OpenAPI document.
 //!
+//! Handlers only parse, call a service and render; none touches the
+//! database.
+//!
 //! - `query`: `/analytics/query`
 //! - `health`: `/health*`
-//! - `cache_admin`: `/cache/*` (admin token)
+//! - `cache_admin`: `/cache/stats`, `/cache/clear`, `/cache/key`
+//! - `cache_warm`: `/cache/warm`
 //! - `auth`: admin and tenant extractors
 //! - `middleware`: request span, JSON error bodies, CORS
 //! - `observability`: `/metrics`, `/status`, `/status.json`
 
 pub mod auth;
 pub mod cache_admin;
+pub mod cache_warm;
 pub mod health;
 pub mod middleware;
 pub mod observability;
@@ -30,7 +35,7 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::state::AppState;
 
 /// The OpenAPI document served at `/openapi.json`.
@@ -41,7 +46,7 @@ use crate::state::AppState;
         query::run_query, query::run_query_get,
         health::get_health, health::get_live, health::get_ready,
         cache_admin::get_cache_stats, cache_admin::clear_cache, cache_admin::delete_cache_key,
-        cache_admin::delete_cache_key_by_query, cache_admin::warm_cache,
+        cache_admin::delete_cache_key_by_query, cache_warm::warm_cache,
         observability::get_metrics, observability::get_status_page, observability::get_status_json,
     ),
     modifiers(&SecurityAddon, &AliasAddon),
@@ -118,7 +123,7 @@ pub fn routes() -> Vec<Route> {
             "/cache/key/{*key}",
             delete(cache_admin::delete_cache_key),
         ),
-        route(Method::POST, "/cache/warm", post(cache_admin::warm_cache)),
+        route(Method::POST, "/cache/warm", post(cache_warm::warm_cache)),
         route(Method::GET, "/health", get(health::get_health)),
         route(Method::GET, "/health/live", get(health::get_live)),
         route(Method::GET, "/health/ready", get(health::get_ready)),
@@ -156,7 +161,7 @@ pub fn router(state: AppState) -> Router {
         .fold(Router::new(), |router, r| router.route(&r.path, r.handler))
         // Swagger UI's assets are vendored into the binary: /docs works offline.
         .merge(utoipa_swagger_ui::SwaggerUi::new("/docs").url("/openapi.json", ApiDoc::openapi()))
-        .fallback(|| async { ApiError::not_found("no such route; see /openapi.json for the API") })
+        .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such route; see /openapi.json for the API") })
         .layer(DefaultBodyLimit::max(server.body_limit_bytes))
         .layer(axum::middleware::from_fn(observability::track_requests))
         .with_state(state.clone());
@@ -169,8 +174,7 @@ pub fn router(state: AppState) -> Router {
             .layer(CatchPanicLayer::custom(|_| {
                 tracing::error!("handler panicked");
                 axum::response::IntoResponse::into_response(ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal_error",
+                    ErrorCode::InternalError,
                     "internal server error",
                 ))
             }))

@@ -10,10 +10,8 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
 
-use crate::cache::unix_now;
-use crate::db;
+use crate::clock::{unix_now, unix_now_ms};
 use crate::http::auth::Admin;
-use crate::http::health::cache_health;
 use crate::state::AppState;
 use crate::status::{HotKey, Percentiles, SeriesPoint, BUCKETS, BUCKET_SECONDS};
 
@@ -42,9 +40,7 @@ pub async fn track_requests(request: Request, next: Next) -> Response {
 #[utoipa::path(get, path = "/metrics", tag = "observability",
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 pub async fn get_metrics(State(state): State<AppState>) -> Response {
-    let idle = state.db.num_idle() as f64;
-    metrics::gauge!("analytics_db_pool_connections", "state" => "idle").set(idle);
-    metrics::gauge!("analytics_db_pool_connections", "state" => "in_use").set(f64::from(state.db.size()) - idle);
+    state.health.record_pool_gauges();
     let body = crate::telemetry::metrics_handle()
         .map(|h| h.render())
         .unwrap_or_default();
@@ -87,13 +83,13 @@ pub struct StatusResponse {
 pub async fn get_status_json(_admin: Admin, State(state): State<AppState>) -> Json<StatusResponse> {
     let now = unix_now();
     let window = state.status.snapshot(now);
-    let (cache, database, (entries, bytes)) =
-        tokio::join!(cache_health(&state), db::ping(&state.db), state.cache.l1_size());
+    let (cache, database, (entries, bytes)) = tokio::join!(
+        state.health.cache(),
+        state.health.database(),
+        state.queries.cache().l1_size()
+    );
     Json(StatusResponse {
-        generated_at_ms: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or_default(),
+        generated_at_ms: unix_now_ms(),
         uptime_seconds: state.started_at.elapsed().as_secs(),
         window_seconds: BUCKETS as u64 * BUCKET_SECONDS,
         bucket_seconds: BUCKET_SECONDS,
@@ -103,7 +99,7 @@ pub async fn get_status_json(_admin: Admin, State(state): State<AppState>) -> Js
         latency_ms: window.latency_ms,
         breaker: cache.breaker,
         redis: cache.redis,
-        database: if database.is_ok() { "up" } else { "down" },
+        database: database.status,
         l1: crate::http::cache_admin::L1Stats {
             enabled: cache.l1_enabled,
             entries,

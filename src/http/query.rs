@@ -1,7 +1,5 @@
-//! `POST|GET /analytics/query`: validate, compile, serve from cache or database.
-
-use std::sync::Arc;
-use std::time::Instant;
+//! `POST|GET /analytics/query`: parse the request, run it through the query
+//! service, render the answer.
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Query, State};
@@ -9,14 +7,13 @@ use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
 
+use crate::analytics::Answer;
 use crate::cache::stats::Outcome;
-use crate::cache::{ReadMode, Served};
-use crate::db::{self, DbError};
-use crate::error::ApiError;
+use crate::cache::ReadMode;
+use crate::error::{ApiError, ErrorCode};
 use crate::http::auth::Caller;
-use crate::model::{CompiledQuery, QueryError, QueryErrorKind, QueryRequest};
+use crate::model::QueryRequest;
 use crate::state::AppState;
-use crate::status::HotKey;
 
 /// Query-string options shared by both methods.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -74,8 +71,7 @@ pub async fn run_query(
 ) -> Result<Response, ApiError> {
     if !is_json(&headers) {
         return Err(ApiError::new(
-            axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
+            ErrorCode::UnsupportedMediaType,
             "send the query as a JSON body with `Content-Type: application/json`",
         ));
     }
@@ -100,7 +96,11 @@ pub async fn run_query_get(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let q = params.q.as_deref().ok_or_else(|| {
-        ApiError::bad_request("invalid_request", "missing `q` parameter: the URL-encoded JSON query").with_field("q")
+        ApiError::new(
+            ErrorCode::InvalidRequest,
+            "missing `q` parameter: the URL-encoded JSON query",
+        )
+        .with_field("q")
     })?;
     let request = QueryRequest::from_json(q.as_bytes()).map_err(|e| ApiError::from(e).with_field("q"))?;
     execute(&state, caller, request, read_mode(&headers, &params)).await
@@ -133,72 +133,31 @@ fn read_mode(headers: &HeaderMap, params: &QueryParams) -> ReadMode {
     }
 }
 
-/// Compiles and serves one request; shared by both methods and by cache warming.
-pub async fn execute(
+/// Runs one request through the query service and renders the answer.
+async fn execute(
     state: &AppState,
     caller: Caller,
     request: QueryRequest,
     mode: ReadMode,
 ) -> Result<Response, ApiError> {
-    let started = Instant::now();
-    let (compiled, served) = serve(state, &caller, &request, mode).await?;
-    let elapsed = started.elapsed();
-    let span = tracing::Span::current();
-    span.record("cache", served.outcome.as_str());
-    if let Some(db) = served.db_elapsed {
-        span.record("db_ms", db.as_secs_f64() * 1e3);
-    }
-    state.status.record(crate::cache::unix_now(), served.outcome, elapsed);
-    state.status.record_key(&compiled.cache_key, || HotKey {
-        dataset: compiled.dataset.clone(),
-        tenant: compiled.tenant.clone(),
-        summary: compiled.summary(),
-        hits: 0,
-    });
-    let mut response = render(&compiled.cache_key, compiled.ttl_seconds, &served, started);
+    let answer = state.queries.run(&caller.tenant, &request, mode).await?;
+    let mut response = render(&answer);
     if let Some(decision) = &caller.rate {
-        response
-            .headers_mut()
-            .extend(crate::http::auth::rate_limit_headers(decision));
+        response.headers_mut().extend(decision.headers());
     }
     Ok(response)
 }
 
-/// Compiles and runs through the cache.
-pub async fn serve(
-    state: &AppState,
-    caller: &Caller,
-    request: &QueryRequest,
-    mode: ReadMode,
-) -> Result<(Arc<CompiledQuery>, Served), ApiError> {
-    let compiled = Arc::new(state.model.compile(&state.compile_context(), &caller.tenant, request)?);
-    tracing::Span::current().record("tenant", compiled.tenant.as_str());
-    let pool = state.db.clone();
-    let model = Arc::clone(&state.model);
-    let for_compute = Arc::clone(&compiled);
-    // The statement is built inside the computation: hits never pay for it.
-    let compute = move || async move {
-        let sql = model
-            .sql_for(&for_compute)
-            .ok_or_else(|| DbError::Query(format!("dataset `{}` vanished from the model", for_compute.dataset)))?;
-        db::fetch(&pool, sql).await
-    };
-    let served = state
-        .cache
-        .get_or_compute(&compiled.cache_key, compiled.ttl_seconds, mode, compute)
-        .await?;
-    Ok((compiled, served))
-}
-
 /// Splices the cached `data` bytes with fresh metadata, without parsing them.
-fn render(cache_key: &str, ttl_seconds: u64, served: &Served, started: Instant) -> Response {
+fn render(answer: &Answer) -> Response {
+    let served = &answer.served;
     let from_cache = served.from_cache();
     let metadata = QueryMetadata {
         total_rows: served.entry.rows,
-        query_time_ms: (started.elapsed().as_secs_f64() * 1e6).round() / 1e3,
+        query_time_ms: (answer.started.elapsed().as_secs_f64() * 1e6).round() / 1e3,
         cached: served.stored,
         from_cache,
-        cache_key: cache_key.to_owned(),
+        cache_key: answer.key.clone(),
         cache_tier: match served.outcome {
             Outcome::L1 => Some("l1"),
             Outcome::Redis => Some("redis"),
@@ -207,7 +166,7 @@ fn render(cache_key: &str, ttl_seconds: u64, served: &Served, started: Instant) 
         ttl_seconds: if from_cache {
             served.entry.ttl_seconds
         } else {
-            ttl_seconds
+            answer.compiled.ttl_seconds
         },
     };
     // Serializing a struct of numbers and strings cannot fail.
@@ -227,42 +186,4 @@ fn render(cache_key: &str, ttl_seconds: u64, served: &Served, started: Instant) 
         HeaderValue::from_static(if from_cache { "HIT" } else { "MISS" }),
     );
     response
-}
-
-impl From<QueryError> for ApiError {
-    fn from(error: QueryError) -> Self {
-        let base = match error.kind {
-            QueryErrorKind::Malformed => ApiError::bad_request(error.code, error.message),
-            QueryErrorKind::Invalid => ApiError::unprocessable(error.code, error.message),
-        };
-        match error.field {
-            Some(field) => base.with_field(field),
-            None => base,
-        }
-    }
-}
-
-impl From<DbError> for ApiError {
-    fn from(error: DbError) -> Self {
-        match error {
-            DbError::Timeout => {
-                tracing::warn!("query exceeded the database statement timeout");
-                ApiError::new(
-                    axum::http::StatusCode::GATEWAY_TIMEOUT,
-                    "query_timeout",
-                    "the query exceeded the database statement timeout; narrow the date range or filters",
-                )
-            }
-            DbError::Unavailable(cause) => {
-                tracing::warn!(%cause, "database unavailable");
-                ApiError::new(
-                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                    "database_unavailable",
-                    "the database is unavailable and the result is not cached; retry shortly",
-                )
-                .with_retry_after(1)
-            }
-            DbError::Query(_) => ApiError::internal(&error),
-        }
-    }
 }

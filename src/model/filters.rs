@@ -6,8 +6,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::definition::{Dataset, ValueType};
-use super::request::QueryError;
-use super::resolve::{lookup_dimension, truncate};
+use super::names::{lookup_dimension, truncate};
+use super::request::{QueryError, QueryErrorCode};
 
 pub const MAX_LIST_VALUES: usize = 1_000;
 pub const MAX_FILTERED_DIMENSIONS: usize = 32;
@@ -75,7 +75,7 @@ pub fn resolve_filters(
 ) -> Result<Vec<ResolvedFilter>, QueryError> {
     if filters.len() > MAX_FILTERED_DIMENSIONS {
         return Err(QueryError::invalid(
-            "invalid_filter",
+            QueryErrorCode::InvalidFilter,
             "filters",
             format!("at most {MAX_FILTERED_DIMENSIONS} dimensions may be filtered"),
         ));
@@ -91,7 +91,7 @@ pub fn resolve_filters(
         let operations: Vec<(FilterOp, &Value, String)> = match spec {
             Value::Object(ops) if ops.is_empty() => {
                 return Err(QueryError::invalid(
-                    "invalid_filter",
+                    QueryErrorCode::InvalidFilter,
                     field,
                     "a filter needs an operator",
                 ))
@@ -101,7 +101,7 @@ pub fn resolve_filters(
                 .map(|(op_name, value)| {
                     let op = FilterOp::parse(op_name).ok_or_else(|| {
                         QueryError::invalid(
-                            "unknown_operator",
+                            QueryErrorCode::UnknownOperator,
                             format!("{field}.{}", truncate(op_name)),
                             format!("unknown operator `{}`; known: {}", truncate(op_name), FilterOp::ALL),
                         )
@@ -129,7 +129,7 @@ pub fn resolve_filters(
         .find(|w| w[0].dimension == w[1].dimension && w[0].op == w[1].op)
     {
         return Err(QueryError::invalid(
-            "invalid_filter",
+            QueryErrorCode::InvalidFilter,
             format!("filters.{}", pair[0].dimension),
             "the same operator is given twice for this dimension (through an alias)",
         ));
@@ -141,14 +141,14 @@ fn typed_value(op: FilterOp, value: &Value, value_type: ValueType, field: &str) 
     if op.takes_list() {
         let Value::Array(items) = value else {
             return Err(QueryError::invalid(
-                "invalid_filter_value",
+                QueryErrorCode::InvalidFilterValue,
                 field,
                 "`in`/`not_in` take an array",
             ));
         };
         if items.is_empty() || items.len() > MAX_LIST_VALUES {
             return Err(QueryError::invalid(
-                "invalid_filter_value",
+                QueryErrorCode::InvalidFilterValue,
                 field,
                 format!("the list must hold between 1 and {MAX_LIST_VALUES} values"),
             ));
@@ -176,7 +176,7 @@ fn typed_value(op: FilterOp, value: &Value, value_type: ValueType, field: &str) 
     }
     let mismatch = |expected: &str| {
         QueryError::invalid(
-            "invalid_filter_value",
+            QueryErrorCode::InvalidFilterValue,
             field,
             format!("expected {expected}, got {}", kind_of(value)),
         )
@@ -202,7 +202,7 @@ fn collect<T>(
         .map(|(i, item)| {
             convert(item).ok_or_else(|| {
                 QueryError::invalid(
-                    "invalid_filter_value",
+                    QueryErrorCode::InvalidFilterValue,
                     format!("{field}[{i}]"),
                     format!("expected {expected}, got {}", kind_of(item)),
                 )

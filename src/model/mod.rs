@@ -1,11 +1,22 @@
 //! The semantic model: the operator's datasets, request validation, canonical
-//! form and SQL compilation. Everything here is pure: no I/O.
+//! form, SQL compilation and TTL policy. Everything here is pure: no I/O,
+//! and no import from any other module of ours (the ground floor).
+//!
+//! - `definition`: the model file, validated at start-up
+//! - `request`: the query as clients send it, and why one is refused
+//! - `names`: name lookups shared by resolution and filters
+//! - `resolve`: a request checked against a dataset, in canonical form
+//! - `filters`: filter values typed and canonicalised
+//! - `compile`: the one parameterized SQL statement
+//! - `ttl`: how long a result may be cached
 
 mod compile;
 mod definition;
 mod filters;
+mod names;
 mod request;
 mod resolve;
+mod ttl;
 
 use std::collections::BTreeMap;
 
@@ -14,13 +25,12 @@ use md5::{Digest, Md5};
 use serde::Serialize;
 use sqlx::{Postgres, QueryBuilder};
 
-use crate::cache::ttl::TtlPolicy;
-
 pub use compile::build_sql;
 pub use definition::{Dataset, DatasetDef, DimensionDef, MetricDef, ModelError, SemanticModel, ValueType};
 pub use filters::{resolve_filters, FilterOp, FilterValue, ResolvedFilter};
-pub use request::{DateRange, OrderBy, QueryError, QueryErrorKind, QueryRequest};
+pub use request::{DateRange, OrderBy, QueryError, QueryErrorCode, QueryRequest};
 pub use resolve::{resolve, ResolvedQuery};
+pub use ttl::TtlPolicy;
 
 /// Who a query runs for: part of the cache key, and the source of row filters
 /// that the compiler ANDs into every statement.
@@ -41,10 +51,8 @@ impl TenantScope {
 }
 
 /// What compilation needs besides the model and the request.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub struct CompileContext {
-    /// First segment of cache keys.
-    pub key_prefix: String,
     pub ttl: TtlPolicy,
     /// "Today" in UTC, passed in so compilation stays a pure function.
     pub today: NaiveDate,
@@ -59,8 +67,9 @@ pub struct CompiledQuery {
     pub resolved: ResolvedQuery,
     /// The tenant's row filters for this dataset.
     pub scope: Vec<ResolvedFilter>,
-    /// `{prefix}:query:{tenant}:{dataset}:{md5}`.
-    pub cache_key: String,
+    /// MD5 (hex) of everything that can change the result; the key space
+    /// turns it into the cache key.
+    pub hash: String,
     pub ttl_seconds: u64,
 }
 
@@ -89,7 +98,7 @@ impl SemanticModel {
     ) -> Result<CompiledQuery, QueryError> {
         let dataset = self.dataset(request.dataset.as_deref()).ok_or_else(|| {
             QueryError::invalid(
-                "unknown_dataset",
+                QueryErrorCode::UnknownDataset,
                 "dataset",
                 format!(
                     "unknown dataset `{}`; known: {}",
@@ -112,8 +121,7 @@ impl SemanticModel {
         // Serializing plain data structures cannot fail; an empty digest input
         // would still give a valid (if shared) key, never a panic.
         let canonical = serde_json::to_vec(&identity).unwrap_or_default();
-        let digest = hex::encode(Md5::digest(&canonical));
-        let cache_key = format!("{}:query:{}:{}:{digest}", context.key_prefix, tenant.id, dataset.name);
+        let hash = hex::encode(Md5::digest(&canonical));
         let ttl_seconds = context.ttl.ttl_for(
             dataset.def.ttl_seconds,
             resolved.date_range.map(|r| r.end),
@@ -124,7 +132,7 @@ impl SemanticModel {
             tenant: tenant.id.clone(),
             resolved,
             scope: scope.to_vec(),
-            cache_key,
+            hash,
             ttl_seconds,
         })
     }

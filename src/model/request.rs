@@ -57,36 +57,52 @@ pub struct OrderBy {
     pub direction: Option<String>,
 }
 
-/// Why a request was refused. `Malformed` is a 400 (shape), `Invalid` a 422
-/// (meaning: unknown names, bad values, out-of-range numbers).
+/// Why a request was refused: a code from the contract, a message for a
+/// person and the request field at fault. The HTTP status of each code is
+/// decided in one place, `crate::error`.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]
 pub struct QueryError {
-    pub kind: QueryErrorKind,
-    pub code: &'static str,
+    pub code: QueryErrorCode,
     pub message: String,
     pub field: Option<String>,
 }
 
+/// The contract's codes for a refused query.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum QueryErrorKind {
-    Malformed,
-    Invalid,
+pub enum QueryErrorCode {
+    // Shape: the body is not the request the contract describes.
+    MalformedJson,
+    InvalidRequest,
+    // Meaning: unknown names, bad values, out-of-range numbers.
+    UnknownDataset,
+    UnknownMetric,
+    UnknownDimension,
+    UnknownOperator,
+    InvalidMetrics,
+    InvalidDimensions,
+    InvalidFilter,
+    InvalidFilterValue,
+    InvalidDate,
+    InvalidDateRange,
+    InvalidOrderBy,
+    InvalidLimit,
+    InvalidOffset,
 }
 
 impl QueryError {
-    pub fn invalid(code: &'static str, field: impl Into<String>, message: impl Into<String>) -> Self {
+    /// A request whose values the model refuses, naming the field at fault.
+    pub fn invalid(code: QueryErrorCode, field: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
-            kind: QueryErrorKind::Invalid,
             code,
             message: message.into(),
             field: Some(field.into()),
         }
     }
 
-    pub fn malformed(code: &'static str, message: impl Into<String>) -> Self {
+    /// A request whose shape is wrong (no single field to name).
+    pub fn malformed(code: QueryErrorCode, message: impl Into<String>) -> Self {
         Self {
-            kind: QueryErrorKind::Malformed,
             code,
             message: message.into(),
             field: None,
@@ -101,10 +117,11 @@ impl QueryRequest {
         serde_json::from_slice(bytes).map_err(|error| {
             use serde_json::error::Category;
             match error.classify() {
-                Category::Data => QueryError::malformed("invalid_request", error.to_string()),
-                Category::Syntax | Category::Eof | Category::Io => {
-                    QueryError::malformed("malformed_json", format!("request body is not valid JSON: {error}"))
-                }
+                Category::Data => QueryError::malformed(QueryErrorCode::InvalidRequest, error.to_string()),
+                Category::Syntax | Category::Eof | Category::Io => QueryError::malformed(
+                    QueryErrorCode::MalformedJson,
+                    format!("request body is not valid JSON: {error}"),
+                ),
             }
         })
     }

@@ -7,7 +7,8 @@ use serde::Serialize;
 
 use super::definition::Dataset;
 use super::filters::{resolve_filters, ResolvedFilter};
-use super::request::{QueryError, QueryRequest};
+use super::names::{known, lookup_dimension, truncate};
+use super::request::{QueryError, QueryErrorCode, QueryRequest};
 
 pub const MAX_METRICS: usize = 20;
 pub const MAX_DIMENSIONS: usize = 10;
@@ -55,7 +56,7 @@ pub fn resolve(dataset: &Dataset, request: &QueryRequest) -> Result<ResolvedQuer
             let end = parse_date("date_range.end_date", &range.end_date)?;
             if start > end {
                 return Err(QueryError::invalid(
-                    "invalid_date_range",
+                    QueryErrorCode::InvalidDateRange,
                     "date_range",
                     format!("start_date {start} is after end_date {end}"),
                 ));
@@ -67,14 +68,14 @@ pub fn resolve(dataset: &Dataset, request: &QueryRequest) -> Result<ResolvedQuer
     let limit = request.limit.unwrap_or(dataset.def.max_limit);
     if limit == 0 || limit > dataset.def.max_limit {
         return Err(QueryError::invalid(
-            "invalid_limit",
+            QueryErrorCode::InvalidLimit,
             "limit",
             format!("limit must be between 1 and {}", dataset.def.max_limit),
         ));
     }
     if request.offset > MAX_OFFSET {
         return Err(QueryError::invalid(
-            "invalid_offset",
+            QueryErrorCode::InvalidOffset,
             "offset",
             format!("offset must be at most {MAX_OFFSET}"),
         ));
@@ -94,7 +95,7 @@ pub fn resolve(dataset: &Dataset, request: &QueryRequest) -> Result<ResolvedQuer
 fn resolve_metrics(dataset: &Dataset, requested: &[String]) -> Result<Vec<String>, QueryError> {
     if requested.is_empty() || requested.len() > MAX_METRICS {
         return Err(QueryError::invalid(
-            "invalid_metrics",
+            QueryErrorCode::InvalidMetrics,
             "metrics",
             format!("between 1 and {MAX_METRICS} metrics are required"),
         ));
@@ -105,7 +106,7 @@ fn resolve_metrics(dataset: &Dataset, requested: &[String]) -> Result<Vec<String
         .map(|(i, name)| {
             dataset.metric_name(name).map(str::to_owned).ok_or_else(|| {
                 QueryError::invalid(
-                    "unknown_metric",
+                    QueryErrorCode::UnknownMetric,
                     format!("metrics[{i}]"),
                     format!(
                         "unknown metric `{}` in dataset `{}`; known: {}",
@@ -125,7 +126,7 @@ fn resolve_metrics(dataset: &Dataset, requested: &[String]) -> Result<Vec<String
 fn resolve_dimensions(dataset: &Dataset, requested: &[String]) -> Result<Vec<String>, QueryError> {
     if requested.len() > MAX_DIMENSIONS {
         return Err(QueryError::invalid(
-            "invalid_dimensions",
+            QueryErrorCode::InvalidDimensions,
             "dimensions",
             format!("at most {MAX_DIMENSIONS} dimensions are allowed"),
         ));
@@ -140,25 +141,10 @@ fn resolve_dimensions(dataset: &Dataset, requested: &[String]) -> Result<Vec<Str
     Ok(dimensions)
 }
 
-pub(super) fn lookup_dimension<'d>(dataset: &'d Dataset, name: &str, field: &str) -> Result<&'d str, QueryError> {
-    dataset.dimension_name(name).ok_or_else(|| {
-        QueryError::invalid(
-            "unknown_dimension",
-            field,
-            format!(
-                "unknown dimension `{}` in dataset `{}`; known: {}",
-                truncate(name),
-                dataset.name,
-                known(dataset.def.dimensions.keys())
-            ),
-        )
-    })
-}
-
 fn parse_date(field: &str, text: &str) -> Result<NaiveDate, QueryError> {
     NaiveDate::parse_from_str(text, "%Y-%m-%d").map_err(|_| {
         QueryError::invalid(
-            "invalid_date",
+            QueryErrorCode::InvalidDate,
             field,
             format!("`{}` is not a real calendar date in YYYY-MM-DD form", truncate(text)),
         )
@@ -184,7 +170,7 @@ fn resolve_order(
             })
             .ok_or_else(|| {
                 QueryError::invalid(
-                    "invalid_order_by",
+                    QueryErrorCode::InvalidOrderBy,
                     format!("{field}.field"),
                     format!(
                         "`{}` is not one of the requested metrics or dimensions",
@@ -197,7 +183,7 @@ fn resolve_order(
             Some("desc") => true,
             Some(_) => {
                 return Err(QueryError::invalid(
-                    "invalid_order_by",
+                    QueryErrorCode::InvalidOrderBy,
                     format!("{field}.direction"),
                     "direction must be `asc` or `desc`",
                 ))
@@ -219,18 +205,4 @@ fn resolve_order(
         }
     }
     Ok(order)
-}
-
-/// Echoing a client's 10 MB string back in an error message helps nobody.
-pub(super) fn truncate(text: &str) -> String {
-    const MAX: usize = 64;
-    if text.chars().count() <= MAX {
-        text.to_owned()
-    } else {
-        format!("{}…", text.chars().take(MAX).collect::<String>())
-    }
-}
-
-fn known<'a>(names: impl Iterator<Item = &'a String>) -> String {
-    names.map(String::as_str).collect::<Vec<_>>().join(", ")
 }

@@ -11,7 +11,6 @@ fn demo_model() -> SemanticModel {
 
 fn context() -> CompileContext {
     CompileContext {
-        key_prefix: "analytics".into(),
         ttl: TtlPolicy {
             default_seconds: 300,
             recent_seconds: 60,
@@ -119,19 +118,16 @@ fn default_order_is_the_dimensions_and_explicit_order_comes_first() {
 fn equivalent_requests_have_one_cache_key() {
     let base = compile(json!({"metrics": ["revenue", "sales_count"], "filters": {"channel_id": {"in": [2, 3]}}}))
         .expect("compiles")
-        .cache_key;
+        .hash;
     for variant in [
         json!({"metrics": ["qtd_vendas", "faturamento"], "filters": {"channel_id": {"in": [3, 2, 2]}}}),
         json!({"dataset": "sales", "metrics": ["sales_count", "revenue", "revenue"], "filters": {"channel_id": [3, 2]}}),
         json!({"metrics": ["revenue", "sales_count"], "filters": {"channel_id": {"in": [2, 3]}}, "limit": 10000, "order_by": []}),
     ] {
-        assert_eq!(compile(variant.clone()).expect("compiles").cache_key, base, "{variant}");
+        assert_eq!(compile(variant.clone()).expect("compiles").hash, base, "{variant}");
     }
-    assert_ne!(
-        compile(json!({"metrics": ["revenue"]})).expect("compiles").cache_key,
-        base
-    );
-    assert!(base.starts_with("analytics:query:default:sales:"));
+    assert_ne!(compile(json!({"metrics": ["revenue"]})).expect("compiles").hash, base);
+    assert_eq!(base.len(), 32, "an MD5 in hex: {base}");
 }
 
 #[test]
@@ -141,17 +137,14 @@ fn a_model_change_changes_the_cache_key() {
     let before = demo_model()
         .compile(&context(), &tenant, &query)
         .expect("compiles")
-        .cache_key;
+        .hash;
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/model.toml")).expect("model");
     let changed = SemanticModel::from_toml(&text.replace(
         "decimals = 2\ndescription = \"Sum of total_amount",
         "decimals = 3\ndescription = \"Sum of total_amount",
     ))
     .expect("still valid");
-    let after = changed
-        .compile(&context(), &tenant, &query)
-        .expect("compiles")
-        .cache_key;
+    let after = changed.compile(&context(), &tenant, &query).expect("compiles").hash;
     assert_ne!(before, after);
 }
 
@@ -170,7 +163,7 @@ fn tenants_get_their_own_keys_and_row_filters() {
     };
     let query = request(json!({"metrics": ["revenue"]}));
     let compiled = model.compile(&context(), &scoped, &query).expect("compiles");
-    assert!(compiled.cache_key.starts_with("analytics:query:acme:sales:"));
+    assert_eq!((compiled.tenant.as_str(), compiled.dataset.as_str()), ("acme", "sales"));
     assert!(
         sql_of(&compiled).contains("(s.store_id) = ANY($"),
         "{}",
@@ -179,29 +172,30 @@ fn tenants_get_their_own_keys_and_row_filters() {
     let unscoped = model
         .compile(&context(), &TenantScope::unscoped("acme"), &query)
         .expect("compiles");
-    assert_ne!(
-        compiled.cache_key, unscoped.cache_key,
-        "the row filter is part of the identity"
-    );
+    assert_ne!(compiled.hash, unscoped.hash, "the row filter is part of the identity");
 }
 
 #[test]
 fn validation_names_the_field_at_fault() {
     let cases = [
-        (json!({"metrics": ["revenue", "bogus"]}), "unknown_metric", "metrics[1]"),
+        (
+            json!({"metrics": ["revenue", "bogus"]}),
+            QueryErrorCode::UnknownMetric,
+            "metrics[1]",
+        ),
         (
             json!({"metrics": ["revenue"], "filters": {"hour": {"between": 1}}}),
-            "unknown_operator",
+            QueryErrorCode::UnknownOperator,
             "filters.hour.between",
         ),
         (
             json!({"metrics": ["revenue"], "filters": {"hour": 1.5}}),
-            "invalid_filter_value",
+            QueryErrorCode::InvalidFilterValue,
             "filters.hour",
         ),
         (
             json!({"metrics": ["revenue"], "filters": {"week": {"in": ["2024-13-01"]}}}),
-            "invalid_filter_value",
+            QueryErrorCode::InvalidFilterValue,
             "filters.week.in[0]",
         ),
     ];
@@ -210,7 +204,6 @@ fn validation_names_the_field_at_fault() {
             .err()
             .unwrap_or_else(|| panic!("{value} should fail"));
         assert_eq!((error.code, error.field.as_deref()), (code, Some(field)), "{value}");
-        assert_eq!(error.kind, QueryErrorKind::Invalid);
     }
 }
 

@@ -5,6 +5,7 @@ use std::time::Duration;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
+use subtle::ConstantTimeEq;
 
 /// Keys look like `ak_` + 40 hex characters (160 random bits).
 pub const KEY_PREFIX: &str = "ak_";
@@ -21,6 +22,12 @@ pub fn digest(key: &str) -> [u8; 32] {
 
 pub fn digest_hex(key: &str) -> String {
     hex::encode(digest(key))
+}
+
+/// Compares digests so that neither the content nor the length of the
+/// expected secret leaks through timing.
+pub fn constant_time_eq(presented: &str, expected: &str) -> bool {
+    digest(presented).ct_eq(&digest(expected)).into()
 }
 
 pub fn parse_digest(hex_digest: &str) -> Option<[u8; 32]> {
@@ -107,5 +114,8 @@ mod tests {
         assert!(a.starts_with(KEY_PREFIX) && a.len() == KEY_PREFIX.len() + 40);
         assert_eq!(parse_digest(&digest_hex(&a)), Some(digest(&a)));
         assert_eq!(parse_digest("abc"), None);
+        assert!(constant_time_eq(&a, &a.clone()));
+        assert!(!constant_time_eq(&a, &b));
+        assert!(!constant_time_eq("", &a));
     }
 }

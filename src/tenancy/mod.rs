@@ -180,7 +180,7 @@ impl Authenticator {
     pub fn is_admin_token(&self, presented: &str) -> bool {
         self.admin_token
             .as_ref()
-            .is_some_and(|expected| crate::http::auth::constant_time_eq(presented, expected.expose()))
+            .is_some_and(|expected| keys::constant_time_eq(presented, expected.expose()))
     }
 
     /// `credential` is the presented key or token, if any.
@@ -216,7 +216,7 @@ impl Authenticator {
         }
         let digest_hex = hex::encode(digest);
         let tenant = keys::lookup(&self.pool, &digest_hex).await.map_err(|error| {
-            tracing::warn!(error = %crate::error::ErrorChain(&error), "api key lookup failed");
+            tracing::warn!(error = %crate::telemetry::ErrorChain(&error), "api key lookup failed");
             AuthError::Unavailable
         })?;
         if tenant.is_some() {

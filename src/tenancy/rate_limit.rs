@@ -10,7 +10,10 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use crate::cache::redis_store::RedisStore;
+use axum::http::{HeaderName, HeaderValue};
+
+use crate::cache::keys::KeySpace;
+use crate::redis::{RedisCaller, RedisClient};
 
 const PERIOD_MS: f64 = 60_000.0;
 
@@ -48,21 +51,41 @@ pub struct Decision {
     pub shared: bool,
 }
 
+impl Decision {
+    /// `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset`.
+    pub fn headers(&self) -> [(HeaderName, HeaderValue); 3] {
+        [
+            (
+                HeaderName::from_static("ratelimit-limit"),
+                HeaderValue::from(self.limit),
+            ),
+            (
+                HeaderName::from_static("ratelimit-remaining"),
+                HeaderValue::from(self.remaining),
+            ),
+            (
+                HeaderName::from_static("ratelimit-reset"),
+                HeaderValue::from(self.reset_seconds),
+            ),
+        ]
+    }
+}
+
 pub struct RateLimiter {
-    redis: Option<Arc<RedisStore>>,
-    key_prefix: String,
+    /// The shared Redis, `None` when Redis is disabled (every instance then
+    /// limits on its own).
+    redis: Option<Arc<RedisClient>>,
+    keys: KeySpace,
     script: redis::Script,
     /// Tenant -> theoretical arrival time (ms), for the local fallback.
     local: Mutex<HashMap<String, f64>>,
 }
 
 impl RateLimiter {
-    pub fn new(redis: Option<Arc<RedisStore>>, cache_prefix: &str) -> Self {
+    pub fn new(redis: Option<Arc<RedisClient>>, keys: KeySpace) -> Self {
         Self {
             redis,
-            // Outside the cache namespace (`{prefix}:`), so clearing the
-            // cache never resets anyone's rate limit.
-            key_prefix: format!("ratelimit:{cache_prefix}:"),
+            keys,
             script: redis::Script::new(GCRA_SCRIPT),
             local: Mutex::new(HashMap::new()),
         }
@@ -72,10 +95,10 @@ impl RateLimiter {
     pub async fn check(&self, tenant: &str, limit: u64) -> Decision {
         let limit = limit.max(1);
         if let Some(redis) = &self.redis {
-            let key = format!("{}{tenant}", self.key_prefix);
+            let key = self.keys.rate_limit_key(tenant);
             let script = self.script.clone();
             let outcome = redis
-                .run_hot(move |mut connection| async move {
+                .run_hot(RedisCaller::RateLimit, move |mut connection| async move {
                     script
                         .key(key)
                         .arg(PERIOD_MS as u64)
@@ -95,7 +118,7 @@ impl RateLimiter {
                 };
             }
         }
-        self.check_locally(tenant, limit, now_ms())
+        self.check_locally(tenant, limit, crate::clock::unix_now_ms() as f64)
     }
 
     /// The same GCRA in process, used while Redis is unreachable.
@@ -127,20 +150,13 @@ impl RateLimiter {
     }
 }
 
-fn now_ms() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64() * 1000.0)
-        .unwrap_or_default()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn local_gcra_admits_the_limit_at_once_then_refills_steadily() {
-        let limiter = RateLimiter::new(None, "t");
+        let limiter = RateLimiter::new(None, KeySpace::new("t").expect("safe prefix"));
         let now = 1_000_000.0;
         for i in 0..5 {
             let decision = limiter.check_locally("a", 5, now);

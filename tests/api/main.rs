@@ -6,6 +6,7 @@ mod helpers;
 
 mod admin;
 mod cache;
+mod cache_delete;
 mod errors;
 mod faults;
 mod health;

@@ -10,10 +10,10 @@ use serde_json::{json, Value};
 
 use crate::helpers::{spawn_app_with, RedisProcess, SendJson, TestApp};
 
-const KEY_A: &str = "ak_tenant_a_test_key_0000000000000000000000";
-const KEY_B: &str = "ak_tenant_b_test_key_1111111111111111111111";
+pub const KEY_A: &str = "ak_tenant_a_test_key_0000000000000000000000";
+pub const KEY_B: &str = "ak_tenant_b_test_key_1111111111111111111111";
 
-fn tenant(id: &str, key: &str, filters: Value, rate_limit: Option<u64>) -> TenantSettings {
+pub fn tenant(id: &str, key: &str, filters: Value, rate_limit: Option<u64>) -> TenantSettings {
     let filters: BTreeMap<String, Value> = serde_json::from_value(filters).expect("filters");
     TenantSettings {
         id: id.into(),
@@ -23,7 +23,7 @@ fn tenant(id: &str, key: &str, filters: Value, rate_limit: Option<u64>) -> Tenan
     }
 }
 
-fn two_tenants(settings: &mut Settings) {
+pub fn two_tenants(settings: &mut Settings) {
     settings.auth.required = true;
     settings.auth.tenants = vec![
         tenant("tenant_a", KEY_A, json!({"store_id": {"in": [1, 2, 3]}}), None),
@@ -41,7 +41,7 @@ async fn query_as(app: &TestApp, key: &str, body: &Value) -> reqwest::Response {
         .expect("request")
 }
 
-async fn ok_as(app: &TestApp, key: &str, body: &Value) -> Value {
+pub async fn ok_as(app: &TestApp, key: &str, body: &Value) -> Value {
     let response = query_as(app, key, body).await;
     assert_eq!(response.status(), 200);
     response.json().await.expect("json")

@@ -1,4 +1,6 @@
-//! TTL policy: how long a result may be served from the cache.
+//! TTL policy: how long a result may be served from the cache. Part of the
+//! model because it is a pure function of the query's date range; the
+//! settings build it once at start-up.
 
 use chrono::NaiveDate;
 

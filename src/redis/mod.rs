@@ -1,7 +1,15 @@
-//! Redis as L2: every command is bounded by a timeout and guarded by the
-//! circuit breaker; failures are counted and logged, never returned to a
-//! request.
+//! Redis as shared infrastructure: one client (pool, timeouts, circuit
+//! breaker, background probe) that the cache and the rate limiter both sit
+//! on. Every command names its caller, so a failed rate-limit script is never
+//! counted as a failed cache read.
+//!
+//! - `breaker`: consecutive-failure circuit breaker
+//! - `info`: the INFO fields `/cache/stats` reports
 
+pub mod breaker;
+mod info;
+
+use std::future::Future;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -9,15 +17,36 @@ use bb8::Pool;
 use bb8_redis::RedisConnectionManager;
 use redis::aio::MultiplexedConnection;
 
-use super::breaker::{Breaker, Transition};
-use super::stats::CacheStats;
 use crate::config::RedisSettings;
+use breaker::{Breaker, Transition};
+pub use info::RedisInfo;
 
 /// Admin commands (SCAN, INFO) may take longer than hot-path GETs.
 const ADMIN_COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Why an admin operation could not reach Redis.
-#[derive(Debug, thiserror::Error)]
+/// Who sent a command: the label of `analytics_redis_errors_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RedisCaller {
+    /// Cache reads and writes on the request path.
+    Cache,
+    /// The rate limiter's script.
+    RateLimit,
+    /// Operator commands: clear, delete, stats.
+    Admin,
+}
+
+impl RedisCaller {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Cache => "cache",
+            Self::RateLimit => "ratelimit",
+            Self::Admin => "admin",
+        }
+    }
+}
+
+/// Why a command did not run or did not succeed.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum RedisUnavailable {
     #[error("redis is disabled in the configuration")]
     Disabled,
@@ -29,26 +58,36 @@ pub enum RedisUnavailable {
     Command(String),
 }
 
-pub struct RedisStore {
+impl RedisUnavailable {
+    /// Whether the command reached (or tried to reach) Redis and failed, as
+    /// opposed to being skipped by the breaker or the configuration.
+    pub fn is_failure(&self) -> bool {
+        matches!(self, Self::Timeout | Self::Command(_))
+    }
+}
+
+/// The one Redis connection of the process.
+pub struct RedisClient {
     manager: RedisConnectionManager,
     /// Swapped for a fresh pool when the breaker closes: connections of a
     /// Redis that went away stay broken and bb8-redis never discards them.
     pool: RwLock<Pool<RedisConnectionManager>>,
     breaker: Breaker,
     settings: RedisSettings,
-    stats: Arc<CacheStats>,
 }
 
-impl RedisStore {
-    pub fn new(settings: &RedisSettings, stats: Arc<CacheStats>) -> Result<Arc<Self>, redis::RedisError> {
+impl RedisClient {
+    /// Builds the client without connecting: the server starts while Redis is down.
+    pub fn new(settings: &RedisSettings) -> Result<Arc<Self>, redis::RedisError> {
         let manager = RedisConnectionManager::new(settings.url.expose())?;
         let pool = build_pool(&manager, settings);
+        // Export the breaker state from the start, not only after a first trip.
+        metrics::gauge!("analytics_cache_breaker_open").set(0.0);
         Ok(Arc::new(Self {
             manager,
             pool: RwLock::new(pool),
             breaker: Breaker::new(settings.breaker_failure_threshold),
             settings: settings.clone(),
-            stats,
         }))
     }
 
@@ -63,12 +102,17 @@ impl RedisStore {
         }
     }
 
-    /// Runs `op` on a pooled connection within `limit`. `None` when the
-    /// breaker is open or the command failed; failures feed the breaker.
-    async fn run<T, F, Fut>(self: &Arc<Self>, limit: Duration, op: F) -> Result<T, RedisUnavailable>
+    /// Runs `op` on a pooled connection within `limit`, behind the breaker.
+    /// Failures feed the breaker and are counted under `caller`.
+    async fn run<T, F, Fut>(
+        self: &Arc<Self>,
+        caller: RedisCaller,
+        limit: Duration,
+        op: F,
+    ) -> Result<T, RedisUnavailable>
     where
         F: FnOnce(MultiplexedConnection) -> Fut,
-        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+        Fut: Future<Output = redis::RedisResult<T>>,
     {
         if self.breaker.is_open() {
             return Err(RedisUnavailable::BreakerOpen);
@@ -86,21 +130,26 @@ impl RedisStore {
         let result = attempt.unwrap_or(Err(RedisUnavailable::Timeout));
         match &result {
             Ok(_) => self.breaker.record_success(),
-            Err(error) => self.on_failure(error),
+            Err(error) => self.on_failure(caller, error),
         }
         result
     }
 
-    fn on_failure(self: &Arc<Self>, error: &RedisUnavailable) {
-        self.stats
-            .record_redis_error(matches!(error, RedisUnavailable::Timeout));
+    fn on_failure(self: &Arc<Self>, caller: RedisCaller, error: &RedisUnavailable) {
+        let kind = if matches!(error, RedisUnavailable::Timeout) {
+            "timeout"
+        } else {
+            "error"
+        };
+        metrics::counter!("analytics_redis_errors_total", "caller" => caller.as_str(), "kind" => kind).increment(1);
         if self.breaker.record_failure() == Transition::Opened {
             metrics::gauge!("analytics_cache_breaker_open").set(1.0);
-            tracing::warn!(%error, "redis failing; cache circuit breaker opened, serving from L1 and the database");
-            let store = Arc::clone(self);
-            tokio::spawn(async move { store.probe_until_healthy().await });
+            metrics::counter!("analytics_redis_breaker_opened_total").increment(1);
+            tracing::warn!(%error, caller = caller.as_str(), "redis failing; circuit breaker opened, serving from L1 and the database");
+            let client = Arc::clone(self);
+            tokio::spawn(async move { client.probe_until_healthy().await });
         } else {
-            tracing::debug!(%error, "redis command failed");
+            tracing::debug!(%error, caller = caller.as_str(), "redis command failed");
         }
     }
 
@@ -118,7 +167,7 @@ impl RedisStore {
                 }
                 self.breaker.close();
                 metrics::gauge!("analytics_cache_breaker_open").set(0.0);
-                tracing::info!("redis reachable again; cache circuit breaker closed");
+                tracing::info!("redis reachable again; circuit breaker closed");
                 return;
             }
         }
@@ -146,34 +195,38 @@ impl RedisStore {
     }
 
     /// Runs `op` within the hot-path command timeout, behind the breaker
-    /// (for other modules' commands, like the rate limiter's script).
-    pub async fn run_hot<T, F, Fut>(self: &Arc<Self>, op: F) -> Result<T, RedisUnavailable>
+    /// (for commands this client has no method for, like a Lua script).
+    pub async fn run_hot<T, F, Fut>(self: &Arc<Self>, caller: RedisCaller, op: F) -> Result<T, RedisUnavailable>
     where
         F: FnOnce(MultiplexedConnection) -> Fut,
-        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+        Fut: Future<Output = redis::RedisResult<T>>,
     {
-        self.run(self.command_timeout(), op).await
+        self.run(caller, self.command_timeout(), op).await
     }
 
     fn command_timeout(&self) -> Duration {
         Duration::from_millis(self.settings.command_timeout_ms)
     }
 
-    /// GET; `None` on a miss, an open breaker or any failure.
-    pub async fn get(self: &Arc<Self>, key: &str) -> Option<Vec<u8>> {
+    /// GET within the hot-path timeout; `Ok(None)` on a miss.
+    pub async fn get(self: &Arc<Self>, caller: RedisCaller, key: &str) -> Result<Option<Vec<u8>>, RedisUnavailable> {
         let key = key.to_owned();
-        self.run(self.command_timeout(), |mut c| async move {
+        self.run(caller, self.command_timeout(), |mut c| async move {
             redis::cmd("GET").arg(key).query_async::<Option<Vec<u8>>>(&mut c).await
         })
         .await
-        .ok()
-        .flatten()
     }
 
-    /// SET with EX; returns whether it was stored.
-    pub async fn set(self: &Arc<Self>, key: &str, value: Vec<u8>, ttl_seconds: u64) -> bool {
+    /// SET with EX (at least 1 s) within the hot-path timeout.
+    pub async fn set_ex(
+        self: &Arc<Self>,
+        caller: RedisCaller,
+        key: &str,
+        value: Vec<u8>,
+        ttl_seconds: u64,
+    ) -> Result<(), RedisUnavailable> {
         let key = key.to_owned();
-        self.run(self.command_timeout(), |mut c| async move {
+        self.run(caller, self.command_timeout(), |mut c| async move {
             redis::cmd("SET")
                 .arg(key)
                 .arg(value)
@@ -183,15 +236,14 @@ impl RedisStore {
                 .await
         })
         .await
-        .is_ok()
     }
 
     /// UNLINK keys; returns how many existed.
-    pub async fn unlink(self: &Arc<Self>, keys: Vec<String>) -> Result<u64, RedisUnavailable> {
+    pub async fn unlink(self: &Arc<Self>, caller: RedisCaller, keys: Vec<String>) -> Result<u64, RedisUnavailable> {
         if keys.is_empty() {
             return Ok(0);
         }
-        self.run(ADMIN_COMMAND_TIMEOUT, |mut c| async move {
+        self.run(caller, ADMIN_COMMAND_TIMEOUT, |mut c| async move {
             redis::cmd("UNLINK").arg(keys).query_async::<u64>(&mut c).await
         })
         .await
@@ -200,12 +252,13 @@ impl RedisStore {
     /// One SCAN step: the next cursor and a page of keys matching `pattern`.
     async fn scan_page(
         self: &Arc<Self>,
+        caller: RedisCaller,
         cursor: u64,
         pattern: &str,
         count: usize,
     ) -> Result<(u64, Vec<String>), RedisUnavailable> {
         let pattern = pattern.to_owned();
-        self.run(ADMIN_COMMAND_TIMEOUT, |mut c| async move {
+        self.run(caller, ADMIN_COMMAND_TIMEOUT, |mut c| async move {
             redis::cmd("SCAN")
                 .arg(cursor)
                 .arg("MATCH")
@@ -220,11 +273,16 @@ impl RedisStore {
 
     /// SCAN + UNLINK in batches (never KEYS, which blocks Redis) for keys
     /// matching `pattern`; returns how many were deleted.
-    pub async fn delete_matching(self: &Arc<Self>, pattern: &str, batch: usize) -> Result<u64, RedisUnavailable> {
+    pub async fn delete_matching(
+        self: &Arc<Self>,
+        caller: RedisCaller,
+        pattern: &str,
+        batch: usize,
+    ) -> Result<u64, RedisUnavailable> {
         let (mut cursor, mut deleted) = (0, 0);
         loop {
-            let (next, keys) = self.scan_page(cursor, pattern, batch).await?;
-            deleted += self.unlink(keys).await?;
+            let (next, keys) = self.scan_page(caller, cursor, pattern, batch).await?;
+            deleted += self.unlink(caller, keys).await?;
             if next == 0 {
                 return Ok(deleted);
             }
@@ -233,10 +291,15 @@ impl RedisStore {
     }
 
     /// Counts keys matching `pattern` with SCAN, stopping at `limit`.
-    pub async fn count_matching(self: &Arc<Self>, pattern: &str, limit: u64) -> Result<u64, RedisUnavailable> {
+    pub async fn count_matching(
+        self: &Arc<Self>,
+        caller: RedisCaller,
+        pattern: &str,
+        limit: u64,
+    ) -> Result<u64, RedisUnavailable> {
         let (mut cursor, mut count) = (0, 0);
         loop {
-            let (next, keys) = self.scan_page(cursor, pattern, 1000).await?;
+            let (next, keys) = self.scan_page(caller, cursor, pattern, 1000).await?;
             count += keys.len() as u64;
             if next == 0 || count >= limit {
                 return Ok(count.min(limit));
@@ -246,22 +309,13 @@ impl RedisStore {
     }
 
     /// The INFO fields `/cache/stats` reports, plus DBSIZE.
-    pub async fn info(self: &Arc<Self>) -> Result<RedisInfo, RedisUnavailable> {
+    pub async fn info(self: &Arc<Self>, caller: RedisCaller) -> Result<RedisInfo, RedisUnavailable> {
         let (info, keys): (String, u64) = self
-            .run(ADMIN_COMMAND_TIMEOUT, |mut c| async move {
+            .run(caller, ADMIN_COMMAND_TIMEOUT, |mut c| async move {
                 redis::pipe().cmd("INFO").cmd("DBSIZE").query_async(&mut c).await
             })
             .await?;
         Ok(RedisInfo::parse(&info, keys))
-    }
-
-    /// TTL of a key in seconds (-2 missing, -1 no expiry); used by tests and stats.
-    pub async fn ttl(self: &Arc<Self>, key: &str) -> Result<i64, RedisUnavailable> {
-        let key = key.to_owned();
-        self.run(ADMIN_COMMAND_TIMEOUT, |mut c| async move {
-            redis::cmd("TTL").arg(key).query_async(&mut c).await
-        })
-        .await
     }
 }
 
@@ -273,43 +327,4 @@ fn build_pool(manager: &RedisConnectionManager, settings: &RedisSettings) -> Poo
         .test_on_check_out(false)
         .retry_connection(false)
         .build_unchecked(manager.clone())
-}
-
-/// The subset of Redis INFO that operators read at 3 a.m.
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct RedisInfo {
-    pub memory_used_mb: f64,
-    pub total_keys: u64,
-    /// Redis' own keyspace hit rate (all clients of this Redis).
-    pub hit_rate: f64,
-    pub connected_clients: u64,
-    pub uptime_seconds: u64,
-    pub version: String,
-}
-
-impl RedisInfo {
-    fn parse(info: &str, total_keys: u64) -> Self {
-        let field = |name: &str| {
-            info.lines()
-                .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
-                .map(str::trim)
-                .unwrap_or_default()
-                .to_owned()
-        };
-        let number = |name: &str| field(name).parse::<u64>().unwrap_or_default();
-        let hits = number("keyspace_hits");
-        let misses = number("keyspace_misses");
-        Self {
-            memory_used_mb: ((number("used_memory") as f64 / 1_048_576.0) * 100.0).round() / 100.0,
-            total_keys,
-            hit_rate: if hits + misses == 0 {
-                0.0
-            } else {
-                ((hits as f64 / (hits + misses) as f64) * 1e4).round() / 1e4
-            },
-            connected_clients: number("connected_clients"),
-            uptime_seconds: number("uptime_in_seconds"),
-            version: field("redis_version"),
-        }
-    }
 }

@@ -1,16 +1,15 @@
-//! Circuit breaker around Redis: after N consecutive failures the cache skips
-//! Redis entirely (no per-request timeout tax) until a background probe sees
-//! it answer again.
+//! Circuit breaker around Redis: after N consecutive failures every caller
+//! skips Redis entirely (no per-request timeout tax) until the client's
+//! background probe sees it answer again. How often it opened is exported as
+//! `analytics_redis_breaker_opened_total` by the client, at the transition.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 #[derive(Debug)]
 pub struct Breaker {
     open: AtomicBool,
     consecutive_failures: AtomicU32,
     threshold: u32,
-    /// How many times it has opened, for stats.
-    opened_total: AtomicU64,
 }
 
 /// What a recorded failure did to the breaker.
@@ -27,7 +26,6 @@ impl Breaker {
             open: AtomicBool::new(false),
             consecutive_failures: AtomicU32::new(0),
             threshold: threshold.max(1),
-            opened_total: AtomicU64::new(0),
         }
     }
 
@@ -49,7 +47,6 @@ impl Breaker {
                 .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
                 .is_ok()
         {
-            self.opened_total.fetch_add(1, Ordering::Relaxed);
             return Transition::Opened;
         }
         Transition::None
@@ -59,10 +56,6 @@ impl Breaker {
     pub fn close(&self) {
         self.consecutive_failures.store(0, Ordering::Relaxed);
         self.open.store(false, Ordering::Release);
-    }
-
-    pub fn opened_total(&self) -> u64 {
-        self.opened_total.load(Ordering::Relaxed)
     }
 
     pub fn state_name(&self) -> &'static str {
@@ -86,7 +79,6 @@ mod tests {
         assert_eq!(breaker.record_failure(), Transition::Opened);
         assert!(breaker.is_open());
         assert_eq!(breaker.record_failure(), Transition::None, "already open");
-        assert_eq!(breaker.opened_total(), 1);
     }
 
     #[test]

@@ -1,0 +1,160 @@
+//! The query use case, one owner from request to answer: compile the request
+//! against the model (pure), name its entry in the key space, serve it from
+//! the cache or the database, and record it for the status page. HTTP
+//! handlers and cache warming both call [`QueryService::run`]; neither
+//! touches the model, the cache or the database on its own.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use sqlx::PgPool;
+
+use crate::cache::keys::KeySpace;
+use crate::cache::{ComputePanicked, Fresh, QueryCache, ReadMode, Served};
+use crate::clock::unix_now;
+use crate::config::CacheSettings;
+use crate::db::{self, DbError};
+use crate::model::{CompileContext, CompiledQuery, QueryError, QueryRequest, SemanticModel, TenantScope, TtlPolicy};
+use crate::status::{HotKey, StatusTracker};
+
+/// Why a query got no answer.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AnalyticsError {
+    /// The request is malformed or the model refuses it.
+    #[error(transparent)]
+    Query(#[from] QueryError),
+    /// The database could not answer it.
+    #[error(transparent)]
+    Database(#[from] DbError),
+}
+
+impl From<ComputePanicked> for DbError {
+    fn from(_: ComputePanicked) -> Self {
+        DbError::Query("the query task panicked".into())
+    }
+}
+
+/// An answered query: its entry, and how it was served.
+#[derive(Debug)]
+pub struct Answer {
+    pub compiled: Arc<CompiledQuery>,
+    /// The full cache key, as clients see it in `metadata.cache_key`.
+    pub key: String,
+    pub served: Served,
+    /// When the service started on it, for `query_time_ms`.
+    pub started: Instant,
+}
+
+/// Compile -> cache -> database -> status.
+pub struct QueryService {
+    model: Arc<SemanticModel>,
+    keys: KeySpace,
+    /// Built once from the settings; compilation reads it on every request.
+    ttl: TtlPolicy,
+    cache: QueryCache<DbError>,
+    db: PgPool,
+    status: Arc<StatusTracker>,
+}
+
+impl QueryService {
+    pub fn new(
+        model: Arc<SemanticModel>,
+        keys: KeySpace,
+        settings: &CacheSettings,
+        cache: QueryCache<DbError>,
+        db: PgPool,
+        status: Arc<StatusTracker>,
+    ) -> Self {
+        Self {
+            model,
+            keys,
+            ttl: TtlPolicy {
+                default_seconds: settings.default_ttl_seconds,
+                recent_seconds: settings.recent_ttl_seconds,
+                historical_seconds: settings.historical_ttl_seconds,
+                historical_after_days: settings.historical_after_days,
+            },
+            cache,
+            db,
+            status,
+        }
+    }
+
+    pub fn model(&self) -> &SemanticModel {
+        &self.model
+    }
+
+    pub fn keys(&self) -> &KeySpace {
+        &self.keys
+    }
+
+    pub fn cache(&self) -> &QueryCache<DbError> {
+        &self.cache
+    }
+
+    /// Compiles `request` for `tenant` as of now.
+    fn compile(&self, tenant: &TenantScope, request: &QueryRequest) -> Result<(CompiledQuery, String), QueryError> {
+        let context = CompileContext {
+            ttl: self.ttl,
+            today: chrono::Utc::now().date_naive(),
+        };
+        let compiled = self.model.compile(&context, tenant, request)?;
+        let key = self.keys.query_key(&compiled.tenant, &compiled.dataset, &compiled.hash);
+        Ok((compiled, key))
+    }
+
+    /// The cache key `request` has for `tenant` (for deleting its entry).
+    pub fn key_for(&self, tenant: &TenantScope, request: &QueryRequest) -> Result<String, QueryError> {
+        self.compile(tenant, request).map(|(_, key)| key)
+    }
+
+    /// Answers `request` for `tenant`: from L1, Redis or the database.
+    pub async fn run(
+        &self,
+        tenant: &TenantScope,
+        request: &QueryRequest,
+        mode: ReadMode,
+    ) -> Result<Answer, AnalyticsError> {
+        let started = Instant::now();
+        let (compiled, key) = self.compile(tenant, request)?;
+        let compiled = Arc::new(compiled);
+        let span = tracing::Span::current();
+        span.record("tenant", compiled.tenant.as_str());
+        let model = Arc::clone(&self.model);
+        let pool = self.db.clone();
+        let for_compute = Arc::clone(&compiled);
+        // The statement is built inside the computation: hits never pay for it.
+        let compute = move || async move {
+            let sql = model
+                .sql_for(&for_compute)
+                .ok_or_else(|| DbError::Query(format!("dataset `{}` vanished from the model", for_compute.dataset)))?;
+            let result = db::fetch(&pool, sql).await?;
+            Ok(Fresh {
+                data: result.data.into(),
+                rows: result.rows,
+                elapsed: result.elapsed,
+            })
+        };
+        let served = self
+            .cache
+            .get_or_compute(&key, compiled.ttl_seconds, mode, compute)
+            .await?;
+        span.record("cache", served.outcome.as_str());
+        if let Some(elapsed) = served.compute_elapsed {
+            span.record("db_ms", elapsed.as_secs_f64() * 1e3);
+        }
+        self.status.record(unix_now(), served.outcome, started.elapsed());
+        self.status.record_key(&key, || HotKey {
+            dataset: compiled.dataset.clone(),
+            tenant: compiled.tenant.clone(),
+            summary: compiled.summary(),
+            hits: 0,
+        });
+        Ok(Answer {
+            compiled,
+            key,
+            served,
+            started,
+        })
+    }
+}

@@ -1,0 +1,111 @@
+//! Health of the dependencies, as `/health`, `/health/ready`, `/status.json`
+//! and `/metrics` report it: the database (a round trip on the pool) and the
+//! cache's Redis (a PING on a fresh connection, skipped while the breaker is
+//! open because its probe is already pinging).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use sqlx::PgPool;
+
+use crate::db::{self, DbError};
+use crate::redis::RedisClient;
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ComponentHealth {
+    /// `up` or `down`.
+    pub status: &'static str,
+    pub latency_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl ComponentHealth {
+    pub fn is_up(&self) -> bool {
+        self.status == "up"
+    }
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct CacheHealth {
+    /// Redis `up`, `down` or `disabled`.
+    pub redis: &'static str,
+    /// Circuit breaker `closed`, `open` or `disabled`.
+    pub breaker: &'static str,
+    pub latency_ms: Option<f64>,
+    pub l1_enabled: bool,
+}
+
+/// Checks the dependencies the server answers from.
+pub struct HealthChecker {
+    db: PgPool,
+    /// The Redis the cache reads, `None` when the cache or Redis is disabled.
+    cache_redis: Option<Arc<RedisClient>>,
+    l1_enabled: bool,
+}
+
+fn millis(duration: Duration) -> f64 {
+    (duration.as_secs_f64() * 1e6).round() / 1e3
+}
+
+impl HealthChecker {
+    pub fn new(db: PgPool, cache_redis: Option<Arc<RedisClient>>, l1_enabled: bool) -> Self {
+        Self {
+            db,
+            cache_redis,
+            l1_enabled,
+        }
+    }
+
+    pub async fn database(&self) -> ComponentHealth {
+        match db::ping(&self.db).await {
+            Ok(latency) => ComponentHealth {
+                status: "up",
+                latency_ms: Some(millis(latency)),
+                error: None,
+            },
+            Err(error) => ComponentHealth {
+                status: "down",
+                latency_ms: None,
+                error: Some(
+                    match error {
+                        DbError::Timeout => "timeout",
+                        DbError::Unavailable(_) => "unavailable",
+                        DbError::Query(_) => "query failed",
+                    }
+                    .into(),
+                ),
+            },
+        }
+    }
+
+    pub async fn cache(&self) -> CacheHealth {
+        let Some(redis) = &self.cache_redis else {
+            return CacheHealth {
+                redis: "disabled",
+                breaker: "disabled",
+                latency_ms: None,
+                l1_enabled: self.l1_enabled,
+            };
+        };
+        let ping = if redis.breaker().is_open() {
+            None
+        } else {
+            redis.ping_fresh().await.ok()
+        };
+        CacheHealth {
+            redis: if ping.is_some() { "up" } else { "down" },
+            breaker: redis.breaker().state_name(),
+            latency_ms: ping.map(millis),
+            l1_enabled: self.l1_enabled,
+        }
+    }
+
+    /// Exports the database pool's idle and in-use connections as gauges.
+    pub fn record_pool_gauges(&self) {
+        let idle = self.db.num_idle() as f64;
+        metrics::gauge!("analytics_db_pool_connections", "state" => "idle").set(idle);
+        metrics::gauge!("analytics_db_pool_connections", "state" => "in_use").set(f64::from(self.db.size()) - idle);
+    }
+}
