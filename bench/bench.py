@@ -745,6 +745,10 @@ def render() -> None:
         lines.append("")
         lines.extend(open(notes_path, encoding="utf-8").read().rstrip().split("\n"))
         lines.append("")
+    ab_path = os.path.join(BENCH_DIR, "ab.md")
+    if os.path.exists(ab_path):
+        lines.extend(open(ab_path, encoding="utf-8").read().rstrip().split("\n"))
+        lines.append("")
     history(lines)
     w("## Per-scenario detail")
     w("")
@@ -829,6 +833,72 @@ def history(lines: list[str]) -> None:
 # ---------------------------------------------------------------- main
 
 
+
+AB_START = "<!-- ab:start -->"
+AB_END = "<!-- ab:end -->"
+
+
+def ab_report(argv: list[str]) -> None:
+    """ab-report AB_OUT BASE HEAD SCENARIO...: medians per side and head/base
+    ratios from bench/ab.sh's interleaved rounds; writes bench/ab.md and
+    splices it into RESULTS.md between the ab markers."""
+    if len(argv) < 4:
+        die("usage: ab-report AB_OUT BASE HEAD SCENARIO...")
+    out, base, head, scenarios = argv[0], argv[1], argv[2], argv[3:]
+
+    def side(name: str, scenario: str) -> list[dict]:
+        rows = []
+        for entry in sorted(os.listdir(out)):
+            path = os.path.join(out, entry, "latest", f"{scenario}.json")
+            if entry.startswith(name + "-") and os.path.exists(path):
+                rows.append(load_json(path))
+        return rows
+
+    def median(rows: list[dict], key: str):
+        values = sorted(r[key] for r in rows if isinstance(r.get(key), (int, float)))
+        if not values:
+            return None
+        mid = len(values) // 2
+        return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+
+    lines = [
+        AB_START,
+        "## A/B: " + head + " against " + base,
+        "",
+        f"`bench/ab.sh {base}`, run {os.path.basename(out)}: each scenario measured on both binaries in one run, "
+        "interleaved (base, head, base, head); medians over the rounds; ratio = head / base "
+        "(rps: higher is better; latency: lower is better).",
+        "",
+        "| scenario | rounds | base rps | head rps | rps ratio | base p50 ms | head p50 ms | base p99 ms | head p99 ms | p99 ratio |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for scenario in scenarios:
+        b, h = side("base", scenario), side("head", scenario)
+        brps, hrps = median(b, "rps"), median(h, "rps")
+        bp50, hp50 = median(b, "p50_ms"), median(h, "p50_ms")
+        bp99, hp99 = median(b, "p99_ms"), median(h, "p99_ms")
+        ratio = lambda x, y: f"{y / x:.3f}" if x and y else "–"
+        lines.append(
+            f"| {scenario} | {min(len(b), len(h))} | {fmt(brps, 0)} | {fmt(hrps, 0)} | {ratio(brps, hrps)} | "
+            f"{fmt(bp50, 2)} | {fmt(hp50, 2)} | {fmt(bp99, 2)} | {fmt(hp99, 2)} | {ratio(bp99, hp99)} |"
+        )
+    lines += ["", AB_END]
+    text = "\n".join(lines) + "\n"
+    with open(os.path.join(BENCH_DIR, "ab.md"), "w", encoding="utf-8") as f:
+        f.write(text)
+    path = os.path.join(BENCH_DIR, "RESULTS.md")
+    results = open(path, encoding="utf-8").read() if os.path.exists(path) else ""
+    if AB_START in results and AB_END in results:
+        before = results[: results.index(AB_START)]
+        after = results[results.index(AB_END) + len(AB_END) :].lstrip("\n")
+        results = before + text + "\n" + after
+    else:
+        results = results.rstrip("\n") + "\n\n" + text
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(results)
+    print(text)
+
+
 def main(argv: list[str]) -> None:
     if not argv:
         die("missing subcommand; see the module docstring")
@@ -859,6 +929,8 @@ def main(argv: list[str]) -> None:
         record(args)
     elif cmd == "render":
         render()
+    elif cmd == "ab-report":
+        ab_report(args)
     elif cmd == "get":
         # get FILE KEY[.KEY...]: one value from a JSON file (for the shell)
         v = load_json(args[0])

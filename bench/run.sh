@@ -15,6 +15,7 @@
 #   BENCH_SALES=1000000     sales rows in the bench database
 #   BENCH_DB=analytics_bench
 #   BENCH_SKIP_BUILD=1      use the existing target/bench/release/analytics-api
+#   BENCH_BIN=path          use this binary instead (no build); BENCH_BIN_COMMIT names it
 #   BENCH_REDIS_URL=redis://127.0.0.1:6379   the shared Redis (keys under bench:*)
 #   BENCH_OUT=bench/out     where results go; with BENCH_RESULTS_MD=... a scratch run
 #                           leaves bench/out and bench/RESULTS.md untouched
@@ -166,6 +167,13 @@ ensure_tools() {
 BINARY_COMMIT_FILE="$OUT/binary-commit.txt"
 
 build() {
+  if [[ -n "${BENCH_BIN:-}" ]]; then
+    BIN="$BENCH_BIN"
+    [[ -x "$BIN" ]] || die "BENCH_BIN=$BIN is not an executable"
+    export BENCH_COMMIT="${BENCH_BIN_COMMIT:-unknown (BENCH_BIN)}"
+    log "using $BIN (BENCH_BIN), built from $BENCH_COMMIT"
+    return
+  fi
   if [[ "${BENCH_SKIP_BUILD:-0}" == "1" ]]; then
     [[ -x "$BIN" ]] || die "BENCH_SKIP_BUILD=1 but $BIN does not exist"
     if [[ -s "$BINARY_COMMIT_FILE" && ! "$BINARY_COMMIT_FILE" -ot "$BIN" ]]; then
