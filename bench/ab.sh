@@ -6,8 +6,8 @@
 #   bench/ab.sh BASE_REV [scenario...]     default scenarios: hot-l1 hot-redis mix
 #
 # Knobs: AB_ROUNDS (2) plus every bench/run.sh knob (BENCH_SECONDS, ...).
-# The base is built from a git worktree into target/bench-base (cached per
-# commit); HEAD is built by run.sh into target/bench. Raw results go to
+# Both sides are built from clean git worktrees into target/bench-base/<commit>
+# (cached per commit; uncommitted changes are not measured). Raw results go to
 # bench/out/ab/<run>/; the table is written to bench/ab.md and spliced into
 # bench/RESULTS.md between the `ab:start` / `ab:end` markers.
 set -euo pipefail
@@ -29,27 +29,31 @@ ROUNDS="${AB_ROUNDS:-2}"
 
 BASE_COMMIT="$(git -C "$ROOT" rev-parse --short "$BASE_REV^{commit}")" || die "unknown revision $BASE_REV"
 HEAD_COMMIT="$(git -C "$ROOT" rev-parse --short HEAD)"
-if [[ -n "$(git -C "$ROOT" status --porcelain --untracked-files=no)" ]]; then
-  HEAD_COMMIT="$HEAD_COMMIT+dirty"
-fi
-BASE_SRC="$ROOT/target/bench-base-src"
-BASE_TARGET="$ROOT/target/bench-base"
-BASE_BIN="$BASE_TARGET/$BASE_COMMIT/release/analytics-api"
+BUILD_SRC="$ROOT/target/ab-src"
+BUILD_TARGET="$ROOT/target/bench-base"
 
-if [[ ! -x "$BASE_BIN" ]]; then
-  log "building base $BASE_COMMIT into $BASE_TARGET/$BASE_COMMIT"
-  git -C "$ROOT" worktree remove --force "$BASE_SRC" >/dev/null 2>&1 || rm -rf "$BASE_SRC"
-  git -C "$ROOT" worktree add --detach "$BASE_SRC" "$BASE_COMMIT" >/dev/null
-  (cd "$BASE_SRC" && CARGO_TARGET_DIR="$BASE_TARGET/$BASE_COMMIT" cargo build --release --locked) >&2
-  git -C "$ROOT" worktree remove --force "$BASE_SRC" >/dev/null
-fi
+# build_commit COMMIT: the release binary of COMMIT, built once from a clean
+# worktree (never from the working tree, which may be mid-edit), cached per commit.
+build_commit() {
+  local commit="$1" bin="$BUILD_TARGET/$1/release/analytics-api"
+  if [[ ! -x "$bin" ]]; then
+    log "building $commit into $BUILD_TARGET/$commit"
+    git -C "$ROOT" worktree remove --force "$BUILD_SRC" >/dev/null 2>&1 || rm -rf "$BUILD_SRC"
+    git -C "$ROOT" worktree add --detach "$BUILD_SRC" "$commit" >/dev/null
+    (cd "$BUILD_SRC" && CARGO_TARGET_DIR="$BUILD_TARGET/$commit" cargo build --release --locked) >&2
+    git -C "$ROOT" worktree remove --force "$BUILD_SRC" >/dev/null
+  fi
+  printf '%s\n' "$bin"
+}
+
+BASE_BIN="$(build_commit "$BASE_COMMIT")"
+HEAD_BIN="$(build_commit "$HEAD_COMMIT")"
 
 RUN="$(date -u +%Y%m%dT%H%M%SZ)"
 AB_OUT="$ROOT/bench/out/ab/$RUN"
 mkdir -p "$AB_OUT"
-log "building HEAD ($HEAD_COMMIT) and preparing the database"
-BENCH_OUT="$AB_OUT/setup" BENCH_RESULTS_MD="$AB_OUT/setup.md" "$BENCH_DIR/run.sh" setup
-HEAD_BIN="$ROOT/target/bench/release/analytics-api"
+log "preparing the database and the mix"
+BENCH_BIN="$HEAD_BIN" BENCH_OUT="$AB_OUT/setup" BENCH_RESULTS_MD="$AB_OUT/setup.md" "$BENCH_DIR/run.sh" setup
 
 for round in $(seq 1 "$ROUNDS"); do
   for side in base head; do
