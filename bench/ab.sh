@@ -43,6 +43,9 @@ build_commit() {
     (cd "$BUILD_SRC" && CARGO_TARGET_DIR="$BUILD_TARGET/$commit" cargo build --release --locked) >&2
     git -C "$ROOT" worktree remove --force "$BUILD_SRC" >/dev/null
   fi
+  # The binary runs with the configuration (and model) of its own commit.
+  rm -rf "$BUILD_TARGET/$commit/config"
+  git -C "$ROOT" archive "$commit" config | tar -x -C "$BUILD_TARGET/$commit"
   printf '%s\n' "$bin"
 }
 
@@ -53,13 +56,14 @@ RUN="$(date -u +%Y%m%dT%H%M%SZ)"
 AB_OUT="$ROOT/bench/out/ab/$RUN"
 mkdir -p "$AB_OUT"
 log "preparing the database and the mix"
-BENCH_BIN="$HEAD_BIN" BENCH_OUT="$AB_OUT/setup" BENCH_RESULTS_MD="$AB_OUT/setup.md" "$BENCH_DIR/run.sh" setup
+BENCH_BIN="$HEAD_BIN" BENCH_CONFIG_DIR="$(dirname "$(dirname "$HEAD_BIN")")/config" BENCH_OUT="$AB_OUT/setup" BENCH_RESULTS_MD="$AB_OUT/setup.md" "$BENCH_DIR/run.sh" setup
 
 for round in $(seq 1 "$ROUNDS"); do
   for side in base head; do
     if [[ "$side" == base ]]; then bin="$BASE_BIN" commit="$BASE_COMMIT"; else bin="$HEAD_BIN" commit="$HEAD_COMMIT"; fi
     log "round $round/$ROUNDS: $side ($commit): ${SCENARIOS[*]}"
-    BENCH_BIN="$bin" BENCH_BIN_COMMIT="$commit" BENCH_OUT="$AB_OUT/$side-$round" \
+    BENCH_BIN="$bin" BENCH_BIN_COMMIT="$commit" BENCH_CONFIG_DIR="$(dirname "$(dirname "$bin")")/config" \
+      BENCH_OUT="$AB_OUT/$side-$round" \
       BENCH_RESULTS_MD="$AB_OUT/$side-$round.md" "$BENCH_DIR/run.sh" "${SCENARIOS[@]}"
   done
 done

@@ -16,6 +16,7 @@
 #   BENCH_DB=analytics_bench
 #   BENCH_SKIP_BUILD=1      use the existing target/bench/release/analytics-api
 #   BENCH_BIN=path          use this binary instead (no build); BENCH_BIN_COMMIT names it
+#   BENCH_CONFIG_DIR=dir    config directory (default.toml, model.toml) of that binary
 #   BENCH_REDIS_URL=redis://127.0.0.1:6379   the shared Redis (keys under bench:*)
 #   BENCH_OUT=bench/out     where results go; with BENCH_RESULTS_MD=... a scratch run
 #                           leaves bench/out and bench/RESULTS.md untouched
@@ -49,6 +50,7 @@ PG_USER=postgres
 DATABASE_URL_BENCH="postgres://${PG_USER}@${PG_HOST}:${PG_PORT}/${BENCH_DB}"
 PGBENCH="${PGBENCH:-/usr/lib/postgresql/15/bin/pgbench}"
 TARGET_DIR="$ROOT/target/bench"
+CONFIG_DIR="${BENCH_CONFIG_DIR:-config}"
 BIN="$TARGET_DIR/release/analytics-api"
 
 TYPICAL_BODY='{"metrics":["revenue","average_ticket","sales_count"],"dimensions":["channel"],"date_range":{"start_date":"2026-10-01","end_date":"2026-10-31"}}'
@@ -205,7 +207,7 @@ server_env() {
     "PATH=$PATH" "HOME=${HOME:-/root}" "APP_ENV=bench" \
     "DATABASE_URL=$DATABASE_URL_BENCH" "REDIS_URL=$SHARED_REDIS_URL" \
     "ADMIN_TOKEN=$ADMIN_TOKEN_VALUE" "HOST=127.0.0.1" "RUST_LOG=warn" \
-    "APP__DATABASE__SEED_DEMO_ON_EMPTY=false" "APP__CACHE__PREFIX=bench"
+    "APP__DATABASE__SEED_DEMO_ON_EMPTY=false" "APP__CACHE__PREFIX=bench" "MODEL_PATH=$CONFIG_DIR/model.toml"
 }
 
 ensure_db() {
@@ -226,10 +228,10 @@ ensure_db() {
   log "seeding $BENCH_DB with $BENCH_SALES sales (found $count; seed $SEED, anchor $ANCHOR)"
   local -a envs
   mapfile -t envs < <(server_env)
-  (cd "$ROOT" && env -i "${envs[@]}" RUST_LOG=info timeout 3600 "$BIN" --config-dir config migrate) \
+  (cd "$ROOT" && env -i "${envs[@]}" RUST_LOG=info timeout 3600 "$BIN" --config-dir "$CONFIG_DIR" migrate) \
     >"$RUN_DIR/migrate.log" 2>&1 || die "migrate failed (see $RUN_DIR/migrate.log)"
   (cd "$ROOT" && env -i "${envs[@]}" RUST_LOG=info timeout 3600 \
-    "$BIN" --config-dir config seed --sales "$BENCH_SALES" --seed "$SEED" --anchor "$ANCHOR") \
+    "$BIN" --config-dir "$CONFIG_DIR" seed --sales "$BENCH_SALES" --seed "$SEED" --anchor "$ANCHOR") \
     >"$RUN_DIR/seed.log" 2>&1 || die "seed failed (see $RUN_DIR/seed.log)"
   psql_bench -d "$BENCH_DB" -c 'VACUUM (ANALYZE) sales' >/dev/null
   count="$(psql_bench -d "$BENCH_DB" -Atc 'SELECT count(*) FROM sales')"
@@ -257,7 +259,7 @@ start_server() {
   envs+=("PORT=$SERVER_PORT" "$@")
   printf '%s\n' "${envs[@]}" | grep -v -e '^PATH=' -e '^HOME=' >"$RUN_DIR/server-$name.env"
   local started=$SECONDS
-  (cd "$ROOT" && exec env -i "${envs[@]}" "$BIN" --config-dir config serve) >"$SERVER_LOG" 2>&1 &
+  (cd "$ROOT" && exec env -i "${envs[@]}" "$BIN" --config-dir "$CONFIG_DIR" serve) >"$SERVER_LOG" 2>&1 &
   SERVER_PID=$!
   local i
   for ((i = 0; i < 600; i++)); do
