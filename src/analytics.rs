@@ -10,11 +10,15 @@ use std::time::Instant;
 use sqlx::PgPool;
 
 use crate::cache::keys::KeySpace;
-use crate::cache::{ComputePanicked, Fresh, QueryCache, ReadMode, Served};
+use crate::cache::{
+    Accept, ComputeError, ComputePanicked, EntryDeps, EntryRequest, Fresh, NotCached, QueryCache, ReadMode, Served,
+};
 use crate::clock::unix_now;
-use crate::config::CacheSettings;
+use crate::config::{CacheSettings, FreshnessSettings};
 use crate::db::{self, DbError};
-use crate::model::{CompileContext, CompiledQuery, QueryError, QueryRequest, SemanticModel, TenantScope, TtlPolicy};
+use crate::model::{
+    CompileContext, CompiledQuery, QueryError, QueryRequest, SemanticModel, StaleWindows, TenantScope, TtlPolicy,
+};
 use crate::status::{HotKey, StatusTracker};
 
 /// Why a query got no answer.
@@ -26,12 +30,35 @@ pub enum AnalyticsError {
     /// The database could not answer it.
     #[error(transparent)]
     Database(#[from] DbError),
+    /// `only-if-cached`, and nothing usable is cached.
+    #[error("nothing usable is cached for this query")]
+    NotCached,
 }
 
-impl From<ComputePanicked> for DbError {
+impl From<ComputePanicked> for AnalyticsError {
     fn from(_: ComputePanicked) -> Self {
-        DbError::Query("the query task panicked".into())
+        Self::Database(DbError::Query("the query task panicked".into()))
     }
+}
+
+impl From<NotCached> for AnalyticsError {
+    fn from(_: NotCached) -> Self {
+        Self::NotCached
+    }
+}
+
+impl ComputeError for AnalyticsError {
+    fn is_outage(&self) -> bool {
+        matches!(self, Self::Database(DbError::Timeout | DbError::Unavailable(_)))
+    }
+}
+
+/// How a request wants the cache used: `mode` plus its `Cache-Control`
+/// request directives.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadOptions {
+    pub mode: ReadMode,
+    pub accept: Accept,
 }
 
 /// An answered query: its entry, and how it was served.
@@ -51,7 +78,8 @@ pub struct QueryService {
     keys: KeySpace,
     /// Built once from the settings; compilation reads it on every request.
     ttl: TtlPolicy,
-    cache: QueryCache<DbError>,
+    stale: StaleWindows,
+    cache: Arc<QueryCache<AnalyticsError>>,
     db: PgPool,
     status: Arc<StatusTracker>,
 }
@@ -60,8 +88,8 @@ impl QueryService {
     pub fn new(
         model: Arc<SemanticModel>,
         keys: KeySpace,
-        settings: &CacheSettings,
-        cache: QueryCache<DbError>,
+        (settings, freshness): (&CacheSettings, &FreshnessSettings),
+        cache: Arc<QueryCache<AnalyticsError>>,
         db: PgPool,
         status: Arc<StatusTracker>,
     ) -> Self {
@@ -73,6 +101,10 @@ impl QueryService {
                 recent_seconds: settings.recent_ttl_seconds,
                 historical_seconds: settings.historical_ttl_seconds,
                 historical_after_days: settings.historical_after_days,
+            },
+            stale: StaleWindows {
+                while_revalidate_seconds: freshness.stale_while_revalidate_seconds,
+                if_error_seconds: freshness.stale_if_error_seconds,
             },
             cache,
             db,
@@ -88,7 +120,7 @@ impl QueryService {
         &self.keys
     }
 
-    pub fn cache(&self) -> &QueryCache<DbError> {
+    pub fn cache(&self) -> &QueryCache<AnalyticsError> {
         &self.cache
     }
 
@@ -96,6 +128,7 @@ impl QueryService {
     fn compile(&self, tenant: &TenantScope, request: &QueryRequest) -> Result<(CompiledQuery, String), QueryError> {
         let context = CompileContext {
             ttl: self.ttl,
+            stale: self.stale,
             today: chrono::Utc::now().date_naive(),
         };
         let compiled = self.model.compile(&context, tenant, request)?;
@@ -113,32 +146,17 @@ impl QueryService {
         &self,
         tenant: &TenantScope,
         request: &QueryRequest,
-        mode: ReadMode,
+        options: ReadOptions,
     ) -> Result<Answer, AnalyticsError> {
         let started = Instant::now();
         let (compiled, key) = self.compile(tenant, request)?;
         let compiled = Arc::new(compiled);
         let span = tracing::Span::current();
         span.record("tenant", compiled.tenant.as_str());
-        let model = Arc::clone(&self.model);
-        let pool = self.db.clone();
-        let for_compute = Arc::clone(&compiled);
-        // The statement is built inside the computation: hits never pay for it.
-        let compute = move || async move {
-            let sql = model
-                .sql_for(&for_compute)
-                .ok_or_else(|| DbError::Query(format!("dataset `{}` vanished from the model", for_compute.dataset)))?;
-            let result = db::fetch(&pool, sql).await?;
-            Ok(Fresh {
-                data: result.data.into(),
-                rows: result.rows,
-                elapsed: result.elapsed,
-            })
+        let served = match self.cache.lookup_l1(&key, options.mode, options.accept).await {
+            Some(hit) => hit,
+            None => self.serve_past_l1(&compiled, &key, options).await?,
         };
-        let served = self
-            .cache
-            .get_or_compute(&key, compiled.ttl_seconds, mode, compute)
-            .await?;
         span.record("cache", served.outcome.as_str());
         if let Some(elapsed) = served.compute_elapsed {
             span.record("db_ms", elapsed.as_secs_f64() * 1e3);
@@ -156,5 +174,59 @@ impl QueryService {
             served,
             started,
         })
+    }
+
+    /// Redis, then the database: the entry described with its version
+    /// counters, computed only if nothing usable is cached.
+    async fn serve_past_l1(
+        &self,
+        compiled: &Arc<CompiledQuery>,
+        key: &str,
+        options: ReadOptions,
+    ) -> Result<Served, AnalyticsError> {
+        let dataset = compiled.dataset.as_str();
+        let deps = Arc::new(EntryDeps {
+            dataset: dataset.to_owned(),
+            tenant: compiled.tenant.clone(),
+            keys: compiled
+                .tags
+                .iter()
+                .map(|t| self.keys.version_key(dataset, t))
+                .collect(),
+        });
+        let counters: Arc<[String]> = [
+            self.keys.generation_key(dataset),
+            self.keys.tenant_generation_key(dataset, &compiled.tenant),
+        ]
+        .into_iter()
+        .chain(deps.keys.iter().cloned())
+        .collect();
+        let entry = EntryRequest {
+            key: key.to_owned(),
+            ttl_seconds: compiled.ttl_seconds,
+            stale_while_revalidate_seconds: compiled.stale.while_revalidate_seconds,
+            stale_if_error_seconds: compiled.stale.if_error_seconds,
+            counters,
+            lease_key: self.keys.lease_key(key),
+            deps,
+            mode: options.mode,
+            accept: options.accept,
+        };
+        let model = Arc::clone(&self.model);
+        let pool = self.db.clone();
+        let for_compute = Arc::clone(compiled);
+        // The statement is built inside the computation: hits never pay for it.
+        let compute = move || async move {
+            let sql = model
+                .sql_for(&for_compute)
+                .ok_or_else(|| DbError::Query(format!("dataset `{}` vanished from the model", for_compute.dataset)))?;
+            let result = db::fetch(&pool, sql).await?;
+            Ok(Fresh {
+                data: result.data.into(),
+                rows: result.rows,
+                elapsed: result.elapsed,
+            })
+        };
+        self.cache.get_or_compute(entry, compute).await
     }
 }

@@ -83,6 +83,7 @@ error_codes! {
     CacheUnavailable = "cache_unavailable" => SERVICE_UNAVAILABLE,
     AuthUnavailable = "auth_unavailable" => SERVICE_UNAVAILABLE,
     QueryTimeout = "query_timeout" => GATEWAY_TIMEOUT,
+    NotCached = "not_cached" => GATEWAY_TIMEOUT,
     RequestTimeout = "request_timeout" => GATEWAY_TIMEOUT,
 }
 
@@ -271,6 +272,10 @@ impl From<AnalyticsError> for ApiError {
         match error {
             AnalyticsError::Query(error) => error.into(),
             AnalyticsError::Database(error) => error.into(),
+            AnalyticsError::NotCached => ApiError::new(
+                ErrorCode::NotCached,
+                "`Cache-Control: only-if-cached` was sent and nothing usable is cached for this query",
+            ),
         }
     }
 }

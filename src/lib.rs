@@ -15,6 +15,7 @@
 //! - `status`: traffic history and hot keys for the status page
 //! - `tenancy`: tenants, API keys, rate limits (on `redis`)
 //! - `analytics`: the query use case: compile -> cache -> database -> status
+//! - `freshness`: change capture (LISTEN) and invalidation across instances
 //! - `health`: dependency checks for health endpoints and the status page
 //! - `error`: `ApiError`, the one table of error codes and statuses
 //! - `state`: `AppState`, the handles handlers share
@@ -27,6 +28,7 @@ pub mod clock;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod freshness;
 pub mod health;
 pub mod http;
 pub mod model;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use analytics_api::config::Settings;
-use analytics_api::model::SemanticModel;
+use analytics_api::model::{triggers, SemanticModel};
 use analytics_api::tenancy::{keys, Tenants};
 use analytics_api::{db, telemetry, Application};
 use anyhow::{bail, Context};
@@ -55,6 +55,22 @@ enum Command {
         #[command(subcommand)]
         action: KeysAction,
     },
+    /// Manage the change-capture triggers on the model's tables (`serve`
+    /// installs them itself unless `freshness.install_triggers` is off).
+    Triggers {
+        #[command(subcommand)]
+        action: TriggersAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum TriggersAction {
+    /// Install or update them (needs the tables' owner).
+    Install,
+    /// Remove them: answers are then only as fresh as their TTL.
+    Drop,
+    /// Print the SQL `install` runs, for a DBA to review or run by hand.
+    Show,
 }
 
 #[derive(Subcommand)]
@@ -129,6 +145,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Keys { action } => manage_keys(action, &settings).await,
+        Command::Triggers { action } => manage_triggers(action, &settings).await,
         Command::CheckConfig => {
             let model = SemanticModel::load(&settings.model.path)?;
             Tenants::from_settings(&settings.auth, &settings.rate_limit, &model)?;
@@ -145,6 +162,30 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+async fn manage_triggers(action: TriggersAction, settings: &Settings) -> anyhow::Result<()> {
+    let model = SemanticModel::load(&settings.model.path)?;
+    let channel = &settings.freshness.channel;
+    let statements = match action {
+        TriggersAction::Install | TriggersAction::Show => triggers::install_statements(&model, channel),
+        TriggersAction::Drop => triggers::drop_statements(&model),
+    };
+    if matches!(action, TriggersAction::Show) {
+        for statement in statements {
+            println!("{statement};\n");
+        }
+        return Ok(());
+    }
+    let pool = db::pool(&settings.database)?;
+    db::capture::run_ddl(&pool, &statements)
+        .await
+        .context("running the trigger statements (see them with `triggers show`)")?;
+    match action {
+        TriggersAction::Drop => println!("change-capture triggers removed"),
+        _ => println!("change-capture triggers installed; they notify on channel `{channel}`"),
+    }
+    Ok(())
 }
 
 async fn manage_keys(action: KeysAction, settings: &Settings) -> anyhow::Result<()> {

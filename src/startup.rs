@@ -10,9 +10,10 @@ use tokio::net::TcpListener;
 
 use crate::analytics::QueryService;
 use crate::cache::keys::KeySpace;
-use crate::cache::QueryCache;
+use crate::cache::{LeasePolicy, QueryCache};
 use crate::config::Settings;
 use crate::db;
+use crate::freshness::Freshness;
 use crate::health::HealthChecker;
 use crate::model::{ModelError, SemanticModel};
 use crate::redis::RedisClient;
@@ -54,6 +55,12 @@ impl Application {
                 settings.cache.prefix
             ))
         })?;
+        if !crate::model::is_sql_identifier(&settings.freshness.channel, false) {
+            return Err(StartupError::Config(format!(
+                "freshness.channel `{}` must be an SQL identifier (letters, digits, `_`)",
+                settings.freshness.channel
+            )));
+        }
         // Install the Prometheus recorder before anything records a metric.
         let _ = crate::telemetry::metrics_handle();
         let model = Arc::new(SemanticModel::load(&settings.model.path)?);
@@ -69,14 +76,31 @@ impl Application {
         let cache_redis = redis.clone().filter(|_| settings.cache.enabled);
         let l1_enabled = settings.cache.enabled && settings.cache.l1_enabled;
         let status = Arc::default();
+        // Names this instance in leases and broadcasts.
+        let instance = format!("{}-{:016x}", std::process::id(), rand::random::<u64>());
+        let lease = LeasePolicy {
+            length: Duration::from_millis(settings.freshness.lease_ms.max(100)),
+            wait: Duration::from_millis(settings.freshness.lease_wait_ms),
+            token: instance.clone(),
+        };
+        let cache = Arc::new(QueryCache::new(&settings.cache, cache_redis.clone(), lease));
         let queries = QueryService::new(
             Arc::clone(&model),
             keys.clone(),
-            &settings.cache,
-            QueryCache::new(&settings.cache, cache_redis.clone()),
+            (&settings.cache, &settings.freshness),
+            Arc::clone(&cache),
             pool.clone(),
             Arc::clone(&status),
         );
+        let freshness = Arc::new(Freshness::new(
+            Arc::clone(&model),
+            keys.clone(),
+            cache,
+            cache_redis.clone(),
+            settings.freshness.clone(),
+            instance,
+        ));
+        freshness.start(pool.clone()).await;
         let health = HealthChecker::new(pool.clone(), cache_redis, l1_enabled);
         let rate_limiter = RateLimiter::new(redis, keys);
         let auth = Authenticator::new(tenants, &settings.auth, pool);
@@ -87,6 +111,7 @@ impl Application {
         let state = AppState::new(AppComponents {
             settings: Arc::new(settings),
             queries,
+            freshness,
             health,
             auth,
             rate_limiter,

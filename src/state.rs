@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use crate::analytics::QueryService;
 use crate::config::Settings;
+use crate::freshness::Freshness;
 use crate::health::HealthChecker;
 use crate::status::StatusTracker;
 use crate::tenancy::rate_limit::RateLimiter;
@@ -33,6 +34,8 @@ pub struct AppComponents {
     pub settings: Arc<Settings>,
     /// The query use case (model, key space, cache, database, status).
     pub queries: QueryService,
+    /// Change capture and invalidation (shares the query service's cache).
+    pub freshness: Arc<Freshness>,
     /// Dependency checks for the health endpoints and the status page.
     pub health: HealthChecker,
     /// Credentials -> identity (admin token, tenant keys).

@@ -1,14 +1,21 @@
 //! The stored value: the serialized `data` array behind a small binary header,
 //! lz4-compressed above a threshold.
 //!
-//! Layout: `b"AQ1"` | flags u8 (bit 0: lz4) | created_at u64 LE (unix s) |
-//! ttl u32 LE | rows u32 LE | payload. The payload is the JSON array exactly
-//! as it goes on the wire, so a hit is spliced into the response unparsed.
+//! Layout: `b"AQ2"` | flags u8 (bit 0: lz4) | created_at u64 LE (unix s) |
+//! ttl u32 LE | rows u32 LE | versions u64 LE | payload. The payload is the
+//! JSON array exactly as it goes on the wire, so a hit is spliced into the
+//! response unparsed. `versions` is the snapshot of the version counters the
+//! entry was computed under (see `cache::freshness`). Entries of the older
+//! `AQ1` layout (no snapshot) still decode, as never valid.
+
+use std::sync::Arc;
 
 use bytes::Bytes;
 
-const MAGIC: &[u8; 3] = b"AQ1";
-const HEADER_LEN: usize = 3 + 1 + 8 + 4 + 4;
+const MAGIC: &[u8; 3] = b"AQ2";
+const MAGIC_V1: &[u8; 3] = b"AQ1";
+const HEADER_LEN_V1: usize = 3 + 1 + 8 + 4 + 4;
+const HEADER_LEN: usize = HEADER_LEN_V1 + 8;
 const FLAG_LZ4: u8 = 1;
 
 /// A cached result, decoded (decompressed) and ready to serve.
@@ -19,6 +26,28 @@ pub struct CachedData {
     pub rows: u64,
     pub created_at: u64,
     pub ttl_seconds: u64,
+    /// Snapshot of the version counters at computation; `None` (an `AQ1`
+    /// entry) never matches, so such an entry is never served as valid.
+    pub versions: Option<u64>,
+    /// What the entry depends on, kept in memory (not stored) so an
+    /// invalidation can find L1 entries without asking Redis.
+    pub deps: Option<Arc<EntryDeps>>,
+}
+
+/// The dataset, tenant and version keys an entry depends on.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct EntryDeps {
+    pub dataset: String,
+    pub tenant: String,
+    /// Version keys of the entry's tags, generations excluded.
+    pub keys: Vec<String>,
+}
+
+impl CachedData {
+    /// Seconds since it was computed.
+    pub fn age(&self, now: u64) -> u64 {
+        now.saturating_sub(self.created_at)
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -49,6 +78,7 @@ pub fn encode(entry: &CachedData, compress_above: usize) -> Vec<u8> {
     out.extend_from_slice(&entry.created_at.to_le_bytes());
     out.extend_from_slice(&u32::try_from(entry.ttl_seconds).unwrap_or(u32::MAX).to_le_bytes());
     out.extend_from_slice(&u32::try_from(entry.rows).unwrap_or(u32::MAX).to_le_bytes());
+    out.extend_from_slice(&entry.versions.unwrap_or_default().to_le_bytes());
     out.extend_from_slice(&payload);
     out
 }
@@ -56,17 +86,23 @@ pub fn encode(entry: &CachedData, compress_above: usize) -> Vec<u8> {
 /// Parses a stored entry. Anything unexpected is an error, which the cache
 /// treats as a miss (and deletes), never as a failed request.
 pub fn decode(bytes: &[u8], max_uncompressed: usize) -> Result<CachedData, DecodeError> {
-    if bytes.len() < HEADER_LEN {
-        return Err(DecodeError::Truncated);
-    }
-    if &bytes[..3] != MAGIC {
-        return Err(DecodeError::BadMagic);
-    }
+    let (header_len, versions) = match bytes.get(..3) {
+        Some(magic) if magic == MAGIC && bytes.len() >= HEADER_LEN => (
+            HEADER_LEN,
+            Some(u64::from_le_bytes(
+                bytes[20..28].try_into().map_err(|_| DecodeError::Truncated)?,
+            )),
+        ),
+        Some(magic) if magic == MAGIC_V1 && bytes.len() >= HEADER_LEN_V1 => (HEADER_LEN_V1, None),
+        Some(magic) if magic == MAGIC || magic == MAGIC_V1 => return Err(DecodeError::Truncated),
+        Some(_) => return Err(DecodeError::BadMagic),
+        None => return Err(DecodeError::Truncated),
+    };
     let flags = bytes[3];
     let created_at = u64::from_le_bytes(bytes[4..12].try_into().map_err(|_| DecodeError::Truncated)?);
     let ttl = u32::from_le_bytes(bytes[12..16].try_into().map_err(|_| DecodeError::Truncated)?);
     let rows = u32::from_le_bytes(bytes[16..20].try_into().map_err(|_| DecodeError::Truncated)?);
-    let payload = &bytes[HEADER_LEN..];
+    let payload = &bytes[header_len..];
     let data: Vec<u8> = if flags & FLAG_LZ4 != 0 {
         // Check the claimed size before allocating: a corrupt header must not
         // make us allocate gigabytes.
@@ -92,6 +128,8 @@ pub fn decode(bytes: &[u8], max_uncompressed: usize) -> Result<CachedData, Decod
         rows: u64::from(rows),
         created_at,
         ttl_seconds: u64::from(ttl),
+        versions,
+        deps: None,
     })
 }
 
@@ -105,6 +143,8 @@ mod tests {
             rows: 2,
             created_at: 1_700_000_000,
             ttl_seconds: 300,
+            versions: Some(42),
+            deps: None,
         }
     }
 
@@ -124,6 +164,21 @@ mod tests {
         assert_eq!(encoded[3], FLAG_LZ4);
         assert!(encoded.len() < body.len() / 4, "repetitive JSON compresses well");
         assert_eq!(decode(&encoded, 1 << 20), Ok(entry));
+    }
+
+    #[test]
+    fn older_entries_decode_without_a_snapshot() {
+        let mut v1 = b"AQ1".to_vec();
+        v1.push(0);
+        v1.extend_from_slice(&1_700_000_000u64.to_le_bytes());
+        v1.extend_from_slice(&300u32.to_le_bytes());
+        v1.extend_from_slice(&1u32.to_le_bytes());
+        v1.extend_from_slice(b"[1]");
+        let decoded = decode(&v1, 1024).expect("decodes");
+        assert_eq!(
+            (decoded.versions, decoded.rows, &decoded.data[..]),
+            (None, 1, &b"[1]"[..])
+        );
     }
 
     #[test]

@@ -1,16 +1,24 @@
-//! One miss, end to end: the Redis read, the computation and the stores that
-//! follow it. A flight owns everything it needs, so it runs in its own task
+//! One lookup past L1, end to end: the Redis read (entry and version
+//! counters in one round trip), the decision to serve it fresh, stale or not
+//! at all, and on a miss the computation under a cross-instance lease, then
+//! the stores. A flight owns everything it needs, so it runs in its own task
 //! (single-flight) and a client that disconnects cannot cancel it.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::entry::{self, CachedData};
+use super::entry::{self, CachedData, EntryDeps};
+use super::singleflight::SingleFlight;
 use super::stats::{CacheStats, Outcome};
-use super::{Served, L1};
+use super::versions::Versions;
+use super::{lease, ComputeError, NotCached, ReadMode, Served, L1};
 use crate::clock::unix_now;
 use crate::redis::{RedisCaller, RedisClient, RedisUnavailable};
+
+/// How often a waiter looks for the lease holder's result.
+const LEASE_POLL: Duration = Duration::from_millis(25);
 
 /// What a computation produced: the JSON array of rows, ready to splice.
 #[derive(Debug, Clone)]
@@ -21,46 +29,261 @@ pub struct Fresh {
     pub elapsed: Duration,
 }
 
-pub(super) struct Flight {
+/// What the client accepts (`Cache-Control` request directives, RFC 9111).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Accept {
+    /// `max-age=N`: nothing older than N seconds.
+    pub max_age: Option<u64>,
+    /// `max-stale=N`: an entry up to N seconds past its TTL will do.
+    pub max_stale: Option<u64>,
+    /// `only-if-cached`: never compute; fail if nothing usable is cached.
+    pub only_if_cached: bool,
+}
+
+/// One entry as the caller describes it.
+#[derive(Debug, Clone)]
+pub struct EntryRequest {
     pub key: String,
     pub ttl_seconds: u64,
-    pub read_redis: bool,
+    pub stale_while_revalidate_seconds: u64,
+    pub stale_if_error_seconds: u64,
+    /// Every version counter the entry depends on (see `versions`).
+    pub counters: Arc<[String]>,
+    /// The cross-instance lease on computing it (see `lease`).
+    pub lease_key: String,
+    pub deps: Arc<EntryDeps>,
+    pub mode: ReadMode,
+    pub accept: Accept,
+}
+
+impl EntryRequest {
+    /// How long Redis keeps the entry: its TTL plus the longest stale window.
+    fn retention_seconds(&self) -> u64 {
+        self.ttl_seconds + self.stale_while_revalidate_seconds.max(self.stale_if_error_seconds)
+    }
+}
+
+/// Lease settings, shared by every flight.
+#[derive(Debug, Clone)]
+pub struct LeasePolicy {
+    /// Length of a lease; renewed by a third of it while the statement runs.
+    pub length: Duration,
+    /// Longest a waiter waits for another instance's result before it runs
+    /// the statement itself.
+    pub wait: Duration,
+    /// This instance's name in leases.
+    pub token: String,
+}
+
+pub(super) struct Flight<E: Clone> {
+    pub request: EntryRequest,
     pub store: bool,
     pub compress_above: usize,
     pub max_entry_bytes: usize,
     pub l1: Option<L1>,
+    /// Bumped by every invalidation: a flight that saw it change while it ran
+    /// does not fill L1 (its entry may predate the change).
+    pub l1_epoch: Arc<AtomicU64>,
+    pub epoch_at_start: u64,
     pub redis: Option<Arc<RedisClient>>,
+    pub versions: Arc<Versions>,
+    pub lease: Arc<LeasePolicy>,
     pub stats: Arc<CacheStats>,
+    /// For the background refresh of a stale-while-revalidate serve.
+    pub flights: Arc<SingleFlight<Result<Served, E>>>,
 }
 
-impl Flight {
-    pub async fn run<F, Fut, E>(self, compute: F) -> Result<Served, E>
+impl<E: Clone> Clone for Flight<E> {
+    fn clone(&self) -> Self {
+        Self {
+            request: self.request.clone(),
+            store: self.store,
+            compress_above: self.compress_above,
+            max_entry_bytes: self.max_entry_bytes,
+            l1: self.l1.clone(),
+            l1_epoch: Arc::clone(&self.l1_epoch),
+            epoch_at_start: self.epoch_at_start,
+            redis: self.redis.clone(),
+            versions: Arc::clone(&self.versions),
+            lease: Arc::clone(&self.lease),
+            stats: Arc::clone(&self.stats),
+            flights: Arc::clone(&self.flights),
+        }
+    }
+}
+
+/// An entry read from Redis, judged against its counters.
+struct Found {
+    entry: CachedData,
+    /// Its counters have not moved since it was computed.
+    valid: bool,
+    age: u64,
+}
+
+impl<E: ComputeError> Flight<E> {
+    pub async fn run<F, Fut>(self, compute: F) -> Result<Served, E>
     where
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = Result<Fresh, E>> + Send + 'static,
     {
-        if self.read_redis {
-            if let Some(entry) = self.redis_get().await {
-                let entry = Arc::new(entry);
-                if let Some(l1) = &self.l1 {
-                    l1.insert(self.key.clone(), Arc::clone(&entry)).await;
+        let request = &self.request;
+        let (found, mut snapshot) = self.read().await;
+        if let (Some(found), ReadMode::Normal) = (&found, request.mode) {
+            if self.fresh_enough(found) {
+                let entry = self.keep(found.entry.clone()).await;
+                return Ok(Served::cached(entry, Outcome::Redis, false, found.age));
+            }
+            let past_ttl = found.age.saturating_sub(request.ttl_seconds);
+            let revalidate = past_ttl < request.stale_while_revalidate_seconds;
+            let client_accepts = request.accept.max_stale.is_some_and(|max| past_ttl < max);
+            if found.valid && request.accept.max_age.is_none() && (revalidate || client_accepts) {
+                if revalidate {
+                    self.refresh_in_background(compute);
                 }
-                return Ok(Served {
-                    entry,
-                    outcome: Outcome::Redis,
-                    stored: true,
-                    compute_elapsed: None,
-                });
+                self.stats.record_stale();
+                let entry = Arc::new(found.entry.clone());
+                return Ok(Served::cached(entry, Outcome::Redis, true, found.age));
             }
         }
+        if request.accept.only_if_cached {
+            return Err(E::from(NotCached));
+        }
 
+        let computed = match self.redis.clone() {
+            Some(redis) => self.compute_under_lease(&redis, compute, &mut snapshot).await,
+            None => self.compute_and_store(compute, snapshot).await,
+        };
+        match computed {
+            Err(error) if error.is_outage() => match found {
+                // stale-if-error: past its TTL or invalidated, but within the window.
+                Some(found)
+                    if found.age.saturating_sub(request.ttl_seconds) < request.stale_if_error_seconds
+                        && request.accept.max_age.is_none_or(|max| found.age <= max) =>
+                {
+                    self.stats.record_stale();
+                    Ok(Served::cached(Arc::new(found.entry), Outcome::Redis, true, found.age))
+                }
+                _ => Err(error),
+            },
+            other => other,
+        }
+    }
+
+    /// Valid, within its TTL and within the client's `max-age`.
+    fn fresh_enough(&self, found: &Found) -> bool {
+        found.valid
+            && found.age < self.request.ttl_seconds
+            && self.request.accept.max_age.is_none_or(|max| found.age <= max)
+    }
+
+    /// The entry and the snapshot of its counters now (`None` without Redis).
+    async fn read(&self) -> (Option<Found>, Option<u64>) {
+        let Some(redis) = &self.redis else {
+            return (None, None);
+        };
+        let (bytes, snapshot) = match self
+            .versions
+            .read(redis, &self.request.key, &self.request.counters)
+            .await
+        {
+            Ok(read) => read,
+            Err(error) => {
+                self.record_failure(&error);
+                return (None, None);
+            }
+        };
+        let found = bytes.and_then(|bytes| match entry::decode(&bytes, self.max_entry_bytes) {
+            Ok(entry) => Some(Found {
+                valid: entry.versions == Some(snapshot),
+                age: entry.age(unix_now()),
+                entry,
+            }),
+            Err(error) => {
+                self.stats.record_corrupt();
+                tracing::warn!(key = %self.request.key, %error, "corrupt cache entry; treating as a miss and deleting it");
+                let (redis, key) = (Arc::clone(redis), self.request.key.clone());
+                tokio::spawn(async move {
+                    let _ = redis.unlink(RedisCaller::Cache, vec![key]).await;
+                });
+                None
+            }
+        });
+        (found, Some(snapshot))
+    }
+
+    /// Computes under the cross-instance lease, or waits for the instance
+    /// that holds it to store the entry.
+    async fn compute_under_lease<F, Fut>(
+        &self,
+        redis: &Arc<RedisClient>,
+        compute: F,
+        snapshot: &mut Option<u64>,
+    ) -> Result<Served, E>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<Fresh, E>> + Send + 'static,
+    {
+        let lease_key = self.request.lease_key.clone();
+        let deadline = Instant::now() + self.lease.wait;
+        let mut waited = false;
+        loop {
+            match lease::acquire(redis, lease_key.clone(), self.lease.token.clone(), self.lease.length).await {
+                Ok(Some(lease)) => {
+                    // Another instance may have computed and stored the entry
+                    // (and released its lease) since our read: look once
+                    // more, a round trip that saves a statement.
+                    if self.request.mode == ReadMode::Normal {
+                        let (found, now) = self.read().await;
+                        *snapshot = now;
+                        if let Some(found) = found.filter(|f| self.fresh_enough(f)) {
+                            lease.release().await;
+                            let entry = self.keep(found.entry).await;
+                            return Ok(Served::cached(entry, Outcome::Redis, false, found.age));
+                        }
+                    }
+                    let result = self.compute_and_store(compute, *snapshot).await;
+                    lease.release().await;
+                    return result;
+                }
+                // Another instance computes it: wait for its entry.
+                Ok(None) if Instant::now() < deadline => {
+                    if !waited {
+                        waited = true;
+                        self.stats.record_lease_wait();
+                    }
+                    tokio::time::sleep(LEASE_POLL).await;
+                    let (found, now) = self.read().await;
+                    *snapshot = now;
+                    if let Some(found) = found.filter(|f| self.fresh_enough(f)) {
+                        let entry = self.keep(found.entry).await;
+                        return Ok(Served::cached(entry, Outcome::Redis, false, found.age));
+                    }
+                }
+                Ok(None) => return self.compute_and_store(compute, *snapshot).await,
+                // Redis failed: run it here (single-flight still holds in process).
+                Err(error) => {
+                    self.record_failure(&error);
+                    return self.compute_and_store(compute, *snapshot).await;
+                }
+            }
+        }
+    }
+
+    /// Runs the computation and stores its result under `snapshot`.
+    async fn compute_and_store<F, Fut>(&self, compute: F, snapshot: Option<u64>) -> Result<Served, E>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<Fresh, E>> + Send + 'static,
+    {
         self.stats.record_db_query();
         let fresh = compute().await?;
         let entry = Arc::new(CachedData {
             data: fresh.data,
             rows: fresh.rows,
             created_at: unix_now(),
-            ttl_seconds: self.ttl_seconds,
+            ttl_seconds: self.request.ttl_seconds,
+            versions: snapshot,
+            deps: Some(Arc::clone(&self.request.deps)),
         });
         let stored = self.store && self.save(&entry).await;
         Ok(Served {
@@ -68,43 +291,59 @@ impl Flight {
             outcome: Outcome::Miss,
             stored,
             compute_elapsed: Some(fresh.elapsed),
+            stale: false,
+            age_seconds: 0,
         })
     }
 
-    /// A Redis GET that decodes; a failure or a corrupt entry is a miss (the
-    /// corrupt one is counted and deleted).
-    async fn redis_get(&self) -> Option<CachedData> {
-        let redis = self.redis.as_ref()?;
-        let bytes = match redis.get(RedisCaller::Cache, &self.key).await {
-            Ok(found) => found?,
-            Err(error) => {
-                self.record_failure(&error);
-                return None;
-            }
-        };
-        match entry::decode(&bytes, self.max_entry_bytes) {
-            Ok(entry) => Some(entry),
-            Err(error) => {
-                self.stats.record_corrupt();
-                tracing::warn!(key = %self.key, %error, "corrupt cache entry; treating as a miss and deleting it");
-                let _ = redis.unlink(RedisCaller::Cache, vec![self.key.clone()]).await;
-                None
-            }
-        }
+    /// stale-while-revalidate: one background flight recomputes the entry.
+    fn refresh_in_background<F, Fut>(&self, compute: F)
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<Fresh, E>> + Send + 'static,
+    {
+        let mut refresh = self.clone();
+        refresh.request.mode = ReadMode::Refresh;
+        refresh.request.accept = super::Accept::default();
+        let flights = Arc::clone(&self.flights);
+        let key = super::flight_key(&refresh.request);
+        tokio::spawn(async move {
+            let _ = flights
+                .run(&key, refresh.run(compute), || Err(E::from(super::ComputePanicked)))
+                .await;
+        });
     }
 
-    /// Stores in L1 and Redis; returns whether any tier holds it now.
+    /// A Redis entry about to be served: kept in L1 unless an invalidation
+    /// happened since this flight started.
+    async fn keep(&self, mut entry: CachedData) -> Arc<CachedData> {
+        entry.deps = Some(Arc::clone(&self.request.deps));
+        let entry = Arc::new(entry);
+        if let Some(l1) = &self.l1 {
+            if self.l1_epoch.load(Ordering::Acquire) == self.epoch_at_start {
+                l1.insert(self.request.key.clone(), Arc::clone(&entry)).await;
+            }
+        }
+        entry
+    }
+
+    /// Stores in Redis and L1; returns whether any tier holds it now.
     async fn save(&self, entry: &Arc<CachedData>) -> bool {
         if entry.data.len() > self.max_entry_bytes {
             self.stats.record_uncacheable();
             return false;
         }
         let mut stored = false;
-        if let Some(redis) = &self.redis {
+        if let (Some(redis), Some(_)) = (&self.redis, entry.versions) {
             let started = Instant::now();
             let encoded = entry::encode(entry, self.compress_above);
             match redis
-                .set_ex(RedisCaller::Cache, &self.key, encoded, self.ttl_seconds)
+                .set_ex(
+                    RedisCaller::Cache,
+                    &self.request.key,
+                    encoded,
+                    self.request.retention_seconds(),
+                )
                 .await
             {
                 Ok(()) => {
@@ -115,8 +354,10 @@ impl Flight {
             }
         }
         if let Some(l1) = &self.l1 {
-            l1.insert(self.key.clone(), Arc::clone(entry)).await;
-            stored = true;
+            if self.l1_epoch.load(Ordering::Acquire) == self.epoch_at_start {
+                l1.insert(self.request.key.clone(), Arc::clone(entry)).await;
+                stored = true;
+            }
         }
         stored
     }

@@ -1,12 +1,15 @@
-//! The key space: the one owner of every Redis key format this server
-//! writes, and of the rule for which keys an operation may touch. Query
-//! entries live under `{prefix}:query:{tenant}:{dataset}:{hash}`; rate-limit
-//! state under `ratelimit:{prefix}:{tenant}`, outside the cache namespace so
-//! clearing the cache never resets anyone's budget.
+//! The key space: the one owner of every Redis key (and channel) format this
+//! server uses, and of the rule for which keys an operation may touch. Query
+//! entries live under `{prefix}:query:{tenant}:{dataset}:{hash}`. Outside the
+//! cache namespace, so that clearing the cache never touches them:
+//! rate-limit state (`ratelimit:{prefix}:{tenant}`), version counters
+//! (`version:{prefix}:{dataset}:...`) and leases (`lease:{entry key}`).
 //!
 //! Every pattern an operator or tenant sends is confined to a namespace that
 //! starts with a literal `{prefix}:`, so no pattern can reach other data in a
 //! shared Redis.
+
+use crate::model::freshness::{Bucket, Slot, Tag};
 
 /// Whose entries an operation acts for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,6 +68,41 @@ impl KeySpace {
     /// The key of a tenant's shared rate-limit state.
     pub fn rate_limit_key(&self, tenant: &str) -> String {
         format!("ratelimit:{}:{tenant}", self.prefix)
+    }
+
+    /// The version counter of one tag of `dataset`.
+    pub fn version_key(&self, dataset: &str, tag: &Tag) -> String {
+        let bucket = match tag.bucket {
+            Bucket::All => "all".to_owned(),
+            Bucket::Year(year) => format!("y{year}"),
+            Bucket::Month(year, month) => format!("m{year}-{month:02}"),
+        };
+        let slot = match &tag.slot {
+            Slot::Any => "*".to_owned(),
+            Slot::Column(dimension) => format!("@{dimension}"),
+            Slot::Value(dimension, value) => format!("{dimension}={value}"),
+        };
+        format!("version:{}:{dataset}:{bucket}:{slot}", self.prefix)
+    }
+
+    /// The counter bumped when everything of `dataset` changes.
+    pub fn generation_key(&self, dataset: &str) -> String {
+        format!("version:{}:{dataset}:gen", self.prefix)
+    }
+
+    /// The counter bumped when everything of `tenant`'s entries of `dataset` changes.
+    pub fn tenant_generation_key(&self, dataset: &str, tenant: &str) -> String {
+        format!("version:{}:{dataset}:gen:{tenant}", self.prefix)
+    }
+
+    /// The cross-instance lease on computing one entry.
+    pub fn lease_key(&self, entry_key: &str) -> String {
+        format!("lease:{entry_key}")
+    }
+
+    /// The pub/sub channel on which instances tell each other's L1 what to drop.
+    pub fn invalidation_channel(&self) -> String {
+        format!("invalidations:{}", self.prefix)
     }
 
     /// Everything this server stores in the cache: `{prefix}:`.
@@ -280,6 +318,33 @@ mod tests {
         assert!(k.check_delete(Owner::Admin, "analytics:").is_err());
         assert!(k.check_delete(Owner::Admin, "other:analytics:x").is_err());
         assert!(k.check_delete(Owner::Admin, &k.rate_limit_key("a")).is_err());
+    }
+
+    #[test]
+    fn version_keys_lease_keys_and_channels_stay_out_of_the_cache_namespace() {
+        let k = keys();
+        let tag = Tag {
+            bucket: Bucket::Month(2026, 3),
+            slot: Slot::Value("channel_id".into(), "2".into()),
+        };
+        assert_eq!(
+            k.version_key("sales", &tag),
+            "version:analytics:sales:m2026-03:channel_id=2"
+        );
+        let any = Tag {
+            bucket: Bucket::All,
+            slot: Slot::Any,
+        };
+        assert_eq!(k.version_key("sales", &any), "version:analytics:sales:all:*");
+        let entry = k.query_key("a", "sales", "abc");
+        for key in [
+            k.version_key("sales", &tag),
+            k.generation_key("sales"),
+            k.tenant_generation_key("sales", "a"),
+            k.lease_key(&entry),
+        ] {
+            assert!(!glob_matches(&k.pattern(&everything(), None), &key), "{key}");
+        }
     }
 
     #[test]

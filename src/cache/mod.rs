@@ -1,21 +1,30 @@
 //! Cache-aside in front of a computation (the database, for queries): L1
 //! (moka, in process) and L2 (Redis, through the shared [`RedisClient`]),
-//! with single-flight on misses. The cache can never fail a request: a Redis
+//! with single-flight on misses (in process) and leases (across instances).
+//! Entries are checked against version counters, so a data change
+//! invalidates exactly what it can affect; stale entries are served only
+//! when that helps (RFC 5861). The cache can never fail a request: a Redis
 //! failure is a miss, counted and logged.
 //!
 //! - `entry`: the stored value format
-//! - `flight`: one miss: Redis read, computation, stores
+//! - `flight`: one lookup past L1: read, judge, compute under a lease, store
 //! - `keys`: the key space, the one owner of key formats and scopes
-//! - `singleflight`: one computation per key
+//! - `lease`: one computation per key across instances
+//! - `singleflight`: one computation per key in this process
 //! - `stats`: counters for `/cache/stats` and `/metrics`
+//! - `versions`: the version counters entries are valid under
 
 pub mod entry;
 mod flight;
 pub mod keys;
+mod lease;
 pub mod singleflight;
 pub mod stats;
+pub mod versions;
 
+use std::collections::HashSet;
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,10 +34,12 @@ use crate::clock::unix_now;
 use crate::config::CacheSettings;
 use crate::redis::{RedisCaller, RedisClient, RedisInfo, RedisUnavailable};
 use entry::CachedData;
+pub use entry::EntryDeps;
 use flight::Flight;
-pub use flight::Fresh;
+pub use flight::{Accept, EntryRequest, Fresh, LeasePolicy};
 use singleflight::SingleFlight;
 use stats::{CacheStats, Outcome};
+use versions::Versions;
 
 /// How a request wants the cache used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,11 +59,27 @@ pub struct Served {
     pub stored: bool,
     /// Time the computation took, when this request's flight ran it.
     pub compute_elapsed: Option<Duration>,
+    /// Served past its TTL (stale-while-revalidate, max-stale) or after an
+    /// invalidation (stale-if-error).
+    pub stale: bool,
+    /// Seconds since the entry was computed.
+    pub age_seconds: u64,
 }
 
 impl Served {
     pub fn from_cache(&self) -> bool {
         matches!(self.outcome, Outcome::L1 | Outcome::Redis)
+    }
+
+    fn cached(entry: Arc<CachedData>, outcome: Outcome, stale: bool, age_seconds: u64) -> Self {
+        Self {
+            entry,
+            outcome,
+            stored: true,
+            compute_elapsed: None,
+            stale,
+            age_seconds,
+        }
     }
 }
 
@@ -61,15 +88,66 @@ impl Served {
 #[derive(Debug, Clone, Copy)]
 pub struct ComputePanicked;
 
+/// `only-if-cached` and nothing usable is cached.
+#[derive(Debug, Clone, Copy)]
+pub struct NotCached;
+
+/// What the cache needs of a computation's error type.
+pub trait ComputeError: Clone + Send + Sync + 'static + From<ComputePanicked> + From<NotCached> {
+    /// Whether the source is down, saturated or timed out: only then may a
+    /// stale entry stand in for the answer (stale-if-error).
+    fn is_outage(&self) -> bool;
+}
+
 type L1 = MokaCache<String, Arc<CachedData>>;
+
+/// Which L1 entries an invalidation removes: those of `dataset` (and of
+/// `tenant`, when given) that depend on one of `keys` (all, when `None`).
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct L1Target {
+    pub dataset: String,
+    pub tenant: Option<String>,
+    pub keys: Option<HashSet<String>>,
+}
+
+impl L1Target {
+    fn matches(&self, entry: &CachedData) -> bool {
+        let Some(deps) = &entry.deps else {
+            return true;
+        };
+        deps.dataset == self.dataset
+            && self.tenant.as_ref().is_none_or(|t| *t == deps.tenant)
+            && self
+                .keys
+                .as_ref()
+                .is_none_or(|keys| deps.keys.iter().any(|k| keys.contains(k)))
+    }
+}
 
 /// The cache of results whose computation fails with `E`.
 pub struct QueryCache<E: Clone> {
     settings: CacheSettings,
     l1: Option<L1>,
+    /// Bumped by every invalidation of L1 (see `Flight::l1_epoch`).
+    l1_epoch: Arc<AtomicU64>,
     redis: Option<Arc<RedisClient>>,
-    flights: SingleFlight<Result<Served, E>>,
+    versions: Arc<Versions>,
+    lease: Arc<LeasePolicy>,
+    flights: Arc<SingleFlight<Result<Served, E>>>,
     stats: Arc<CacheStats>,
+}
+
+/// The single-flight key of a request: requests that would decide
+/// differently never share a flight.
+fn flight_key(request: &EntryRequest) -> String {
+    match (request.mode, request.accept == Accept::default()) {
+        (ReadMode::Normal, true) => request.key.clone(),
+        (ReadMode::Refresh, _) => format!("refresh\u{0}{}", request.key),
+        (ReadMode::Normal, false) => format!(
+            "accept\u{0}{:?}\u{0}{:?}\u{0}{}\u{0}{}",
+            request.accept.max_age, request.accept.max_stale, request.accept.only_if_cached, request.key
+        ),
+    }
 }
 
 /// L1 entries live no longer than the entry's remaining TTL nor `l1_ttl`.
@@ -89,12 +167,9 @@ impl moka::Expiry<String, Arc<CachedData>> for L1Expiry {
     }
 }
 
-impl<E> QueryCache<E>
-where
-    E: From<ComputePanicked> + Clone + Send + Sync + 'static,
-{
+impl<E: ComputeError> QueryCache<E> {
     /// `redis` is the shared client, or `None` when Redis is disabled.
-    pub fn new(settings: &CacheSettings, redis: Option<Arc<RedisClient>>) -> Self {
+    pub fn new(settings: &CacheSettings, redis: Option<Arc<RedisClient>>, lease: LeasePolicy) -> Self {
         let l1 = (settings.enabled && settings.l1_enabled).then(|| {
             MokaCache::builder()
                 .max_capacity(settings.l1_max_bytes)
@@ -110,8 +185,11 @@ where
         Self {
             settings: settings.clone(),
             l1,
+            l1_epoch: Arc::default(),
             redis: redis.filter(|_| settings.enabled),
-            flights: SingleFlight::default(),
+            versions: Arc::default(),
+            lease: Arc::new(lease),
+            flights: Arc::default(),
             stats: Arc::default(),
         }
     }
@@ -120,60 +198,94 @@ where
         &self.stats
     }
 
-    /// Looks `key` up in L1, then (within one flight per key) in Redis, and
-    /// finally runs `compute`, storing its result in both tiers.
-    pub async fn get_or_compute<F, Fut>(
-        &self,
-        key: &str,
-        ttl_seconds: u64,
-        mode: ReadMode,
-        compute: F,
-    ) -> Result<Served, E>
+    /// An L1 hit for `key`, if the client takes it; counted as a lookup.
+    /// The cheapest path: callers try it before describing the entry.
+    pub async fn lookup_l1(&self, key: &str, mode: ReadMode, accept: Accept) -> Option<Served> {
+        if mode != ReadMode::Normal || !self.settings.enabled {
+            return None;
+        }
+        let started = Instant::now();
+        let entry = self.l1_get(key).await?;
+        let age = entry.age(unix_now());
+        if accept.max_age.is_some_and(|max| age > max) {
+            return None;
+        }
+        self.stats.record_lookup(Outcome::L1, started.elapsed());
+        Some(Served::cached(entry, Outcome::L1, false, age))
+    }
+
+    /// Looks the entry up (within one flight per key) in Redis, and finally
+    /// runs `compute` (under a lease), storing its result in both tiers.
+    /// Callers try [`QueryCache::lookup_l1`] first.
+    pub async fn get_or_compute<F, Fut>(&self, request: EntryRequest, compute: F) -> Result<Served, E>
     where
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = Result<Fresh, E>> + Send + 'static,
     {
         let started = Instant::now();
-        if mode == ReadMode::Normal && self.settings.enabled {
-            if let Some(entry) = self.l1_get(key).await {
-                self.stats.record_lookup(Outcome::L1, started.elapsed());
-                return Ok(Served {
-                    entry,
-                    outcome: Outcome::L1,
-                    stored: true,
-                    compute_elapsed: None,
-                });
-            }
-        }
-
+        let enabled = self.settings.enabled;
+        let key = flight_key(&request);
+        let mode = request.mode;
         let flight = Flight {
-            key: key.to_owned(),
-            ttl_seconds,
-            read_redis: mode == ReadMode::Normal && self.settings.enabled,
-            store: self.settings.enabled,
+            request,
+            store: enabled,
             compress_above: self.settings.compress_above_bytes,
             max_entry_bytes: self.settings.max_entry_bytes,
             l1: self.l1.clone(),
+            l1_epoch: Arc::clone(&self.l1_epoch),
+            epoch_at_start: self.l1_epoch.load(Ordering::Acquire),
             redis: self.redis.clone(),
+            versions: Arc::clone(&self.versions),
+            lease: Arc::clone(&self.lease),
             stats: Arc::clone(&self.stats),
-        };
-        // Refreshes get their own flight key: they must not be answered by a
-        // concurrent normal flight that may return the entry being replaced.
-        let flight_key = match mode {
-            ReadMode::Normal => key.to_owned(),
-            ReadMode::Refresh => format!("refresh\u{0}{key}"),
+            flights: Arc::clone(&self.flights),
         };
         let (mut result, _joined) = self
             .flights
-            .run(&flight_key, flight.run(compute), || Err(E::from(ComputePanicked)))
+            .run(&key, flight.run(compute), || Err(E::from(ComputePanicked)))
             .await;
         if let Ok(served) = &mut result {
-            if mode == ReadMode::Refresh || !self.settings.enabled {
+            if mode == ReadMode::Refresh || !enabled {
                 served.outcome = Outcome::Bypass;
             }
             self.stats.record_lookup(served.outcome, started.elapsed());
         }
         result
+    }
+
+    /// INCR version counters in Redis (an invalidation's shared half).
+    pub async fn bump(&self, counters: Vec<String>) -> Result<(), RedisUnavailable> {
+        self.versions.bump(self.redis()?, counters).await
+    }
+
+    /// Drops matching entries from this instance's L1 (an invalidation's
+    /// local half). In-flight computations that started before this call
+    /// will not fill L1.
+    pub fn invalidate_l1(&self, target: L1Target) {
+        self.l1_epoch.fetch_add(1, Ordering::AcqRel);
+        if let Some(l1) = &self.l1 {
+            if l1.invalidate_entries_if(move |_, entry| target.matches(entry)).is_err() {
+                l1.invalidate_all();
+            }
+        }
+    }
+
+    /// Drops entries matching a key-space `pattern` from this instance's L1.
+    pub fn clear_l1(&self, pattern: &str) {
+        self.l1_epoch.fetch_add(1, Ordering::AcqRel);
+        if let Some(l1) = &self.l1 {
+            let owned = pattern.to_owned();
+            if l1
+                .invalidate_entries_if(move |key, _| keys::glob_matches(&owned, key))
+                .is_err()
+            {
+                l1.invalidate_all();
+            }
+        }
+    }
+
+    pub fn has_redis(&self) -> bool {
+        self.redis.is_some()
     }
 
     async fn l1_get(&self, key: &str) -> Option<Arc<CachedData>> {
@@ -187,15 +299,7 @@ where
     /// Deletes keys matching a `pattern` built by the key space from Redis
     /// (SCAN + UNLINK) and from this instance's L1.
     pub async fn clear(&self, pattern: &str) -> Result<u64, RedisUnavailable> {
-        if let Some(l1) = &self.l1 {
-            let owned = pattern.to_owned();
-            if l1
-                .invalidate_entries_if(move |key, _| keys::glob_matches(&owned, key))
-                .is_err()
-            {
-                l1.invalidate_all();
-            }
-        }
+        self.clear_l1(pattern);
         let deleted = self
             .redis()?
             .delete_matching(RedisCaller::Admin, pattern, self.settings.clear_batch_size)

@@ -40,6 +40,9 @@ pub struct CacheStats {
     corrupt: AtomicU64,
     uncacheable: AtomicU64,
     db_queries: AtomicU64,
+    stale_served: AtomicU64,
+    lease_waits: AtomicU64,
+    invalidations: AtomicU64,
     hit_micros: AtomicU64,
     set_micros: AtomicU64,
 }
@@ -65,6 +68,12 @@ pub struct StatsSnapshot {
     /// Statements this instance sent to the database on behalf of the cache
     /// (single-flight makes this lower than `misses` under concurrency).
     pub db_queries: u64,
+    /// Answers served past their TTL or after an invalidation, marked stale.
+    pub stale_served: u64,
+    /// Misses that waited for another instance's computation (lease).
+    pub lease_waits: u64,
+    /// Invalidations this instance applied (change capture, API, gaps).
+    pub invalidations: u64,
     pub total_requests: u64,
     /// hits / (hits + misses); bypasses do not count either way.
     pub hit_rate: f64,
@@ -133,6 +142,22 @@ impl CacheStats {
         bump(&self.db_queries);
     }
 
+    pub fn record_stale(&self) {
+        bump(&self.stale_served);
+        metrics::counter!("analytics_cache_stale_served_total").increment(1);
+    }
+
+    pub fn record_lease_wait(&self) {
+        bump(&self.lease_waits);
+        metrics::counter!("analytics_cache_lease_waits_total").increment(1);
+    }
+
+    /// `source`: `trigger`, `api` or `gap`.
+    pub fn record_invalidation(&self, source: &'static str) {
+        bump(&self.invalidations);
+        metrics::counter!("analytics_cache_invalidations_total", "source" => source).increment(1);
+    }
+
     pub fn snapshot(&self) -> StatsSnapshot {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let hits_l1 = get(&self.hits_l1);
@@ -155,6 +180,9 @@ impl CacheStats {
             corrupt: get(&self.corrupt),
             uncacheable: get(&self.uncacheable),
             db_queries: get(&self.db_queries),
+            stale_served: get(&self.stale_served),
+            lease_waits: get(&self.lease_waits),
+            invalidations: get(&self.invalidations),
             total_requests: hits + misses + bypasses,
             hit_rate: round4(ratio(hits as f64, hits + misses)),
             average_hit_ms: round4(ratio(get(&self.hit_micros) as f64 / 1e3, hits)),

@@ -15,6 +15,7 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub redis: RedisSettings,
     pub cache: CacheSettings,
+    pub freshness: FreshnessSettings,
     pub auth: AuthSettings,
     pub rate_limit: RateLimitSettings,
     pub model: ModelSettings,
@@ -176,6 +177,51 @@ impl Default for CacheSettings {
             l1_ttl_seconds: 30,
             clear_batch_size: 500,
             warm_queries: Vec::new(),
+        }
+    }
+}
+
+/// Knowing when data changes: change capture, stale answers, leases.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FreshnessSettings {
+    /// LISTEN for change-capture notifications and invalidate what changed;
+    /// off, answers are only as fresh as their TTL.
+    pub enabled: bool,
+    /// Install (or update) the statement-level capture triggers on the
+    /// model's tables when `serve` starts; needs the tables' owner. Off when
+    /// the DBA installs them (`analytics-api triggers install`).
+    pub install_triggers: bool,
+    /// The NOTIFY channel the triggers and the listeners share.
+    pub channel: String,
+    /// Default (datasets may override) for serving an entry up to this many
+    /// seconds past its TTL while one background flight refreshes it; 0 off.
+    pub stale_while_revalidate_seconds: u64,
+    /// Default (datasets may override) for serving an entry, marked stale, up
+    /// to this many seconds past its TTL (or after a change invalidated it)
+    /// while the database is down, saturated or timing out; 0 off.
+    pub stale_if_error_seconds: u64,
+    /// Length of the cross-instance lease on computing one entry (renewed
+    /// while the statement runs), so one statement serves every instance.
+    pub lease_ms: u64,
+    /// Longest a request waits for another instance's statement before it
+    /// runs its own.
+    pub lease_wait_ms: u64,
+    /// Longest pause between LISTEN reconnect attempts.
+    pub reconnect_max_ms: u64,
+}
+
+impl Default for FreshnessSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            install_triggers: true,
+            channel: "analytics_changes".into(),
+            stale_while_revalidate_seconds: 0,
+            stale_if_error_seconds: 0,
+            lease_ms: 5_000,
+            lease_wait_ms: 11_000,
+            reconnect_max_ms: 5_000,
         }
     }
 }

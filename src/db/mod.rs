@@ -1,6 +1,10 @@
-//! PostgreSQL: the pool, database creation and migrations, and running a
-//! compiled query.
+//! PostgreSQL: the pool, database creation and migrations, running a
+//! compiled query, and change capture.
+//!
+//! - `capture`: trigger install and the LISTEN connection
+//! - `seed`: the demo dataset generator
 
+pub mod capture;
 pub mod seed;
 
 use std::str::FromStr;

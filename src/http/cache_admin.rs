@@ -148,12 +148,13 @@ pub async fn clear_cache(
     let scope = keys.scope(actor.owner(), params.tenant.as_deref(), params.dataset.as_deref())?;
     let pattern = keys.pattern(&scope, params.pattern.as_deref());
     let deleted = state.queries.cache().clear(&pattern).await?;
+    state.freshness.broadcast_clear(&pattern).await;
     tracing::info!(%pattern, deleted, "cache cleared");
     Ok(Json(ClearResponse {
         deleted,
         message: format!(
-            "deleted {deleted} Redis entries and this instance's matching L1 entries; \
-             other instances' L1 copies expire within {} s",
+            "deleted {deleted} Redis entries and the matching L1 entries of every instance \
+             listening on Redis (any other copy expires within {} s)",
             state.settings.cache.l1_ttl_seconds
         ),
         pattern,

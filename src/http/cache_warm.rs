@@ -7,7 +7,8 @@ use axum::Json;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
-use crate::cache::ReadMode;
+use crate::analytics::ReadOptions;
+use crate::cache::{Accept, ReadMode};
 use crate::error::{ApiError, ErrorCode};
 use crate::http::auth::{configured_tenant, Admin};
 use crate::model::QueryRequest;
@@ -77,7 +78,14 @@ pub async fn warm_cache(
                         .map_err(|e| ApiError::new(ErrorCode::InvalidRequest, e.to_string()))?;
                     state
                         .queries
-                        .run(&tenant, &request, ReadMode::Normal)
+                        .run(
+                            &tenant,
+                            &request,
+                            ReadOptions {
+                                mode: ReadMode::Normal,
+                                accept: Accept::default(),
+                            },
+                        )
                         .await
                         .map(|_| ())
                         .map_err(ApiError::from)

@@ -6,6 +6,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde::Serialize;
 
+use crate::freshness::FreshnessHealth;
 use crate::health::{CacheHealth, ComponentHealth};
 use crate::state::AppState;
 
@@ -15,6 +16,8 @@ pub struct HealthResponse {
     pub status: &'static str,
     pub database: ComponentHealth,
     pub cache: CacheHealth,
+    /// Change capture and the L1 sync between instances.
+    pub freshness: FreshnessHealth,
     pub version: &'static str,
     pub uptime_seconds: u64,
 }
@@ -43,6 +46,7 @@ pub async fn get_health(State(state): State<AppState>) -> (StatusCode, Json<Heal
         status,
         database,
         cache,
+        freshness: state.freshness.health(),
         version: env!("CARGO_PKG_VERSION"),
         uptime_seconds: state.started_at.elapsed().as_secs(),
     };

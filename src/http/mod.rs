@@ -8,12 +8,14 @@
 //! - `health`: `/health*`
 //! - `cache_admin`: `/cache/stats`, `/cache/clear`, `/cache/key`
 //! - `cache_warm`: `/cache/warm`
+//! - `cache_invalidate`: `/cache/invalidate`
 //! - `auth`: admin and tenant extractors
 //! - `middleware`: request span, JSON error bodies, CORS
 //! - `observability`: `/metrics`, `/status`, `/status.json`
 
 pub mod auth;
 pub mod cache_admin;
+pub mod cache_invalidate;
 pub mod cache_warm;
 pub mod health;
 pub mod middleware;
@@ -46,7 +48,7 @@ use crate::state::AppState;
         query::run_query, query::run_query_get,
         health::get_health, health::get_live, health::get_ready,
         cache_admin::get_cache_stats, cache_admin::clear_cache, cache_admin::delete_cache_key,
-        cache_admin::delete_cache_key_by_query, cache_warm::warm_cache,
+        cache_admin::delete_cache_key_by_query, cache_warm::warm_cache, cache_invalidate::invalidate_cache,
         observability::get_metrics, observability::get_status_page, observability::get_status_json,
     ),
     modifiers(&SecurityAddon, &AliasAddon),
@@ -124,6 +126,11 @@ pub fn routes() -> Vec<Route> {
             delete(cache_admin::delete_cache_key),
         ),
         route(Method::POST, "/cache/warm", post(cache_warm::warm_cache)),
+        route(
+            Method::POST,
+            "/cache/invalidate",
+            post(cache_invalidate::invalidate_cache),
+        ),
         route(Method::GET, "/health", get(health::get_health)),
         route(Method::GET, "/health/live", get(health::get_live)),
         route(Method::GET, "/health/ready", get(health::get_ready)),

@@ -7,9 +7,9 @@ use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
 
-use crate::analytics::Answer;
+use crate::analytics::{Answer, ReadOptions};
 use crate::cache::stats::Outcome;
-use crate::cache::ReadMode;
+use crate::cache::{Accept, ReadMode};
 use crate::error::{ApiError, ErrorCode};
 use crate::http::auth::Caller;
 use crate::model::QueryRequest;
@@ -37,6 +37,11 @@ pub struct QueryMetadata {
     /// `l1`, `redis`, or null when not served from the cache.
     pub cache_tier: Option<&'static str>,
     pub ttl_seconds: u64,
+    /// Served past its TTL or after a data change (stale-while-revalidate,
+    /// `max-stale`, or stale-if-error while the database cannot answer).
+    pub stale: bool,
+    /// Seconds since the answer was computed.
+    pub age_seconds: u64,
 }
 
 /// The documented response shape (the handler splices `data` unparsed).
@@ -76,7 +81,7 @@ pub async fn run_query(
         ));
     }
     let request = QueryRequest::from_json(&body)?;
-    execute(&state, caller, request, read_mode(&headers, &params)).await
+    execute(&state, caller, request, read_options(&headers, &params)).await
 }
 
 /// Runs an analytics query given as `?q=<url-encoded JSON>`.
@@ -103,7 +108,7 @@ pub async fn run_query_get(
         .with_field("q")
     })?;
     let request = QueryRequest::from_json(q.as_bytes()).map_err(|e| ApiError::from(e).with_field("q"))?;
-    execute(&state, caller, request, read_mode(&headers, &params)).await
+    execute(&state, caller, request, read_options(&headers, &params)).await
 }
 
 fn is_json(headers: &HeaderMap) -> bool {
@@ -118,19 +123,45 @@ fn is_json(headers: &HeaderMap) -> bool {
         .unwrap_or(false)
 }
 
-/// `Cache-Control: no-cache` or `?cache=refresh` forces fresh data.
-fn read_mode(headers: &HeaderMap, params: &QueryParams) -> ReadMode {
-    let no_cache_header = headers
+/// `Cache-Control` request directives (RFC 9111): `no-cache`/`no-store` (or
+/// `?cache=refresh`) force fresh data; `max-age=N` refuses older answers;
+/// `max-stale[=N]` accepts answers up to N s past their TTL; `only-if-cached`
+/// never runs the query.
+fn read_options(headers: &HeaderMap, params: &QueryParams) -> ReadOptions {
+    let mut mode = if params.cache.as_deref() == Some("refresh") {
+        ReadMode::Refresh
+    } else {
+        ReadMode::Normal
+    };
+    let mut accept = Accept::default();
+    let directives = headers
         .get_all(header::CACHE_CONTROL)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .any(|d| matches!(d.trim().to_ascii_lowercase().as_str(), "no-cache" | "no-store"));
-    if no_cache_header || params.cache.as_deref() == Some("refresh") {
-        ReadMode::Refresh
-    } else {
-        ReadMode::Normal
+        .map(|d| d.trim().to_ascii_lowercase());
+    for directive in directives {
+        let (name, value) = match directive.split_once('=') {
+            Some((name, value)) => (name.trim().to_owned(), Some(value.trim().trim_matches('"').to_owned())),
+            None => (directive.clone(), None),
+        };
+        let seconds = value.as_deref().and_then(|v| v.parse::<u64>().ok());
+        match name.as_str() {
+            "no-cache" | "no-store" => mode = ReadMode::Refresh,
+            "max-age" => accept.max_age = seconds.or(accept.max_age),
+            // Without a value, any staleness will do.
+            "max-stale" => {
+                accept.max_stale = Some(if value.is_some() {
+                    seconds.unwrap_or(0)
+                } else {
+                    u64::MAX
+                })
+            }
+            "only-if-cached" => accept.only_if_cached = true,
+            _ => {}
+        }
     }
+    ReadOptions { mode, accept }
 }
 
 /// Runs one request through the query service and renders the answer.
@@ -138,9 +169,9 @@ async fn execute(
     state: &AppState,
     caller: Caller,
     request: QueryRequest,
-    mode: ReadMode,
+    options: ReadOptions,
 ) -> Result<Response, ApiError> {
-    let answer = state.queries.run(&caller.tenant, &request, mode).await?;
+    let answer = state.queries.run(&caller.tenant, &request, options).await?;
     let mut response = render(&answer);
     if let Some(decision) = &caller.rate {
         response.headers_mut().extend(decision.headers());
@@ -168,6 +199,8 @@ fn render(answer: &Answer) -> Response {
         } else {
             answer.compiled.ttl_seconds
         },
+        stale: served.stale,
+        age_seconds: served.age_seconds,
     };
     // Serializing a struct of numbers and strings cannot fail.
     let metadata = serde_json::to_vec(&metadata).unwrap_or_else(|_| b"{}".to_vec());
@@ -181,9 +214,11 @@ fn render(answer: &Answer) -> Response {
     let mut response = Response::new(Body::from(body));
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    headers.insert(
-        "x-cache",
-        HeaderValue::from_static(if from_cache { "HIT" } else { "MISS" }),
-    );
+    let x_cache = match (served.stale, from_cache) {
+        (true, _) => "STALE",
+        (false, true) => "HIT",
+        (false, false) => "MISS",
+    };
+    headers.insert("x-cache", HeaderValue::from_static(x_cache));
     response
 }

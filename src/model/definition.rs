@@ -50,6 +50,20 @@ pub struct DatasetDef {
     pub max_limit: u64,
     /// Cache TTL for this dataset; falls back to `cache.default_ttl_seconds`.
     pub ttl_seconds: Option<u64>,
+    /// How long past its TTL an entry may be served while one background
+    /// flight refreshes it (RFC 5861); falls back to
+    /// `freshness.stale_while_revalidate_seconds`.
+    pub stale_while_revalidate_seconds: Option<u64>,
+    /// How long past its TTL (or after a change invalidated it) an entry may
+    /// be served, marked stale, while the database cannot answer; falls back
+    /// to `freshness.stale_if_error_seconds`.
+    pub stale_if_error_seconds: Option<u64>,
+    /// Low-cardinality dimensions whose changed values the change-capture
+    /// triggers report (each a plain column of the fact table, e.g.
+    /// `s.channel_id`), so a change on channel 2 leaves entries filtered on
+    /// channel 5 cached.
+    #[serde(default)]
+    pub track: Vec<String>,
     /// Joins, added to the SQL only when a chosen field needs them.
     #[serde(default)]
     pub joins: BTreeMap<String, JoinDef>,
@@ -136,6 +150,8 @@ pub struct Dataset {
     metric_names: HashMap<String, String>,
     /// Dimension name or alias -> canonical dimension name.
     dimension_names: HashMap<String, String>,
+    /// Tracked dimension -> its column in the fact table.
+    pub tracked: BTreeMap<String, String>,
 }
 
 impl Dataset {
@@ -236,7 +252,8 @@ pub fn is_public_name(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }
 
-fn is_sql_identifier(name: &str, allow_dot: bool) -> bool {
+/// An SQL identifier (optionally schema-qualified): safe to write unquoted.
+pub fn is_sql_identifier(name: &str, allow_dot: bool) -> bool {
     let mut chars = name.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
         && name.len() <= 127
@@ -335,6 +352,7 @@ fn validate_dataset(name: &str, mut def: DatasetDef) -> Result<Dataset, ModelErr
             dimension_names.insert(public.clone(), dimension_name.clone());
         }
     }
+    let tracked = tracked_columns(name, &def)?;
     let serialized = serde_json::to_vec(&def).map_err(|e| invalid(name, "definition", e.to_string()))?;
     let definition_hash = hex::encode(Md5::digest(&serialized));
     Ok(Dataset {
@@ -343,7 +361,50 @@ fn validate_dataset(name: &str, mut def: DatasetDef) -> Result<Dataset, ModelErr
         definition_hash,
         metric_names,
         dimension_names,
+        tracked,
     })
+}
+
+/// Most dimensions a dataset may track: each adds work to every trigger.
+const MAX_TRACKED: usize = 8;
+
+/// Checks `track`: each entry a declared integer or text dimension whose SQL
+/// is a plain column of the fact table (the triggers read that column).
+fn tracked_columns(name: &str, def: &DatasetDef) -> Result<BTreeMap<String, String>, ModelError> {
+    if def.track.len() > MAX_TRACKED {
+        return Err(invalid(name, "track", format!("at most {MAX_TRACKED} dimensions")));
+    }
+    let mut tracked = BTreeMap::new();
+    for (i, dimension_name) in def.track.iter().enumerate() {
+        let field = format!("track[{i}]");
+        let dimension = def.dimensions.get(dimension_name).ok_or_else(|| {
+            invalid(
+                name,
+                &field,
+                format!("`{dimension_name}` is not a declared dimension (use its canonical name)"),
+            )
+        })?;
+        if !matches!(dimension.value_type, ValueType::Integer | ValueType::Text) {
+            return Err(invalid(name, &field, "only integer and text dimensions can be tracked"));
+        }
+        let column = dimension
+            .sql
+            .trim()
+            .strip_prefix(&format!("{}.", def.alias))
+            .filter(|column| is_sql_identifier(column, false) && dimension.join.is_none())
+            .ok_or_else(|| {
+                invalid(
+                    name,
+                    &field,
+                    format!(
+                        "dimension `{dimension_name}` must be a plain column of the fact table (`{}.<column>`) to be tracked",
+                        def.alias
+                    ),
+                )
+            })?;
+        tracked.insert(dimension_name.clone(), column.to_owned());
+    }
+    Ok(tracked)
 }
 
 /// Expressions are the operator's and trusted, but a `;` or an empty string is

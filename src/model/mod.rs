@@ -8,14 +8,18 @@
 //! - `resolve`: a request checked against a dataset, in canonical form
 //! - `filters`: filter values typed and canonicalised
 //! - `compile`: the one parameterized SQL statement
+//! - `freshness`: the data slices an answer depends on and a change touches
+//! - `triggers`: the change-capture trigger DDL for the datasets' tables
 //! - `ttl`: how long a result may be cached
 
 mod compile;
 mod definition;
 mod filters;
+pub mod freshness;
 mod names;
 mod request;
 mod resolve;
+pub mod triggers;
 mod ttl;
 
 use std::collections::BTreeMap;
@@ -26,7 +30,9 @@ use serde::Serialize;
 use sqlx::{Postgres, QueryBuilder};
 
 pub use compile::build_sql;
-pub use definition::{Dataset, DatasetDef, DimensionDef, MetricDef, ModelError, SemanticModel, ValueType};
+pub use definition::{
+    is_sql_identifier, Dataset, DatasetDef, DimensionDef, MetricDef, ModelError, SemanticModel, ValueType,
+};
 pub use filters::{resolve_filters, FilterOp, FilterValue, ResolvedFilter};
 pub use request::{DateRange, OrderBy, QueryError, QueryErrorCode, QueryRequest};
 pub use resolve::{resolve, ResolvedQuery};
@@ -54,8 +60,19 @@ impl TenantScope {
 #[derive(Debug, Clone, Copy)]
 pub struct CompileContext {
     pub ttl: TtlPolicy,
+    /// Stale windows for datasets that set none.
+    pub stale: StaleWindows,
     /// "Today" in UTC, passed in so compilation stays a pure function.
     pub today: NaiveDate,
+}
+
+/// How long past its TTL an answer may still be served (RFC 5861).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StaleWindows {
+    /// Served at once while one background flight refreshes it.
+    pub while_revalidate_seconds: u64,
+    /// Served, marked stale, while the database cannot answer.
+    pub if_error_seconds: u64,
 }
 
 /// A validated request: its cache identity and lifetime. The SQL is built
@@ -71,6 +88,9 @@ pub struct CompiledQuery {
     /// turns it into the cache key.
     pub hash: String,
     pub ttl_seconds: u64,
+    pub stale: StaleWindows,
+    /// The slices of the dataset the answer depends on (see `freshness`).
+    pub tags: Vec<freshness::Tag>,
 }
 
 impl CompiledQuery {
@@ -127,6 +147,17 @@ impl SemanticModel {
             resolved.date_range.map(|r| r.end),
             context.today,
         );
+        let stale = StaleWindows {
+            while_revalidate_seconds: dataset
+                .def
+                .stale_while_revalidate_seconds
+                .unwrap_or(context.stale.while_revalidate_seconds),
+            if_error_seconds: dataset
+                .def
+                .stale_if_error_seconds
+                .unwrap_or(context.stale.if_error_seconds),
+        };
+        let tags = freshness::dependencies(dataset, &resolved, scope);
         Ok(CompiledQuery {
             dataset: dataset.name.clone(),
             tenant: tenant.id.clone(),
@@ -134,6 +165,8 @@ impl SemanticModel {
             scope: scope.to_vec(),
             hash,
             ttl_seconds,
+            stale,
+            tags,
         })
     }
 

@@ -17,6 +17,7 @@ fn context() -> CompileContext {
             historical_seconds: 86_400,
             historical_after_days: 30,
         },
+        stale: StaleWindows::default(),
         today: NaiveDate::from_ymd_opt(2026, 11, 21).expect("date"),
     }
 }

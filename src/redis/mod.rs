@@ -68,6 +68,8 @@ impl RedisUnavailable {
 
 /// The one Redis connection of the process.
 pub struct RedisClient {
+    /// For connections outside the pool (pub/sub subscriptions).
+    client: redis::Client,
     manager: RedisConnectionManager,
     /// Swapped for a fresh pool when the breaker closes: connections of a
     /// Redis that went away stay broken and bb8-redis never discards them.
@@ -79,11 +81,13 @@ pub struct RedisClient {
 impl RedisClient {
     /// Builds the client without connecting: the server starts while Redis is down.
     pub fn new(settings: &RedisSettings) -> Result<Arc<Self>, redis::RedisError> {
+        let client = redis::Client::open(settings.url.expose())?;
         let manager = RedisConnectionManager::new(settings.url.expose())?;
         let pool = build_pool(&manager, settings);
         // Export the breaker state from the start, not only after a first trip.
         metrics::gauge!("analytics_cache_breaker_open").set(0.0);
         Ok(Arc::new(Self {
+            client,
             manager,
             pool: RwLock::new(pool),
             breaker: Breaker::new(settings.breaker_failure_threshold),
@@ -202,6 +206,54 @@ impl RedisClient {
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         self.run(caller, self.command_timeout(), op).await
+    }
+
+    /// Runs `op` within the admin timeout (2 s), behind the breaker: for
+    /// background work that may send many commands (counter bumps).
+    pub async fn run_admin<T, F, Fut>(self: &Arc<Self>, caller: RedisCaller, op: F) -> Result<T, RedisUnavailable>
+    where
+        F: FnOnce(MultiplexedConnection) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        self.run(caller, ADMIN_COMMAND_TIMEOUT, op).await
+    }
+
+    /// PUBLISH `message` on `channel`.
+    pub async fn publish(
+        self: &Arc<Self>,
+        caller: RedisCaller,
+        channel: &str,
+        message: String,
+    ) -> Result<(), RedisUnavailable> {
+        let channel = channel.to_owned();
+        self.run(caller, ADMIN_COMMAND_TIMEOUT, |mut c| async move {
+            redis::cmd("PUBLISH")
+                .arg(channel)
+                .arg(message)
+                .query_async::<()>(&mut c)
+                .await
+        })
+        .await
+    }
+
+    /// A dedicated subscription to `channel` (not pooled: a subscribed
+    /// connection can do nothing else), within the connect timeout.
+    pub async fn subscribe(&self, channel: &str) -> Result<redis::aio::PubSub, RedisUnavailable> {
+        let limit = Duration::from_millis(self.settings.connect_timeout_ms + self.settings.command_timeout_ms.max(100));
+        tokio::time::timeout(limit, async {
+            let mut pubsub = self
+                .client
+                .get_async_pubsub()
+                .await
+                .map_err(|e| RedisUnavailable::Command(e.to_string()))?;
+            pubsub
+                .subscribe(channel)
+                .await
+                .map_err(|e| RedisUnavailable::Command(e.to_string()))?;
+            Ok(pubsub)
+        })
+        .await
+        .unwrap_or(Err(RedisUnavailable::Timeout))
     }
 
     fn command_timeout(&self) -> Duration {

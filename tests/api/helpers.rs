@@ -33,8 +33,10 @@ pub fn anchor() -> NaiveDate {
 }
 
 pub struct TestApp {
-    /// The test's own database, dropped with the `TestApp`.
+    /// The test's own database, dropped with the `TestApp` that created it.
     db_name: String,
+    /// False for a peer (a second instance on the same database).
+    owns_database: bool,
     pub address: String,
     pub client: reqwest::Client,
     /// A pool on the test's own database, for hand-written SQL.
@@ -103,6 +105,9 @@ impl Drop for TestApp {
     /// await, so a short-lived thread with its own runtime does it; `FORCE`
     /// ends the server's still-open connections.
     fn drop(&mut self) {
+        if !self.owns_database {
+            return;
+        }
         let name = std::mem::take(&mut self.db_name);
         let _ = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -143,7 +148,38 @@ pub async fn spawn_app_until(
     let db_name = format!("t_{}", uuid::Uuid::new_v4().simple());
     create_test_database(&db_name).await;
     let prefix = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    start_instance(db_name, prefix, true, customize, shutdown).await
+}
 
+impl TestApp {
+    /// A second instance of the server on this test's database and cache
+    /// prefix (sharing its Redis), as behind a load balancer.
+    pub async fn spawn_peer(&self, customize: impl FnOnce(&mut Settings)) -> TestApp {
+        let redis_url = self.redis_url.clone();
+        let customize = move |s: &mut Settings| {
+            s.redis.url = Secret::new(redis_url);
+            customize(s);
+        };
+        start_instance(
+            self.db_name.clone(),
+            self.prefix.clone(),
+            false,
+            customize,
+            std::future::pending(),
+        )
+        .await
+        .0
+    }
+
+    /// An admin `/cache/stats` counter of this instance (`app.<name>`).
+    pub async fn app_counter(&self, name: &str) -> u64 {
+        self.cache_stats().await["app"][name]
+            .as_u64()
+            .unwrap_or_else(|| panic!("app.{name}"))
+    }
+}
+
+fn test_settings(db_name: &str, prefix: &str) -> Settings {
     let mut settings = Settings::default();
     settings.server.host = "127.0.0.1".into();
     settings.server.port = 0;
@@ -152,11 +188,22 @@ pub async fn spawn_app_until(
     settings.database.migrate_on_start = true;
     settings.database.seed_demo_on_empty = false;
     settings.redis.url = Secret::new(redis_url());
-    settings.cache.prefix = prefix.clone();
+    settings.cache.prefix = prefix.to_owned();
     // Test keys in the shared Redis should not outlive the run by much.
     settings.cache.historical_ttl_seconds = 600;
     settings.auth.admin_token = Some(Secret::new(ADMIN_TOKEN));
     settings.model.path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config/model.toml");
+    settings
+}
+
+async fn start_instance(
+    db_name: String,
+    prefix: String,
+    owns_database: bool,
+    customize: impl FnOnce(&mut Settings),
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> (TestApp, tokio::task::JoinHandle<std::io::Result<()>>) {
+    let mut settings = test_settings(&db_name, &prefix);
     customize(&mut settings);
     let redis_url = settings.redis.url.expose().to_owned();
 
@@ -171,6 +218,7 @@ pub async fn spawn_app_until(
         .expect("test pool");
     let app = TestApp {
         db_name,
+        owns_database,
         address,
         client: reqwest::Client::builder()
             .timeout(Duration::from_secs(30))

@@ -9,6 +9,7 @@ mod cache;
 mod cache_delete;
 mod errors;
 mod faults;
+mod freshness;
 mod health;
 mod injection;
 mod observability;
