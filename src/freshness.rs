@@ -157,35 +157,19 @@ impl Freshness {
         let Some(definition) = self.model.datasets.get(dataset) else {
             return L1Target::default();
         };
-        let (counters, target) = match (tenant, touched(definition, change)) {
-            (Some(tenant), _) => (
-                vec![self.keys.tenant_generation_key(dataset, tenant)],
-                L1Target {
-                    dataset: dataset.to_owned(),
-                    tenant: Some(tenant.to_owned()),
-                    keys: None,
-                },
-            ),
-            (None, Touched::Everything) => (
-                vec![self.keys.generation_key(dataset)],
-                L1Target {
-                    dataset: dataset.to_owned(),
-                    tenant: None,
-                    keys: None,
-                },
-            ),
+        let (counters, keys) = match (tenant, touched(definition, change)) {
+            (Some(tenant), _) => (vec![self.keys.tenant_generation_key(dataset, tenant)], None),
+            (None, Touched::Everything) => (vec![self.keys.generation_key(dataset)], None),
             (None, Touched::Tags(tags)) => {
                 let counters: Vec<String> = tags.iter().map(|t| self.keys.version_key(dataset, t)).collect();
                 let keys: HashSet<String> = counters.iter().cloned().collect();
-                (
-                    counters,
-                    L1Target {
-                        dataset: dataset.to_owned(),
-                        tenant: None,
-                        keys: Some(keys),
-                    },
-                )
+                (counters, Some(keys))
             }
+        };
+        let target = L1Target {
+            dataset: dataset.to_owned(),
+            tenant: tenant.map(str::to_owned),
+            keys,
         };
         if self.cache.has_redis() {
             if let Err(error) = self.cache.bump(counters).await {

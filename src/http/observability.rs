@@ -74,7 +74,21 @@ pub struct StatusResponse {
     pub redis: &'static str,
     pub database: &'static str,
     pub l1: crate::http::cache_admin::L1Stats,
+    pub freshness: FreshnessStatus,
     pub hot_keys: Vec<HotKey>,
+}
+
+/// Change capture on the status page.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct FreshnessStatus {
+    /// The LISTEN connection: `up`, `down` or `disabled`.
+    pub listener: &'static str,
+    /// The pub/sub subscription keeping every instance's L1 in step.
+    pub l1_sync: &'static str,
+    /// Invalidations this instance applied since it started.
+    pub invalidations: u64,
+    /// Answers served stale (past TTL, or invalidated while the database was down).
+    pub stale_served: u64,
 }
 
 /// The status page's data: the last 15 minutes of traffic and current health.
@@ -105,6 +119,16 @@ pub async fn get_status_json(_admin: Admin, State(state): State<AppState>) -> Js
             entries,
             bytes,
             max_bytes: state.settings.cache.l1_max_bytes,
+        },
+        freshness: {
+            let health = state.freshness.health();
+            let counters = state.queries.cache().stats().snapshot();
+            FreshnessStatus {
+                listener: health.listener,
+                l1_sync: health.l1_sync,
+                invalidations: counters.invalidations,
+                stale_served: counters.stale_served,
+            }
         },
         hot_keys: state.status.hot_keys(10),
     })

@@ -86,6 +86,11 @@ pub fn dependencies(dataset: &Dataset, query: &ResolvedQuery, scope: &[ResolvedF
             .collect(),
         None => vec![Slot::Any],
     };
+    cross(&buckets, &slots)
+}
+
+/// Every bucket with every slot.
+fn cross(buckets: &[Bucket], slots: &[Slot]) -> Vec<Tag> {
     buckets
         .iter()
         .flat_map(|bucket| {
@@ -121,17 +126,7 @@ pub fn touched(dataset: &Dataset, change: &Change) -> Touched {
     if buckets.len() * slots.len() > MAX_TOUCHED_TAGS {
         return Touched::Everything;
     }
-    Touched::Tags(
-        buckets
-            .iter()
-            .flat_map(|bucket| {
-                slots.iter().map(|slot| Tag {
-                    bucket: *bucket,
-                    slot: slot.clone(),
-                })
-            })
-            .collect(),
-    )
+    Touched::Tags(cross(&buckets, &slots))
 }
 
 fn month_index(day: NaiveDate) -> i64 {

@@ -241,6 +241,18 @@ fn model_errors_name_dataset_and_field() {
             base.replace("timezone = \"America/Sao_Paulo\"", "timezone = \"UTC'; --\""),
             "timezone",
         ),
+        // Tracked dimensions must be plain columns of the fact table.
+        (
+            base.replace(
+                "track = [\"channel_id\", \"store_id\"]",
+                "track = [\"channel_id\", \"city\"]",
+            ),
+            "track[1]",
+        ),
+        (
+            base.replace("track = [\"channel_id\", \"store_id\"]", "track = [\"bogus\"]"),
+            "track[0]",
+        ),
     ];
     for (text, field) in cases {
         let error = SemanticModel::from_toml(&text).expect_err("invalid model").to_string();

@@ -54,11 +54,13 @@ fn function_name(table: &str) -> String {
     format!("analytics_capture_{}", table.replace('.', "__"))
 }
 
-const TRIGGERS: [&str; 4] = [
+const TRIGGERS: [&str; 5] = [
     "analytics_capture_insert",
     "analytics_capture_update",
     "analytics_capture_delete",
     "analytics_capture_truncate",
+    // Joined tables: one trigger for every row-changing statement.
+    "analytics_capture_change",
 ];
 
 /// The statements that (re)install capture on every table of the model,
@@ -131,7 +133,7 @@ $capture$"
         if info.fact_of.is_empty() {
             statements.push(format!(
                 "CREATE OR REPLACE TRIGGER {} AFTER INSERT OR UPDATE OR DELETE ON {table} {execute}",
-                TRIGGERS[0]
+                TRIGGERS[4]
             ));
         } else {
             statements.push(format!(
@@ -256,7 +258,7 @@ mod tests {
         assert!(statements.contains("(r.created_at AT TIME ZONE 'America/Sao_Paulo')::date"));
         assert!(statements.contains("'channel_id', CASE WHEN count(DISTINCT r.channel_id) <= 50"));
         assert!(statements.contains("pg_notify('analytics_changes', payload)"));
-        assert_eq!(drop_statements(&demo()).len(), 3 * 5);
+        assert_eq!(drop_statements(&demo()).len(), 3 * 6);
     }
 
     #[test]

@@ -229,23 +229,16 @@ async fn request_directives_tighten_or_forbid_the_computation() {
     assert_eq!(error["error"]["code"], json!("not_cached"));
     ask(&app, &query).await;
     assert_eq!(only_cached(&app).await.expect("request").headers()["x-cache"], "HIT");
-    let fresh = app
-        .client
-        .post(app.url("/analytics/query"))
-        .header("cache-control", "max-age=0")
-        .json(&query)
-        .send()
-        .await
-        .expect("request");
+    let max_age_0 = || {
+        app.client
+            .post(app.url("/analytics/query"))
+            .header("cache-control", "max-age=0")
+            .json(&query)
+            .send()
+    };
+    let fresh = max_age_0().await.expect("request");
     tokio::time::sleep(Duration::from_millis(1_100)).await;
-    let older = app
-        .client
-        .post(app.url("/analytics/query"))
-        .header("cache-control", "max-age=0")
-        .json(&query)
-        .send()
-        .await
-        .expect("request");
+    let older = max_age_0().await.expect("request");
     assert_eq!(fresh.status(), 200);
     assert_eq!(
         older.headers()["x-cache"],

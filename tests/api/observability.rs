@@ -231,6 +231,11 @@ async fn status_json_needs_the_admin_token_and_reports_traffic() {
     assert_eq!(status["hot_keys"][0]["summary"], json!("revenue by channel"));
     assert_eq!(status["database"], json!("up"));
     assert_eq!(status["breaker"], json!("closed"));
+    assert_eq!(status["freshness"]["listener"], json!("up"));
+    assert!(
+        status["freshness"]["invalidations"].as_u64() >= Some(1),
+        "the start-up gap counts"
+    );
 }
 
 #[tokio::test]

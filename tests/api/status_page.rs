@@ -110,6 +110,7 @@ async fn status_page_renders_live_numbers_in_a_real_browser() {
     assert_eq!(text_of(&dom, "breaker-state").to_lowercase(), "closed");
     assert!(text_of(&dom, "redis-status").to_lowercase().contains("up"));
     assert!(text_of(&dom, "database-status").to_lowercase().contains("up"));
+    assert!(text_of(&dom, "listener-status").to_lowercase().contains("up"));
     assert_eq!(text_of(&dom, "l1-entries"), "1");
     let hot = text_of(&dom, "hot-keys");
     assert!(
