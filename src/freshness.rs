@@ -122,6 +122,7 @@ impl Freshness {
     /// LISTEN with reconnects, the pub/sub subscription, retries of bumps.
     pub async fn start(self: &Arc<Self>, pool: PgPool) {
         if self.settings.enabled {
+            self.set_listener_up(false);
             let mut installed = !self.settings.install_triggers;
             let first = tokio::time::timeout(STARTUP_LISTEN_LIMIT, self.connect(&pool, &mut installed, true))
                 .await
@@ -242,7 +243,7 @@ impl Freshness {
         }
         match capture::listen(pool, &self.settings.channel).await {
             Ok(listener) => {
-                self.listener_up.store(true, Ordering::Release);
+                self.set_listener_up(true);
                 tracing::info!(
                     channel = %self.settings.channel,
                     "listening for data changes; invalidating every dataset, since changes may have been missed until now"
@@ -291,8 +292,13 @@ impl Freshness {
                     }
                 }
             }
-            self.listener_up.store(false, Ordering::Release);
+            self.set_listener_up(false);
         }
+    }
+
+    fn set_listener_up(&self, up: bool) {
+        self.listener_up.store(up, Ordering::Release);
+        metrics::gauge!("analytics_freshness_listener_up").set(if up { 1.0 } else { 0.0 });
     }
 
     async fn on_notification(&self, payload: &str) {
