@@ -5,7 +5,8 @@
 #
 #   bench/ab.sh BASE_REV [scenario...]     default scenarios: hot-l1 hot-redis mix
 #
-# Knobs: AB_ROUNDS (2) plus every bench/run.sh knob (BENCH_SECONDS, ...).
+# Knobs: AB_ROUNDS (2), AB_HEAD (the revision to measure against the base;
+# HEAD by default) plus every bench/run.sh knob (BENCH_SECONDS, ...).
 # Both sides are built from clean git worktrees into target/bench-base/<commit>
 # (cached per commit; uncommitted changes are not measured). Raw results go to
 # bench/out/ab/<run>/; the table is written to bench/ab.md and spliced into
@@ -28,7 +29,7 @@ SCENARIOS=("$@")
 ROUNDS="${AB_ROUNDS:-2}"
 
 BASE_COMMIT="$(git -C "$ROOT" rev-parse --short "$BASE_REV^{commit}")" || die "unknown revision $BASE_REV"
-HEAD_COMMIT="$(git -C "$ROOT" rev-parse --short HEAD)"
+HEAD_COMMIT="$(git -C "$ROOT" rev-parse --short "${AB_HEAD:-HEAD}^{commit}")" || die "unknown revision ${AB_HEAD:-HEAD}"
 BUILD_SRC="$ROOT/target/ab-src"
 BUILD_TARGET="$ROOT/target/bench-base"
 

@@ -1,12 +1,14 @@
 //! Test harness: `spawn_app()` and friends.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+
 use std::time::Duration;
 
 use analytics_api::config::{Secret, Settings};
 use analytics_api::db::seed::{seed_demo, SeedOptions};
 use analytics_api::Application;
+
+pub use crate::processes::{PgCluster, RedisProcess};
 use chrono::NaiveDate;
 use serde_json::Value;
 use sqlx::postgres::PgPoolOptions;
@@ -17,7 +19,8 @@ pub const ADMIN_TOKEN: &str = "test-admin-token";
 /// The demo data of every test database ends on this day.
 pub const ANCHOR: &str = "2024-06-30";
 pub const TEST_SALES: u64 = 3_000;
-const SEED: u64 = 7;
+/// The demo generator's seed of every test database.
+pub const SEED: u64 = 7;
 
 /// Where PostgreSQL is: `TEST_DATABASE_URL` without a database name.
 fn server_url() -> String {
@@ -347,105 +350,6 @@ async fn build_template() -> String {
 pub fn md5_hex(text: &str) -> String {
     use md5::{Digest, Md5};
     hex::encode(Md5::digest(text.as_bytes()))
-}
-
-/// A redis-server of the test's own on a free port, which the test may kill,
-/// pause and restart without touching the shared one.
-pub struct RedisProcess {
-    pub port: u16,
-    child: Option<Child>,
-    dir: PathBuf,
-}
-
-impl RedisProcess {
-    pub async fn start() -> Self {
-        let port = free_port();
-        let dir = std::env::temp_dir().join(format!("analytics-redis-{port}-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&dir).expect("redis dir");
-        let mut process = Self { port, child: None, dir };
-        process.launch().await;
-        process
-    }
-
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    async fn launch(&mut self) {
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .arg("--dir")
-            .arg(&self.dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server must be installed (apt-get install redis-server)");
-        self.child = Some(child);
-        for _ in 0..100 {
-            if let Ok(client) = redis::Client::open(self.url()) {
-                if let Ok(mut c) = client.get_multiplexed_async_connection().await {
-                    if redis::cmd("PING").query_async::<String>(&mut c).await.is_ok() {
-                        return;
-                    }
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("redis-server on port {} did not start", self.port);
-    }
-
-    /// SIGKILL: the process is gone, connections drop.
-    pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// Starts it again on the same port (empty: it keeps nothing on disk).
-    pub async fn restart(&mut self) {
-        self.kill();
-        self.launch().await;
-    }
-
-    /// SIGSTOP: the process hangs, connections stay open but nothing answers.
-    pub fn pause(&self) {
-        self.signal("-STOP");
-    }
-
-    pub fn resume(&self) {
-        self.signal("-CONT");
-    }
-
-    fn signal(&self, signal: &str) {
-        if let Some(child) = &self.child {
-            let _ = Command::new("kill").args([signal, &child.id().to_string()]).status();
-        }
-    }
-}
-
-impl Drop for RedisProcess {
-    fn drop(&mut self) {
-        self.resume();
-        self.kill();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
 }
 
 /// `.json_body().await`: send, then parse the response body as JSON.

@@ -13,6 +13,8 @@ mod freshness;
 mod health;
 mod injection;
 mod observability;
+mod outage;
+mod processes;
 mod properties;
 mod query;
 mod seed;
