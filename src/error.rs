@@ -70,6 +70,7 @@ error_codes! {
     InvalidOrderBy = "invalid_order_by" => UNPROCESSABLE_ENTITY,
     InvalidLimit = "invalid_limit" => UNPROCESSABLE_ENTITY,
     InvalidOffset = "invalid_offset" => UNPROCESSABLE_ENTITY,
+    InvalidValue = "invalid_value" => UNPROCESSABLE_ENTITY,
     UnknownTenant = "unknown_tenant" => UNPROCESSABLE_ENTITY,
     InvalidTenant = "invalid_tenant" => UNPROCESSABLE_ENTITY,
     InvalidKey = "invalid_key" => UNPROCESSABLE_ENTITY,
@@ -262,6 +263,12 @@ impl From<DbError> for ApiError {
             )
             .with_retry_after(1)
             .with_cause(format!("database unavailable: {cause}")),
+            DbError::InvalidValue(cause) => ApiError::new(
+                ErrorCode::InvalidValue,
+                "the database cannot take a value of this query (a character it cannot store, \
+                 or a number out of range); check the filter values",
+            )
+            .with_cause(cause),
             DbError::Query(_) => ApiError::internal(&error),
         }
     }

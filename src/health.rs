@@ -72,7 +72,7 @@ impl HealthChecker {
                     match error {
                         DbError::Timeout => "timeout",
                         DbError::Unavailable(_) => "unavailable",
-                        DbError::Query(_) => "query failed",
+                        DbError::Query(_) | DbError::InvalidValue(_) => "query failed",
                     }
                     .into(),
                 ),

@@ -25,6 +25,11 @@ pub enum DbError {
     /// No connection could be had: pool exhausted or server unreachable (503).
     #[error("database unavailable: {0}")]
     Unavailable(String),
+    /// PostgreSQL refused a value (SQLSTATE class 22, data exception: a
+    /// character it cannot store, a number out of range): the request's
+    /// fault, so a 422, never a 500.
+    #[error("the database refused a value: {0}")]
+    InvalidValue(String),
     /// Anything else; a bug or a model expression PostgreSQL refuses (500).
     #[error("database error: {0}")]
     Query(String),
@@ -34,6 +39,9 @@ impl From<sqlx::Error> for DbError {
     fn from(error: sqlx::Error) -> Self {
         match &error {
             sqlx::Error::Database(db) if db.code().as_deref() == Some("57014") => Self::Timeout,
+            sqlx::Error::Database(db) if db.code().is_some_and(|c| c.starts_with("22")) => {
+                Self::InvalidValue(error.to_string())
+            }
             // 57P01..57P03: admin shutdown, crash shutdown, cannot connect now.
             sqlx::Error::Database(db) if db.code().is_some_and(|c| c.starts_with("57P") || c.starts_with("08")) => {
                 Self::Unavailable(error.to_string())

@@ -213,7 +213,9 @@ fn collect<T>(
 
 fn text_value(value: &Value, value_type: ValueType) -> Option<String> {
     let text = value.as_str()?;
-    if text.chars().count() > MAX_TEXT_VALUE_CHARS {
+    // PostgreSQL's text cannot hold NUL: refused here, named, instead of
+    // failing in the database.
+    if text.chars().count() > MAX_TEXT_VALUE_CHARS || text.contains('\0') {
         return None;
     }
     if value_type == ValueType::Date && NaiveDate::parse_from_str(text, "%Y-%m-%d").is_err() {
@@ -225,7 +227,7 @@ fn text_value(value: &Value, value_type: ValueType) -> Option<String> {
 fn text_kind(value_type: ValueType) -> &'static str {
     match value_type {
         ValueType::Date => "a YYYY-MM-DD date string",
-        _ => "a string of at most 1000 characters",
+        _ => "a string of at most 1000 characters, without NUL",
     }
 }
 

@@ -232,3 +232,55 @@ async fn unreachable_database_is_503_with_retry_after() {
     let (status, error) = error_of(response).await;
     assert_eq!((status, error["code"].clone()), (503, json!("database_unavailable")));
 }
+
+#[tokio::test]
+async fn nul_characters_in_values_are_422_naming_the_field_never_500() {
+    let app = spawn_app().await;
+    for (filters, field) in [
+        (json!({"state": "S\u{0}P"}), "filters.state"),
+        (json!({"state": {"in": ["SP", "R\u{0}J"]}}), "filters.state.in[1]"),
+    ] {
+        let query = json!({"metrics": ["revenue"], "filters": filters});
+        let (status, error) = error_of(app.query(query.clone()).await).await;
+        assert_eq!(status, 422, "{query}");
+        assert_eq!(error["code"], json!("invalid_filter_value"));
+        assert_eq!(error["field"], json!(field));
+        let get = app
+            .client
+            .get(app.url("/analytics/query"))
+            .query(&[("q", query.to_string())])
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(error_of(get).await.0, 422, "GET ?q= {query}");
+    }
+    let warm: Value = app
+        .admin(app.client.post(app.url("/cache/warm")))
+        .json(&json!([{"metrics": ["revenue"], "filters": {"state": "S\u{0}P"}}]))
+        .send()
+        .await
+        .expect("warm")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(warm["failed"][0]["code"], json!("invalid_filter_value"), "{warm}");
+}
+
+#[tokio::test]
+async fn values_the_database_refuses_are_422_not_500() {
+    // A dimension whose expression makes PostgreSQL refuse the values it
+    // reads (SQLSTATE 22P02): the data-exception class answers 422.
+    let model = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/model.toml")).expect("model");
+    let model =
+        format!("{model}\n[datasets.sales.dimensions.status_number]\nsql = \"(s.status)::int\"\ntype = \"integer\"\n");
+    let path = std::env::temp_dir().join(format!("model-{}.toml", uuid::Uuid::new_v4().simple()));
+    std::fs::write(&path, model).expect("write model");
+    let app = crate::helpers::spawn_app_with(|s| s.model.path = path.clone()).await;
+    let (status, error) = error_of(
+        app.query(json!({"metrics": ["revenue"], "dimensions": ["status_number"]}))
+            .await,
+    )
+    .await;
+    let _ = std::fs::remove_file(&path);
+    assert_eq!((status, error["code"].clone()), (422, json!("invalid_value")));
+}
