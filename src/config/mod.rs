@@ -109,8 +109,10 @@ pub struct RedisSettings {
     pub connect_timeout_ms: u64,
     /// Deadline for any single Redis command on the request path.
     pub command_timeout_ms: u64,
-    /// Consecutive failures or timeouts that open the circuit breaker.
+    /// Consecutive failures or timeouts that open the circuit breaker...
     pub breaker_failure_threshold: u32,
+    /// ... within this window; failures further apart never add up.
+    pub breaker_window_ms: u64,
     /// How often the background probe PINGs Redis while the breaker is open.
     pub breaker_probe_interval_ms: u64,
 }
@@ -124,6 +126,7 @@ impl Default for RedisSettings {
             connect_timeout_ms: 200,
             command_timeout_ms: 50,
             breaker_failure_threshold: 3,
+            breaker_window_ms: 10_000,
             breaker_probe_interval_ms: 1_000,
         }
     }

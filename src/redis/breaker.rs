@@ -1,15 +1,23 @@
-//! Circuit breaker around Redis: after N consecutive failures every caller
-//! skips Redis entirely (no per-request timeout tax) until the client's
-//! background probe sees it answer again. How often it opened is exported as
+//! Circuit breaker around Redis: after N consecutive failures within a
+//! window every caller skips Redis entirely (no per-request timeout tax)
+//! until the client's background probe sees it answer again. Failures older
+//! than the window do not count, so a few scattered errors over an hour never
+//! add up to an outage. How often it opened is exported as
 //! `analytics_redis_breaker_opened_total` by the client, at the transition.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 #[derive(Debug)]
 pub struct Breaker {
     open: AtomicBool,
     consecutive_failures: AtomicU32,
     threshold: u32,
+    /// Failures further apart than this start a new streak.
+    window: Duration,
+    /// When the current streak began (ms since `created`).
+    streak_started_ms: AtomicU64,
+    created: Instant,
 }
 
 /// What a recorded failure did to the breaker.
@@ -21,12 +29,19 @@ pub enum Transition {
 }
 
 impl Breaker {
-    pub fn new(threshold: u32) -> Self {
+    pub fn new(threshold: u32, window: Duration) -> Self {
         Self {
             open: AtomicBool::new(false),
             consecutive_failures: AtomicU32::new(0),
             threshold: threshold.max(1),
+            window,
+            streak_started_ms: AtomicU64::new(0),
+            created: Instant::now(),
         }
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.created.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
     pub fn is_open(&self) -> bool {
@@ -38,6 +53,17 @@ impl Breaker {
     }
 
     pub fn record_failure(&self) -> Transition {
+        self.record_failure_at(self.now_ms())
+    }
+
+    fn record_failure_at(&self, now_ms: u64) -> Transition {
+        let started = self.streak_started_ms.load(Ordering::Acquire);
+        let window = u64::try_from(self.window.as_millis()).unwrap_or(u64::MAX);
+        if self.consecutive_failures.load(Ordering::Acquire) == 0 || now_ms.saturating_sub(started) > window {
+            // A new streak: older failures are outside the window.
+            self.streak_started_ms.store(now_ms, Ordering::Release);
+            self.consecutive_failures.store(0, Ordering::Release);
+        }
         let failures = self.consecutive_failures.fetch_add(1, Ordering::AcqRel) + 1;
         // compare_exchange makes exactly one caller the one that opened it,
         // so the probe starts once and the warning is logged once.
@@ -73,7 +99,7 @@ mod tests {
 
     #[test]
     fn opens_after_threshold_consecutive_failures_exactly_once() {
-        let breaker = Breaker::new(3);
+        let breaker = Breaker::new(3, Duration::from_secs(10));
         assert_eq!(breaker.record_failure(), Transition::None);
         assert_eq!(breaker.record_failure(), Transition::None);
         assert_eq!(breaker.record_failure(), Transition::Opened);
@@ -83,7 +109,7 @@ mod tests {
 
     #[test]
     fn a_success_resets_the_failure_streak() {
-        let breaker = Breaker::new(3);
+        let breaker = Breaker::new(3, Duration::from_secs(10));
         breaker.record_failure();
         breaker.record_failure();
         breaker.record_success();
@@ -92,8 +118,24 @@ mod tests {
     }
 
     #[test]
+    fn failures_further_apart_than_the_window_never_open_it() {
+        let breaker = Breaker::new(3, Duration::from_secs(10));
+        for minute in 0..10 {
+            assert_eq!(breaker.record_failure_at(minute * 60_000), Transition::None);
+        }
+        assert!(!breaker.is_open());
+        assert_eq!(breaker.record_failure_at(600_001), Transition::None);
+        assert_eq!(breaker.record_failure_at(600_002), Transition::None);
+        assert_eq!(
+            breaker.record_failure_at(600_003),
+            Transition::Opened,
+            "three within the window"
+        );
+    }
+
+    #[test]
     fn close_reopens_only_after_a_new_streak() {
-        let breaker = Breaker::new(2);
+        let breaker = Breaker::new(2, Duration::from_secs(10));
         breaker.record_failure();
         breaker.record_failure();
         breaker.close();

@@ -10,6 +10,7 @@ pub mod breaker;
 mod info;
 
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -54,6 +55,10 @@ pub enum RedisUnavailable {
     BreakerOpen,
     #[error("redis command timed out")]
     Timeout,
+    /// The connection is gone (Redis restarted, network cut): the pool is
+    /// replaced at once, so one failure does not become many.
+    #[error("redis connection lost: {0}")]
+    Connection(String),
     #[error("redis error: {0}")]
     Command(String),
 }
@@ -62,9 +67,20 @@ impl RedisUnavailable {
     /// Whether the command reached (or tried to reach) Redis and failed, as
     /// opposed to being skipped by the breaker or the configuration.
     pub fn is_failure(&self) -> bool {
-        matches!(self, Self::Timeout | Self::Command(_))
+        matches!(self, Self::Timeout | Self::Connection(_) | Self::Command(_))
+    }
+
+    fn from_redis(error: redis::RedisError) -> Self {
+        if error.is_io_error() || error.is_connection_dropped() || error.is_connection_refusal() {
+            Self::Connection(error.to_string())
+        } else {
+            Self::Command(error.to_string())
+        }
     }
 }
+
+/// Pool replacements after lost connections are at most this frequent.
+const POOL_REFRESH_INTERVAL: Duration = Duration::from_millis(500);
 
 /// The one Redis connection of the process.
 pub struct RedisClient {
@@ -76,6 +92,9 @@ pub struct RedisClient {
     pool: RwLock<Pool<RedisConnectionManager>>,
     breaker: Breaker,
     settings: RedisSettings,
+    /// When the pool was last replaced (ms since `created`), to rate-limit it.
+    pool_refreshed_at_ms: AtomicU64,
+    created: Instant,
 }
 
 impl RedisClient {
@@ -90,8 +109,13 @@ impl RedisClient {
             client,
             manager,
             pool: RwLock::new(pool),
-            breaker: Breaker::new(settings.breaker_failure_threshold),
+            breaker: Breaker::new(
+                settings.breaker_failure_threshold,
+                Duration::from_millis(settings.breaker_window_ms),
+            ),
             settings: settings.clone(),
+            pool_refreshed_at_ms: AtomicU64::new(0),
+            created: Instant::now(),
         }))
     }
 
@@ -123,12 +147,17 @@ impl RedisClient {
         }
         let pool = self.current_pool();
         let attempt = tokio::time::timeout(limit, async {
-            let connection = pool.get().await.map_err(|e| RedisUnavailable::Command(e.to_string()))?;
+            let connection = pool.get().await.map_err(|e| match e {
+                bb8::RunError::User(error) => RedisUnavailable::from_redis(error),
+                bb8::RunError::TimedOut => {
+                    RedisUnavailable::Connection("no connection within the connect timeout".into())
+                }
+            })?;
             // Multiplexed connections are cheap clones of one socket; cloning
             // lets `op` own it without holding the pool guard across awaits.
             let owned: MultiplexedConnection = (*connection).clone();
             drop(connection);
-            op(owned).await.map_err(|e| RedisUnavailable::Command(e.to_string()))
+            op(owned).await.map_err(RedisUnavailable::from_redis)
         })
         .await;
         let result = attempt.unwrap_or(Err(RedisUnavailable::Timeout));
@@ -146,6 +175,9 @@ impl RedisClient {
             "error"
         };
         metrics::counter!("analytics_redis_errors_total", "caller" => caller.as_str(), "kind" => kind).increment(1);
+        if matches!(error, RedisUnavailable::Connection(_)) {
+            self.refresh_pool();
+        }
         if self.breaker.record_failure() == Transition::Opened {
             metrics::gauge!("analytics_cache_breaker_open").set(1.0);
             metrics::counter!("analytics_redis_breaker_opened_total").increment(1);
@@ -157,6 +189,31 @@ impl RedisClient {
         }
     }
 
+    /// Replaces the pool (its connections may all be dead after a Redis
+    /// restart), at most once per [`POOL_REFRESH_INTERVAL`].
+    fn refresh_pool(&self) {
+        let now = u64::try_from(self.created.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let last = self.pool_refreshed_at_ms.load(Ordering::Acquire);
+        let due = last == 0 || now.saturating_sub(last) >= POOL_REFRESH_INTERVAL.as_millis() as u64;
+        if due
+            && self
+                .pool_refreshed_at_ms
+                .compare_exchange(last, now.max(1), Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            self.swap_pool();
+            tracing::debug!("redis connection lost; pool replaced");
+        }
+    }
+
+    fn swap_pool(&self) {
+        let fresh = build_pool(&self.manager, &self.settings);
+        match self.pool.write() {
+            Ok(mut pool) => *pool = fresh,
+            Err(poisoned) => *poisoned.into_inner() = fresh,
+        }
+    }
+
     /// While the breaker is open: PING on a fresh connection every interval;
     /// on the first answer, swap in a new pool and close the breaker.
     async fn probe_until_healthy(self: Arc<Self>) {
@@ -164,11 +221,7 @@ impl RedisClient {
         loop {
             tokio::time::sleep(interval).await;
             if self.ping_fresh().await.is_ok() {
-                let fresh = build_pool(&self.manager, &self.settings);
-                match self.pool.write() {
-                    Ok(mut pool) => *pool = fresh,
-                    Err(poisoned) => *poisoned.into_inner() = fresh,
-                }
+                self.swap_pool();
                 self.breaker.close();
                 metrics::gauge!("analytics_cache_breaker_open").set(0.0);
                 tracing::info!("redis reachable again; circuit breaker closed");

@@ -114,3 +114,28 @@ async fn a_garbage_entry_is_a_miss_not_an_error() {
     let header = app.x_cache(query(3)).await;
     assert_eq!(header, "HIT", "the garbage was replaced by a good entry");
 }
+
+#[tokio::test]
+async fn a_restarted_redis_raises_no_false_alarm() {
+    let (app, mut redis) = spawn_with_own_redis(false).await;
+    // Fill the pool with live connections, then make every one of them dead.
+    for i in 0..20 {
+        assert_eq!(app.query(query(i)).await.status(), 200);
+    }
+    let errors_before = app.cache_stats().await["app"]["errors"].as_u64().expect("errors");
+    redis.restart().await;
+    for i in 0..30 {
+        assert_eq!(app.query(query(i)).await.status(), 200, "request {i} after the restart");
+    }
+    // Redis came back empty: the answers were stored again and now hit.
+    for i in 0..10 {
+        assert_eq!(app.x_cache(query(i)).await, "HIT", "request {i} from Redis");
+    }
+    let stats = app.cache_stats().await;
+    let errors = stats["app"]["errors"].as_u64().expect("errors") - errors_before;
+    assert!(
+        errors <= 1,
+        "one dead connection replaces the pool; saw {errors} errors"
+    );
+    assert_eq!(stats["breaker"], json!("closed"));
+}
