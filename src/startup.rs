@@ -15,6 +15,7 @@ use crate::config::Settings;
 use crate::db;
 use crate::freshness::Freshness;
 use crate::health::HealthChecker;
+use crate::http::server::ConnectionLimits;
 use crate::model::{ModelError, SemanticModel};
 use crate::redis::RedisClient;
 use crate::state::{AppComponents, AppState};
@@ -137,24 +138,15 @@ impl Application {
     /// Serves until `shutdown` completes, then drains in-flight requests for
     /// at most `server.shutdown_grace_ms`.
     pub async fn run_with_shutdown(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-        let grace = Duration::from_millis(self.state.settings.server.shutdown_grace_ms);
+        let server = &self.state.settings.server;
+        let limits = ConnectionLimits {
+            max_connections: server.max_connections,
+            header_read_timeout: Duration::from_millis(server.header_read_timeout_ms),
+            max_header_bytes: server.max_header_bytes,
+            shutdown_grace: Duration::from_millis(server.shutdown_grace_ms),
+        };
         let app = crate::http::router(self.state);
-        let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = axum::serve(self.listener, app).with_graceful_shutdown(async move {
-            shutdown.await;
-            tracing::info!("shutdown requested; draining in-flight requests");
-            let _ = stopping_tx.send(());
-        });
-        let server = std::pin::pin!(std::future::IntoFuture::into_future(server));
-        tokio::select! {
-            result = server => result,
-            // Graceful shutdown waits for every connection; a stuck client
-            // must not keep the process alive past the grace period.
-            _ = async { let _ = stopping_rx.await; tokio::time::sleep(grace).await } => {
-                tracing::warn!("grace period over; exiting with requests still open");
-                Ok(())
-            }
-        }
+        crate::http::server::serve(self.listener, app, limits, shutdown).await
     }
 }
 

@@ -39,6 +39,14 @@ pub struct ServerSettings {
     pub cors_allowed_origins: Vec<String>,
     /// How long shutdown waits for in-flight requests after SIGTERM / Ctrl-C.
     pub shutdown_grace_ms: u64,
+    /// Open connections at most; more are closed at accept, so a flood
+    /// cannot exhaust file descriptors or memory.
+    pub max_connections: usize,
+    /// Deadline for a request's headers (a slowloris is cut off) and for the
+    /// next request on an idle keep-alive connection.
+    pub header_read_timeout_ms: u64,
+    /// Largest request head (request line and headers) in bytes.
+    pub max_header_bytes: usize,
 }
 
 impl Default for ServerSettings {
@@ -50,6 +58,9 @@ impl Default for ServerSettings {
             body_limit_bytes: 64 * 1024,
             cors_allowed_origins: vec!["*".into()],
             shutdown_grace_ms: 10_000,
+            max_connections: 4_096,
+            header_read_timeout_ms: 10_000,
+            max_header_bytes: 64 * 1024,
         }
     }
 }

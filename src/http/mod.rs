@@ -12,6 +12,7 @@
 //! - `auth`: admin and tenant extractors
 //! - `middleware`: request span, JSON error bodies, CORS
 //! - `observability`: `/metrics`, `/status`, `/status.json`
+//! - `server`: the accept loop: connection cap, header deadline, drain
 
 pub mod auth;
 pub mod cache_admin;
@@ -21,6 +22,7 @@ pub mod health;
 pub mod middleware;
 pub mod observability;
 pub mod query;
+pub mod server;
 
 use std::time::Duration;
 

@@ -7,6 +7,7 @@ mod helpers;
 mod admin;
 mod cache;
 mod cache_delete;
+mod connections;
 mod errors;
 mod faults;
 mod freshness;
