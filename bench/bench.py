@@ -13,6 +13,14 @@ Subcommands (all print to stdout, errors to stderr with a non-zero exit):
   typical-sql LOG BODY MODEL OUT    the statement the server logged (sqlx debug) for BODY,
                                     binds written as literals, into OUT
   stampede URL TOKEN N BODY_JSON    N concurrent identical cold requests
+  staleness URL_A URL_B TOKEN DB_URL CHANGES BODY_JSON FIRST_ID SAMPLES_OUT
+                                    CHANGES x (INSERT a sale, poll both instances until each
+                                    answers the new sales_count): commit -> fresh answer
+  insert-loop DB_URL SECONDS RATE FIRST_ID OUT
+                                    RATE single-row INSERTs per second until SIGTERM or SECONDS
+  changes-summary WRK BEFORE AFTER INSERTS BASELINE
+                                    invalidations/inserts of a run with changes, ratio to BASELINE
+                                    when it was measured in the same run
   watch OUT SECONDS DB [PID...]     while a run lasts: CPU used by processes other than the
                                     benchmark's own (PIDs, postgres, wrk, redis, pgbench) and
                                     active PostgreSQL queries in databases other than DB
@@ -29,7 +37,9 @@ import http.client
 import json
 import os
 import platform
+import random
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -50,8 +60,10 @@ SCENARIO_ORDER = [
     "hot-l1",
     "hot-redis",
     "mix",
+    "mix-changes",
     "cold",
     "stampede",
+    "staleness",
     "redis-down",
     "redis-benchmark",
 ]
@@ -90,7 +102,8 @@ def wrk_json(path: str) -> dict:
 
 
 STAT_KEYS = ["hits", "hits_l1", "hits_redis", "misses", "bypasses", "sets", "errors", "timeouts",
-             "db_queries", "total_requests", "uncacheable", "corrupt"]
+             "db_queries", "total_requests", "uncacheable", "corrupt", "invalidations", "stale_served",
+             "lease_waits"]
 
 
 def stats_delta(before: dict, after: dict) -> dict:
@@ -399,6 +412,358 @@ def stampede(base_url: str, token: str, n: int, body: str) -> dict:
     }
 
 
+# ---------------------------------------------------------------- changes
+#
+# Scenarios that write to the bench database while they measure: `staleness`
+# (commit -> fresh answer on every instance) and `mix-changes` (the mix while
+# sales arrive). Their rows get ids from 900,000,000 upward (the seed's are
+# 1..BENCH_SALES; run.sh picks the first id and deletes the rows when the
+# scenario ends, or on any exit).
+
+SALE_COLUMNS = "id, store_id, channel_id, created_at, status, total_amount"
+
+
+class Psql:
+    """One psql session kept open on pipes: every statement runs on the same
+    connection, and `run` returns once psql has answered, so an autocommitted
+    INSERT has committed (and its NOTIFY has been sent) when it returns."""
+
+    def __init__(self, url: str) -> None:
+        self.proc = subprocess.Popen(
+            ["psql", "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-d", url],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+        self.count = 0
+
+    def run(self, sql: str) -> list[str]:
+        """The statement's output lines (psql -At), or exit on any error."""
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.count += 1
+        marker = f"__bench_done_{self.count}"
+        try:
+            self.proc.stdin.write(sql.rstrip().rstrip(";") + f";\n\\echo {marker}\n")
+            self.proc.stdin.flush()
+        except BrokenPipeError:
+            die(f"psql exited (status {self.proc.poll()}) before: {sql[:200]}")
+        lines = []
+        while True:
+            line = self.proc.stdout.readline()
+            if not line:
+                die(f"psql exited (status {self.proc.poll()}) running: {sql[:200]}")
+            line = line.rstrip("\n")
+            if line == marker:
+                return lines
+            lines.append(line)
+
+    def close(self) -> None:
+        if self.proc.stdin:
+            self.proc.stdin.close()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def sale_insert(sale_id: int, store_id: int, channel_id: int, status: str, amount: float) -> str:
+    return (f"INSERT INTO sales ({SALE_COLUMNS}) VALUES "
+            f"({sale_id}, {store_id}, {channel_id}, now(), '{status}', {amount:.2f})")
+
+
+class Instance:
+    """One server polled with one body on one kept-alive connection."""
+
+    def __init__(self, name: str, base_url: str, body: str, metric: str) -> None:
+        self.name = name
+        host, port = base_url.replace("http://", "").split(":")
+        self.host, self.port = host, int(port)
+        self.base_url = base_url
+        self.body = body.encode()
+        self.metric = metric
+        self.conn: http.client.HTTPConnection | None = None
+
+    def ask(self, timeout: float) -> dict:
+        """{status, value (the metric of the first row), x_cache, query_time_ms, age_seconds}."""
+        for attempt in (0, 1):
+            if self.conn is None:
+                self.conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+            self.conn.timeout = timeout
+            if self.conn.sock is not None:
+                self.conn.sock.settimeout(timeout)
+            try:
+                self.conn.request("POST", "/analytics/query", body=self.body,
+                                  headers={"Content-Type": "application/json"})
+                resp = self.conn.getresponse()
+                raw = resp.read()
+            except (OSError, http.client.HTTPException):
+                self.conn.close()
+                self.conn = None
+                if attempt:
+                    raise
+                continue  # a kept-alive connection the server closed: once more
+            out = {"status": resp.status, "value": None, "x_cache": resp.getheader("X-Cache")}
+            try:
+                doc = json.loads(raw)
+                meta = doc.get("metadata") or {}
+                rows = doc.get("data") or [{}]
+                out.update(value=rows[0].get(self.metric), query_time_ms=meta.get("query_time_ms"),
+                           age_seconds=meta.get("age_seconds"))
+            except (ValueError, AttributeError, IndexError):
+                pass
+            return out
+        raise OSError("unreachable")
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+
+def lag_histogram(base_url: str) -> tuple[float, float] | None:
+    """(sum seconds, count) of analytics_cache_invalidation_lag_seconds from /metrics."""
+    try:
+        with urllib.request.urlopen(f"{base_url}/metrics", timeout=10) as r:
+            text = r.read().decode("utf-8", "replace")
+    except (OSError, urllib.error.HTTPError):
+        return None
+    found = {}
+    for m in re.finditer(r"^analytics_cache_invalidation_lag_seconds_(sum|count)(?:\{[^}]*\})? (\S+)$", text, re.M):
+        found[m.group(1)] = found.get(m.group(1), 0.0) + float(m.group(2))
+    if "sum" not in found or "count" not in found:
+        return None
+    return found["sum"], found["count"]
+
+
+def summarize_ms(values: list[float]) -> dict:
+    values = sorted(values)
+    if not values:
+        return {"p50_ms": None, "p90_ms": None, "p99_ms": None, "max_ms": None, "mean_ms": None}
+    return {
+        "p50_ms": round(percentile(values, 50), 1),
+        "p90_ms": round(percentile(values, 90), 1),
+        "p99_ms": round(percentile(values, 99), 1),
+        "max_ms": round(values[-1], 1),
+        "mean_ms": round(sum(values) / len(values), 1),
+    }
+
+
+def staleness(url_a: str, url_b: str, token: str, db_url: str, changes: int, body: str,
+              first_id: int, samples_out: str, timeout_s: float = 5.0, interval_s: float = 0.005) -> dict:
+    """`changes` times: INSERT one completed sale dated now() on one kept-open
+    psql session, take the time psql answers (committed), then poll both
+    instances every `interval_s` (start to start) until each answers the new
+    sales_count, at most `timeout_s` per change. A sample is commit ->
+    receipt of the first fresh answer, per change and instance."""
+    metric = "sales_count"
+    instances = [Instance("a", url_a, body, metric), Instance("b", url_b, body, metric)]
+    # On SIGTERM (run.sh's trap) leave through the `finally` below, which
+    # waits for psql, so no INSERT commits after run.sh's DELETE.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    psql = Psql(db_url)
+    try:
+        return staleness_run(instances, token, psql, changes, first_id, samples_out, timeout_s, interval_s)
+    finally:
+        psql.close()
+        for inst in instances:
+            inst.close()
+
+
+def staleness_run(instances: list[Instance], token: str, psql: Psql, changes: int, first_id: int,
+                  samples_out: str, timeout_s: float, interval_s: float) -> dict:
+    metric = instances[0].metric
+    psql.run("SET statement_timeout = '60s'")
+    expected = int(psql.run("SELECT count(*) FILTER (WHERE status = 'COMPLETED') FROM sales")[0])
+
+    # Warm: both instances must agree with the database first (bounded).
+    warm = {}
+    deadline = time.monotonic() + 60
+    for inst in instances:
+        while True:
+            r = inst.ask(timeout=30)
+            if r["status"] == 200 and r["value"] == expected:
+                break
+            if time.monotonic() > deadline:
+                die(f"instance {inst.name} answers {r} before the test, the database says {metric}={expected}")
+            time.sleep(0.05)
+        warm[inst.name] = inst.ask(timeout=30).get("x_cache")  # the warmed entry: expect HIT
+
+    before = {i.name: http_json("GET", f"{i.base_url}/cache/stats", token)[1] for i in instances}
+    lag_before = {i.name: lag_histogram(i.base_url) for i in instances}
+    rng = random.Random(first_id)
+    samples: list[dict] = []
+    insert_ms: list[float] = []
+
+    def poll(inst: Instance, change: int, target: int, committed: float, out: list) -> None:
+        polls = old = non200 = errors = 0
+        deadline = committed + timeout_s
+        while True:
+            start = time.perf_counter()
+            if start >= deadline:
+                out.append({"change": change, "instance": inst.name, "timeout": True, "polls": polls,
+                            "old_answers": old, "non2xx": non200, "errors": errors})
+                return
+            try:
+                r = inst.ask(timeout=max(1.0, deadline - start + 1.0))
+            except (OSError, http.client.HTTPException):
+                errors += 1
+                time.sleep(interval_s)
+                continue
+            received = time.perf_counter()
+            polls += 1
+            if r["status"] != 200:
+                non200 += 1
+            elif r["value"] == target:
+                out.append({"change": change, "instance": inst.name, "ms": round((received - committed) * 1000, 2),
+                            "x_cache": r.get("x_cache"), "query_time_ms": r.get("query_time_ms"),
+                            "age_seconds": r.get("age_seconds"), "polls": polls, "old_answers": old,
+                            "non2xx": non200, "errors": errors})
+                return
+            else:
+                old += 1
+            time.sleep(max(0.0, interval_s - (time.perf_counter() - start)))
+
+    for change in range(changes):
+        sql = sale_insert(first_id + change, rng.randint(1, 50), rng.randint(1, 6), "COMPLETED",
+                          rng.uniform(20, 300))
+        sent = time.perf_counter()
+        psql.run(sql)
+        committed = time.perf_counter()
+        insert_ms.append((committed - sent) * 1000)
+        expected += 1
+        out: list[dict] = []
+        threads = [threading.Thread(target=poll, args=(inst, change, expected, committed, out), daemon=True)
+                   for inst in instances]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout_s + 30)
+        samples.extend(out)
+
+    after = {i.name: http_json("GET", f"{i.base_url}/cache/stats", token)[1] for i in instances}
+    lag_after = {i.name: lag_histogram(i.base_url) for i in instances}
+    with open(samples_out, "w", encoding="utf-8") as f:
+        for s in samples:
+            f.write(json.dumps(s) + "\n")
+
+    fresh = [s for s in samples if not s.get("timeout")]
+    result: dict = {"changes": changes, "instances": len(instances), "samples": len(fresh),
+                    "timeouts": len(samples) - len(fresh)}
+    result.update(summarize_ms([s["ms"] for s in fresh]))
+    per_instance = {}
+    for inst in instances:
+        mine = [s for s in samples if s["instance"] == inst.name]
+        ms = [s["ms"] for s in mine if not s.get("timeout")]
+        stats = summarize_ms(ms)
+        per_instance[inst.name] = {"p50_ms": stats["p50_ms"], "p99_ms": stats["p99_ms"], "max_ms": stats["max_ms"],
+                                   "timeouts": sum(1 for s in mine if s.get("timeout"))}
+        d = stats_delta(before[inst.name], after[inst.name])
+        per_instance[inst.name].update(invalidations=d["invalidations"], db_queries=d["db_queries"],
+                                       lease_waits=d["lease_waits"], stale_served=d["stale_served"],
+                                       warm_x_cache=warm[inst.name])
+        # the histogram appears with the first notification an instance hears
+        lb, la = lag_before[inst.name] or (0.0, 0.0), lag_after[inst.name]
+        if la and la[1] > lb[1]:
+            per_instance[inst.name]["invalidation_lag_mean_ms"] = round((la[0] - lb[0]) / (la[1] - lb[1]) * 1000, 1)
+    result["per_instance"] = per_instance
+    caches: dict[str, int] = {}
+    for s in fresh:
+        caches[str(s.get("x_cache"))] = caches.get(str(s.get("x_cache")), 0) + 1
+    result["fresh_x_cache"] = caches
+    qt = sorted(s["query_time_ms"] for s in fresh if s.get("x_cache") == "MISS"
+                and isinstance(s.get("query_time_ms"), (int, float)))
+    if qt:
+        result["fresh_miss_query_time_p50_ms"] = round(percentile(qt, 50), 1)
+    result["insert_p50_ms"] = round(percentile(sorted(insert_ms), 50), 2) if insert_ms else None
+    result["polls"] = sum(s["polls"] for s in samples)
+    result["old_answers_after_commit"] = sum(s["old_answers"] for s in samples)
+    result["non2xx"] = sum(s["non2xx"] for s in samples)
+    result["poll_errors"] = sum(s["errors"] for s in samples)
+    result["poll_interval_ms"] = round(interval_s * 1000, 1)
+    result["timeout_s"] = timeout_s
+    result["samples_file"] = samples_out
+    return result
+
+
+def insert_loop(db_url: str, seconds: float, rate: float, first_id: int, out_path: str) -> dict:
+    """One single-row INSERT (created_at = now(), a random store and channel,
+    5% cancelled) every 1/rate s on one psql session, for at most `seconds`
+    and rate * seconds rows, or until SIGTERM/SIGINT. Falling behind never
+    bursts: a late insert moves the schedule. OUT.ready appears once psql is
+    connected; OUT gets the summary."""
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    psql = Psql(db_url)
+    psql.run("SET statement_timeout = '10s'")
+    with open(out_path + ".ready", "w", encoding="utf-8") as f:
+        f.write("connected\n")  # run.sh starts wrk once this exists
+    rng = random.Random(first_id)
+    period = 1.0 / rate
+    max_count = int(rate * seconds) + 1
+    started = time.monotonic()
+    deadline = started + seconds
+    due = started
+    inserted = late = 0
+    ms: list[float] = []
+    while not stop.is_set() and inserted < max_count:
+        now = time.monotonic()
+        if now >= deadline:
+            break
+        if due > now:
+            stop.wait(min(due - now, deadline - now))
+            continue
+        if now - due > period:
+            late += 1
+            due = now
+        status = "CANCELLED" if rng.random() < 0.05 else "COMPLETED"
+        t0 = time.perf_counter()
+        psql.run(sale_insert(first_id + inserted, rng.randint(1, 50), rng.randint(1, 6), status,
+                             rng.uniform(20, 300)))
+        ms.append((time.perf_counter() - t0) * 1000)
+        inserted += 1
+        due += period
+    elapsed = time.monotonic() - started
+    psql.close()
+    ms.sort()
+    result = {
+        "inserted": inserted,
+        "insert_seconds": round(elapsed, 2),
+        "insert_rate": round(inserted / elapsed, 2) if elapsed > 0 else None,
+        "insert_target_rate": rate,
+        "insert_late": late,
+        "insert_p50_ms": round(percentile(ms, 50), 2) if ms else None,
+        "insert_p99_ms": round(percentile(ms, 99), 2) if ms else None,
+    }
+    with open(out_path, "w", encoding="utf-8") as f:
+        json.dump(result, f)
+    return result
+
+
+def changes_summary(wrk_path: str, before_path: str, after_path: str, inserts_path: str, baseline: str) -> dict:
+    """Invalidations and inserts of a run with changes and, when `baseline`
+    (e.g. mix) was measured in this same run, the rps ratio to it."""
+    w = wrk_json(wrk_path)
+    d = stats_delta(load_json(before_path), load_json(after_path))
+    ins = load_json(inserts_path)
+    out = {"invalidations": d["invalidations"]}
+    out.update(ins)
+    notes = (f"{ins['inserted']} single-row INSERTs ({fmt(ins.get('insert_rate'))}/s, one statement each) "
+             f"while wrk ran; {d['invalidations']} invalidations applied")
+    base_path = os.path.join(LATEST, f"{baseline}.json")
+    base = load_json(base_path) if os.path.exists(base_path) else {}
+    run_id = os.environ.get("BENCH_RUN_ID")
+    if run_id and base.get("run_id") == run_id and base.get("rps"):
+        ratio = round(w["rps"] / base["rps"], 3)
+        out.update(ratio=ratio, baseline=baseline, baseline_rps=base["rps"], baseline_p50_ms=base.get("p50_ms"),
+                   baseline_p99_ms=base.get("p99_ms"), baseline_hit_rate=base.get("hit_rate"))
+        notes += (f"; {ratio:.3f}× the rps of `{baseline}` without changes in the same run "
+                  f"({w['rps']:,.0f} vs {base['rps']:,.0f} rps; p99 {fmt(w.get('p99_ms'))} vs "
+                  f"{fmt(base.get('p99_ms'))} ms; hit rate {pct(d.get('hit_rate'))} vs {pct(base.get('hit_rate'))})")
+    else:
+        notes += f"; no `{baseline}` result from the same run, so no ratio"
+    out["notes"] = notes + "."
+    return out
+
+
 # ---------------------------------------------------------------- record
 
 
@@ -545,14 +910,26 @@ def extra_text(name: str, r: dict) -> str:
         parts.append(f"tps (pgbench) {fmt(r.get('tps'))}")
         v = r.get("data_matches_api")
         parts.append("data = API ✓" if v is True else ("data ≠ API ✗" if v is False else "data not verified"))
-    if name in ("hot-l1", "hot-redis", "mix", "cold") and r.get("hit_rate") is not None:
+    if name in ("hot-l1", "hot-redis", "mix", "mix-changes", "cold") and r.get("hit_rate") is not None:
         parts.append(f"hit rate {pct(r.get('hit_rate'))}")
     if name == "hot-redis" and r.get("stats"):
         parts.append(f"redis hits {fmt(r['stats'].get('hits_redis'))}")
-    if name in ("mix", "cold") and r.get("stats"):
+    if name in ("mix", "mix-changes", "cold") and r.get("stats"):
         parts.append(f"SQL {fmt(r['stats'].get('db_queries'))}")
-    if name == "mix" and r.get("rss_mb") is not None:
+    if name in ("mix", "mix-changes") and r.get("rss_mb") is not None:
         parts.append(f"RSS {r['rss_mb']:.1f} MB")
+    if name == "mix-changes":
+        parts.append(f"{fmt(r.get('inserted'))} inserts ({fmt(r.get('insert_rate'))}/s), "
+                     f"{fmt(r.get('invalidations'))} invalidations")
+        if r.get("ratio") is not None:
+            parts.append(f"{fmt(r['ratio'], 3)}× mix rps (same run)")
+    if name == "staleness":
+        parts.append(f"{fmt(r.get('samples'))} samples of {fmt(r.get('changes'))} changes × {fmt(r.get('instances'))} "
+                     f"instances, max {fmt(r.get('max_ms'))} ms, timeouts {fmt(r.get('timeouts'))}")
+        for inst, v in sorted((r.get("per_instance") or {}).items()):
+            parts.append(f"{inst}: p50 {fmt(v.get('p50_ms'))} / p99 {fmt(v.get('p99_ms'))} ms")
+        if r.get("fresh_x_cache"):
+            parts.append("first fresh answer " + ", ".join(f"{k} {v}" for k, v in sorted(r["fresh_x_cache"].items())))
     if name == "stampede":
         parts.append(f"SQL count {r.get('sql_count')} / {r.get('requests')} requests")
         parts.append(f"statuses {r.get('statuses')}")
@@ -560,7 +937,7 @@ def extra_text(name: str, r: dict) -> str:
         parts.append(f"db-only {fmt(r.get('db_only_rps'))} rps (p50 {fmt(r.get('db_only_p50_ms'))} ms)")
         parts.append(f"ratio {fmt(r.get('ratio'))}")
         parts.append(f"breaker {r.get('breaker', '?')}")
-    if r.get("statuses") and name != "stampede":
+    if r.get("statuses") and name not in ("stampede", "staleness"):
         parts.append("statuses " + ", ".join(f"{k}: {v:,}" for k, v in sorted(r["statuses"].items())))
     if name == "redis-down" and r.get("db_only_statuses"):
         parts.append("db-only statuses " + ", ".join(f"{k}: {v:,}" for k, v in sorted(r["db_only_statuses"].items())))
@@ -631,6 +1008,13 @@ def targets(res: dict) -> list[tuple[str, str, str]]:
     out.append(("mix hit rate ≥ 95%", verdict(hr >= 0.95 if hr is not None else None),
                 f"{pct(hr)} ({m['stats']['hits']:,} hits / {m['stats']['misses']:,} misses)" if m and m.get("stats") else ""))
 
+    st = res.get("staleness")
+    out.append(("staleness: fresh on every instance within 1 s (p99), no timeouts",
+                verdict(st.get("p99_ms") is not None and st["p99_ms"] <= 1000 and st.get("timeouts") == 0
+                        if st else None),
+                f"p50 {fmt(st.get('p50_ms'))} ms, p99 {fmt(st.get('p99_ms'))} ms, max {fmt(st.get('max_ms'))} ms; "
+                f"timeouts {st.get('timeouts')} of {st.get('changes', 0) * st.get('instances', 0)}" if st else ""))
+
     s = res.get("stampede")
     out.append(("stampede: 100 cold identical requests → 1 SQL statement",
                 verdict(s["sql_count"] == 1 if s else None),
@@ -660,6 +1044,8 @@ DESCRIPTIONS = {
     "mix": "1,000 distinct queries, Zipf s=1.1, after 10 s warm-up",
     "cold": "every request a never-seen query",
     "stampede": "100 identical cold requests at once",
+    "staleness": "2 instances; 100× INSERT a sale, poll both: commit → fresh answer",
+    "mix-changes": "mix while 10 sales/s are inserted (one statement each)",
     "redis-down": "mix with its Redis killed vs cache disabled",
     "redis-benchmark": "redis-benchmark -t get (shared Redis reference)",
 }
@@ -723,7 +1109,8 @@ def render() -> None:
         w(f"| {name} | {DESCRIPTIONS[name]} | {fmt(r.get('connections'))} | {fmt(rps)} | "
           f"{fmt(r.get('p50_ms'))} | {fmt(r.get('p99_ms'))} | {extra_text(name, r)} |")
     w("")
-    w("rps for `db-floor` is pgbench's tps; for `stampede` latencies are per request of the burst.")
+    w("rps for `db-floor` is pgbench's tps; for `stampede` latencies are per request of the burst;")
+    w("for `staleness` p50/p99 are commit → first fresh answer, over every change and instance.")
     w("")
     w("## Targets")
     w("")
@@ -798,7 +1185,7 @@ def history(lines: list[str]) -> None:
                 r = json.loads(line)
             except ValueError:
                 continue
-            if r.get("scenario") in ("stampede", "redis-benchmark") or measured_seconds(r) >= 15:
+            if r.get("scenario") in ("stampede", "staleness", "redis-benchmark") or measured_seconds(r) >= 15:
                 runs.setdefault(r["scenario"], []).append(r)
     if not runs:
         return
@@ -923,6 +1310,12 @@ def main(argv: list[str]) -> None:
         watch(args[0], float(args[1]), args[2], [int(a) for a in args[3:]])
     elif cmd == "stampede":
         print(json.dumps(stampede(args[0], args[1], int(args[2]), args[3])))
+    elif cmd == "staleness":
+        print(json.dumps(staleness(args[0], args[1], args[2], args[3], int(args[4]), args[5], int(args[6]), args[7])))
+    elif cmd == "insert-loop":
+        print(json.dumps(insert_loop(args[0], float(args[1]), float(args[2]), int(args[3]), args[4])))
+    elif cmd == "changes-summary":
+        print(json.dumps(changes_summary(args[0], args[1], args[2], args[3], args[4])))
     elif cmd == "commit":
         print(git_commit())
     elif cmd == "record":

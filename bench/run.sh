@@ -5,8 +5,8 @@
 #   bench/run.sh report            only re-render bench/RESULTS.md
 #   bench/run.sh setup             only install/build/seed/generate (no load)
 #
-# Scenarios: uncached uncached-distinct db-floor ceiling hot-l1 hot-redis mix cold stampede
-#            redis-down redis-benchmark          (bench/README.md describes each)
+# Scenarios: uncached uncached-distinct db-floor ceiling hot-l1 hot-redis mix mix-changes cold
+#            stampede staleness redis-down redis-benchmark   (bench/README.md describes each)
 #
 # Environment knobs:
 #   BENCH_SECONDS=20        measured seconds per load run
@@ -23,7 +23,8 @@
 #
 # Every server runs on a free port of 127.0.0.1 with a clean environment and
 # APP_ENV=bench (no config/local.toml overlay); every load loop is bounded in
-# time; traps stop the server and the private redis-server on any exit.
+# time; traps stop the servers, the private redis-server and the insert loop
+# on any exit, and delete the sales the change scenarios inserted.
 set -euo pipefail
 
 BENCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -54,7 +55,17 @@ CONFIG_DIR="${BENCH_CONFIG_DIR:-config}"
 BIN="$TARGET_DIR/release/analytics-api"
 
 TYPICAL_BODY='{"metrics":["revenue","average_ticket","sales_count"],"dimensions":["channel"],"date_range":{"start_date":"2026-10-01","end_date":"2026-10-31"}}'
-ALL_SCENARIOS=(uncached uncached-distinct db-floor ceiling hot-l1 hot-redis mix cold stampede redis-down redis-benchmark)
+ALL_SCENARIOS=(uncached uncached-distinct db-floor ceiling hot-l1 hot-redis mix mix-changes cold stampede staleness
+  redis-down redis-benchmark)
+
+# Change scenarios (staleness, mix-changes) insert sales with ids from
+# CHANGE_ID_MIN (the seed's are 1..BENCH_SALES) and delete them when they end.
+CHANGE_ID_MIN=900000000
+STALENESS_FIRST_ID=900000001
+STALENESS_CHANGES=100
+STALENESS_BODY='{"metrics":["revenue","sales_count"]}' # no date_range: every day, today included
+CHANGES_FIRST_ID=900100001
+CHANGES_RATE=10 # INSERT statements per second during mix-changes
 
 RUN_ID="$(date -u +%Y%m%dT%H%M%SZ)"
 RUN_DIR="$OUT/runs/$RUN_ID"
@@ -68,9 +79,15 @@ SERVER_PID=""
 WRK_PID=""
 WATCH_PID=""
 PGBENCH_PID=""
+DRIVER_PID=""
 SERVER_PORT=""
 SERVER_LOG=""
+PEER_PID="" # a second server (start_peer), for scenarios with two instances
+PEER_PORT=""
+PEER_LOG=""
 REDIS_PID=""
+INSERT_PID=""    # bench.py insert-loop (start_inserts)
+SALES_INSERTED=0 # 1 while rows with ids >= CHANGE_ID_MIN may exist
 
 # ------------------------------------------------------------------ helpers
 
@@ -84,22 +101,35 @@ py() { python3 "$BENCH_DIR/bench.py" "$@"; }
 
 psql_bench() { psql -X -q -v ON_ERROR_STOP=1 -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" "$@"; }
 
+# stop_process PID: SIGTERM, up to 15 s to exit, then SIGKILL; reaps it.
+stop_process() {
+  local pid="$1"
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -TERM "$pid" 2>/dev/null || true
+    local i
+    for ((i = 0; i < 150; i++)); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+      log "process $pid ignored SIGTERM for 15 s; sending SIGKILL"
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
+  fi
+  wait "$pid" 2>/dev/null || true
+}
+
 stop_server() {
   if [[ -n "$SERVER_PID" ]]; then
-    if kill -0 "$SERVER_PID" 2>/dev/null; then
-      kill -TERM "$SERVER_PID" 2>/dev/null || true
-      local i
-      for ((i = 0; i < 150; i++)); do
-        kill -0 "$SERVER_PID" 2>/dev/null || break
-        sleep 0.1
-      done
-      if kill -0 "$SERVER_PID" 2>/dev/null; then
-        log "server $SERVER_PID ignored SIGTERM for 15 s; sending SIGKILL"
-        kill -KILL "$SERVER_PID" 2>/dev/null || true
-      fi
-    fi
-    wait "$SERVER_PID" 2>/dev/null || true
+    stop_process "$SERVER_PID"
     SERVER_PID=""
+  fi
+}
+
+stop_peer() {
+  if [[ -n "$PEER_PID" ]]; then
+    stop_process "$PEER_PID"
+    PEER_PID=""
   fi
 }
 
@@ -123,6 +153,14 @@ cleanup() {
   for pid in "$WRK_PID" "$WATCH_PID" "$PGBENCH_PID"; do
     if [[ -n "$pid" ]]; then kill -TERM "$pid" 2>/dev/null || true; fi
   done
+  # The writers first, awaited: no INSERT may commit after the DELETE below.
+  for pid in "$DRIVER_PID" "$INSERT_PID"; do
+    if [[ -n "$pid" ]]; then stop_process "$pid"; fi
+  done
+  if ((SALES_INSERTED)); then
+    delete_inserted_sales || log "could not delete the inserted sales (ids >= $CHANGE_ID_MIN) from $BENCH_DB"
+  fi
+  stop_peer
   stop_server
   stop_redis
   if ((rc != 0)); then
@@ -138,7 +176,8 @@ need() { command -v "$1" >/dev/null 2>&1 || die "$1 not found: $2"; }
 # watch_start NAME SECONDS: in the background, note what else uses the
 # machine while a measurement runs (bench.py watch -> $RUN_DIR/watch-NAME.json).
 watch_start() {
-  python3 "$BENCH_DIR/bench.py" watch "$RUN_DIR/watch-$1.json" "$2" "$BENCH_DB" ${SERVER_PID:+"$SERVER_PID"} &
+  python3 "$BENCH_DIR/bench.py" watch "$RUN_DIR/watch-$1.json" "$2" "$BENCH_DB" \
+    ${SERVER_PID:+"$SERVER_PID"} ${PEER_PID:+"$PEER_PID"} &
   WATCH_PID=$!
 }
 watch_end() {
@@ -249,41 +288,63 @@ gen_mix() {
 # start_server NAME [VAR=value ...]: starts the API on a free port, waits for
 # /health/live (bounded), sets SERVER_PID, SERVER_PORT, SERVER_LOG.
 start_server() {
-  local name="$1"
-  shift
   [[ -z "$SERVER_PID" ]] || die "internal: a server is already running ($SERVER_PID)"
-  SERVER_PORT="$(py free-port)"
-  SERVER_LOG="$RUN_DIR/server-$name.log"
+  launch_server SERVER "$@"
+}
+
+# start_peer NAME [VAR=value ...]: a second instance beside the server (same
+# database, Redis and cache prefix), for scenarios about several instances;
+# sets PEER_PID, PEER_PORT, PEER_LOG (peer_url is its address).
+start_peer() {
+  [[ -z "$PEER_PID" ]] || die "internal: a peer is already running ($PEER_PID)"
+  launch_server PEER "$@"
+}
+
+# launch_server SLOT NAME [VAR=value ...]: the work of start_server and
+# start_peer. SLOT (SERVER or PEER) names the variables it sets: SLOT_PORT,
+# SLOT_LOG, and SLOT_PID as soon as the process exists, so the EXIT trap
+# stops it even during start-up.
+launch_server() {
+  local slot="$1" name="$2"
+  shift 2
+  local port log pid
+  port="$(py free-port)"
+  log="$RUN_DIR/server-$name.log"
+  printf -v "${slot}_PORT" '%s' "$port"
+  printf -v "${slot}_LOG" '%s' "$log"
   local -a envs
   mapfile -t envs < <(server_env)
-  envs+=("PORT=$SERVER_PORT" "$@")
+  envs+=("PORT=$port" "$@")
   printf '%s\n' "${envs[@]}" | grep -v -e '^PATH=' -e '^HOME=' >"$RUN_DIR/server-$name.env"
   local started=$SECONDS
-  (cd "$ROOT" && exec env -i "${envs[@]}" "$BIN" --config-dir "$CONFIG_DIR" serve) >"$SERVER_LOG" 2>&1 &
-  SERVER_PID=$!
+  (cd "$ROOT" && exec env -i "${envs[@]}" "$BIN" --config-dir "$CONFIG_DIR" serve) >"$log" 2>&1 &
+  pid=$!
+  printf -v "${slot}_PID" '%s' "$pid"
   local i
   for ((i = 0; i < 600; i++)); do
-    if ! kill -0 "$SERVER_PID" 2>/dev/null; then
-      wait "$SERVER_PID" 2>/dev/null || true
-      SERVER_PID=""
-      tail -n 20 "$SERVER_LOG" >&2
-      die "server for $name exited during startup (log: $SERVER_LOG)"
+    if ! kill -0 "$pid" 2>/dev/null; then
+      wait "$pid" 2>/dev/null || true
+      printf -v "${slot}_PID" '%s' ""
+      tail -n 20 "$log" >&2
+      die "server for $name exited during startup (log: $log)"
     fi
-    if curl -sf -o /dev/null --max-time 1 "http://127.0.0.1:$SERVER_PORT/health/live"; then
-      log "server for $name up on :$SERVER_PORT (pid $SERVER_PID) after $((SECONDS - started)) s"
+    if curl -sf -o /dev/null --max-time 1 "http://127.0.0.1:$port/health/live"; then
+      log "server for $name up on :$port (pid $pid) after $((SECONDS - started)) s"
       return
     fi
     sleep 0.1
   done
-  tail -n 20 "$SERVER_LOG" >&2
-  die "server for $name not live after 60 s (log: $SERVER_LOG)"
+  tail -n 20 "$log" >&2
+  die "server for $name not live after 60 s (log: $log)"
 }
 
 base_url() { printf 'http://127.0.0.1:%s' "$SERVER_PORT"; }
+peer_url() { printf 'http://127.0.0.1:%s' "$PEER_PORT"; }
 
-admin_stats() { # admin_stats FILE
-  curl -sf --max-time 10 -H "Authorization: Bearer $ADMIN_TOKEN_VALUE" "$(base_url)/cache/stats" >"$1" ||
-    die "GET /cache/stats failed (log: $SERVER_LOG)"
+admin_stats() { # admin_stats FILE [BASE_URL]: GET /cache/stats of the server (or of BASE_URL)
+  local url="${2:-$(base_url)}"
+  curl -sf --max-time 10 -H "Authorization: Bearer $ADMIN_TOKEN_VALUE" "$url/cache/stats" >"$1" ||
+    die "GET $url/cache/stats failed (log: $SERVER_LOG)"
 }
 
 clear_cache() {
@@ -300,17 +361,18 @@ smoke_query() {
   [[ "$code" == "200" ]] || die "smoke query answered $code: $(head -c 300 "$file" 2>/dev/null) (log: $SERVER_LOG)"
 }
 
-log_counts() { # key=value args for record: WARN/ERROR lines in the server log
+log_counts() { # log_counts [LOG]: key=value args for record: WARN/ERROR lines in the (server's) log
+  local file="${1:-$SERVER_LOG}"
   local warn slow err
-  warn="$(grep 'WARN' "$SERVER_LOG" | grep -c -v 'slow statement' || true)"
-  slow="$(grep -c 'WARN.*slow statement' "$SERVER_LOG" || true)"
-  err="$(grep -c 'ERROR' "$SERVER_LOG" || true)"
+  warn="$(grep 'WARN' "$file" | grep -c -v 'slow statement' || true)"
+  slow="$(grep -c 'WARN.*slow statement' "$file" || true)"
+  err="$(grep -c 'ERROR' "$file" || true)"
   printf 'server_log_warnings=%s\nserver_log_slow_statements=%s\nserver_log_errors=%s\nserver_log=%s\n' \
-    "${warn:-0}" "${slow:-0}" "${err:-0}" "$SERVER_LOG"
+    "${warn:-0}" "${slow:-0}" "${err:-0}" "$file"
   local code n
-  n="$(grep -c 'database unavailable' "$SERVER_LOG" || true)"
+  n="$(grep -c 'database unavailable' "$file" || true)"
   if [[ "${n:-0}" != "0" ]]; then printf 'server_log_503=%s\n' "$n"; fi
-  n="$(grep -c 'circuit breaker opened' "$SERVER_LOG" || true)"
+  n="$(grep -c 'circuit breaker opened' "$file" || true)"
   if [[ "${n:-0}" != "0" ]]; then printf 'breaker_opened=%s\n' "$n"; fi
 }
 
@@ -354,6 +416,50 @@ record() { # record SCENARIO args... (see bench.py record)
   local line
   line="$(py record "$@")"
   summary_line "$line"
+}
+
+# ------------------------------------------------------------------ changes
+
+# delete_inserted_sales: the rows the change scenarios inserted (ids >=
+# CHANGE_ID_MIN); the DELETE is itself a change the servers hear about. It is
+# slow: product_sales.sale_id has no index, so the foreign key check scans
+# product_sales once per deleted sale (~0.1-0.3 s each here); hence the
+# timeout grows with the count.
+delete_inserted_sales() {
+  local -a pg=(psql -X -q -At -v ON_ERROR_STOP=1 -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" -d "$BENCH_DB")
+  local n started=$SECONDS
+  n="$(timeout 60 "${pg[@]}" -c "SELECT count(*) FROM sales WHERE id >= $CHANGE_ID_MIN")"
+  ((n > 0)) || return 0
+  timeout $((120 + n)) "${pg[@]}" -c "DELETE FROM sales WHERE id >= $CHANGE_ID_MIN" >/dev/null
+  log "deleted the $n inserted sales in $((SECONDS - started)) s"
+}
+
+# start_inserts SECONDS RATE FIRST_ID OUT: bench.py insert-loop in the
+# background (INSERT_PID): RATE single-row INSERTs per second on one psql
+# session, for at most SECONDS; returns once it is connected (OUT.ready, at
+# most 30 s). stop_inserts ends it (SIGTERM: it finishes the current INSERT,
+# writes its summary to OUT and exits) and fails if it failed.
+start_inserts() {
+  local out="$4"
+  rm -f "$out" "$out.ready"
+  SALES_INSERTED=1
+  timeout $((${1%.*} + 60)) python3 "$BENCH_DIR/bench.py" insert-loop "$DATABASE_URL_BENCH" "$@" >/dev/null &
+  INSERT_PID=$!
+  local i
+  for ((i = 0; i < 300; i++)); do
+    [[ ! -e "$out.ready" ]] || return 0
+    kill -0 "$INSERT_PID" 2>/dev/null || die "the insert loop exited before connecting"
+    sleep 0.1
+  done
+  die "the insert loop did not connect to $BENCH_DB within 30 s"
+}
+stop_inserts() {
+  [[ -n "$INSERT_PID" ]] || return 0
+  kill -TERM "$INSERT_PID" 2>/dev/null || true
+  local rc=0
+  wait "$INSERT_PID" || rc=$?
+  INSERT_PID=""
+  return "$rc"
 }
 
 # ------------------------------------------------------------------ scenarios
@@ -485,26 +591,51 @@ hot() {
 scenario_hot_l1() { hot hot-l1; }
 scenario_hot_redis() { hot hot-redis APP__CACHE__L1_ENABLED=false; }
 
-scenario_mix() {
-  start_server mix
+# mix_run NAME RATE: the mix (warm-up, then BENCH_SECONDS at 64 connections);
+# with RATE > 0, RATE sales per second are inserted while the measured wrk
+# runs (mix-changes), and the invalidations and the ratio to a `mix` of the
+# same run are recorded.
+mix_run() {
+  local name="$1" rate="$2"
+  if ((rate > 0)); then delete_inserted_sales; fi # leftovers of an interrupted run
+  start_server "$name"
   clear_cache
-  smoke_query "$RUN_DIR/mix-first.json"
+  smoke_query "$RUN_DIR/$name-first.json"
   local warm out
-  run_wrk mix-warmup "$LUA_DIR/mix.lua" 64 "$MIX_WARMUP_SECONDS" /analytics/query 1
+  run_wrk "$name-warmup" "$LUA_DIR/mix.lua" 64 "$MIX_WARMUP_SECONDS" /analytics/query 1
   warm="$RUN_WRK_OUT"
-  admin_stats "$RUN_DIR/mix-stats-before.json"
-  run_wrk mix "$LUA_DIR/mix.lua" 64 "$BENCH_SECONDS" /analytics/query 2
+  admin_stats "$RUN_DIR/$name-stats-before.json"
+  if ((rate > 0)); then
+    log "inserting $rate sales/s while wrk runs"
+    # the loop ends by itself after BENCH_SECONDS, as wrk (started right after) does
+    start_inserts "$BENCH_SECONDS" "$rate" "$CHANGES_FIRST_ID" "$RUN_DIR/$name-inserts.json"
+  fi
+  run_wrk "$name" "$LUA_DIR/mix.lua" 64 "$BENCH_SECONDS" /analytics/query 2
   out="$RUN_WRK_OUT"
-  admin_stats "$RUN_DIR/mix-stats-after.json"
+  if ((rate > 0)); then
+    stop_inserts || die "the insert loop failed (status $?)"
+    sleep 1 # let the last notifications be applied before the stats snapshot
+  fi
+  admin_stats "$RUN_DIR/$name-stats-after.json"
   local rss
   rss="$(rss_mb)"
-  local -a logs
+  local -a logs changes=()
   mapfile -t logs < <(log_counts)
+  if ((rate > 0)); then
+    delete_inserted_sales
+    SALES_INSERTED=0
+    py changes-summary "$out" "$RUN_DIR/$name-stats-before.json" "$RUN_DIR/$name-stats-after.json" \
+      "$RUN_DIR/$name-inserts.json" mix >"$RUN_DIR/$name-changes.json"
+    changes=(--merge "$RUN_DIR/$name-changes.json" "change_rate_target=$rate")
+  fi
   stop_server
-  record mix --wrk "$out" --warmup "$warm" --stats "$RUN_DIR/mix-stats-before.json" "$RUN_DIR/mix-stats-after.json" \
+  record "$name" --wrk "$out" --warmup "$warm" --stats "$RUN_DIR/$name-stats-before.json" "$RUN_DIR/$name-stats-after.json" \
     connections=64 "rss_mb=$rss" distinct_queries=1000 zipf_s=1.1 "warmup_s=$MIX_WARMUP_SECONDS" \
-    --watch "$RUN_DIR/watch-mix.json" "${logs[@]}"
+    --watch "$RUN_DIR/watch-$name.json" "${logs[@]}" "${changes[@]}"
 }
+
+scenario_mix() { mix_run mix 0; }
+scenario_mix_changes() { mix_run mix-changes "$CHANGES_RATE"; }
 
 scenario_cold() {
   local first_epoch days
@@ -540,6 +671,38 @@ scenario_stampede() {
   mapfile -t logs < <(log_counts)
   stop_server
   record stampede --merge "$RUN_DIR/stampede.json" connections=100 "${logs[@]}"
+}
+
+# Two instances on one database and one cache prefix; STALENESS_CHANGES times
+# a sale is inserted and both are polled until each answers the new
+# sales_count (bench.py staleness): commit -> fresh answer, per instance.
+scenario_staleness() {
+  delete_inserted_sales # leftovers of an interrupted run
+  start_server staleness-a
+  start_peer staleness-b
+  clear_cache
+  SALES_INSERTED=1
+  log "staleness: $STALENESS_CHANGES x (INSERT one sale, poll both instances every 5 ms until fresh, at most 5 s)"
+  timeout $((STALENESS_CHANGES * 7 + 120)) python3 "$BENCH_DIR/bench.py" staleness "$(base_url)" "$(peer_url)" \
+    "$ADMIN_TOKEN_VALUE" "$DATABASE_URL_BENCH" "$STALENESS_CHANGES" "$STALENESS_BODY" "$STALENESS_FIRST_ID" \
+    "$RUN_DIR/staleness-samples.jsonl" >"$RUN_DIR/staleness.json" &
+  DRIVER_PID=$!
+  watch_start staleness 15 # the first 15 s (a run takes ~15-30 s)
+  local rc=0
+  wait "$DRIVER_PID" || rc=$?
+  DRIVER_PID=""
+  watch_end
+  ((rc == 0)) || die "staleness driver failed (status $rc)"
+  delete_inserted_sales
+  SALES_INSERTED=0
+  local -a logs peer_logs
+  mapfile -t logs < <(log_counts)
+  mapfile -t peer_logs < <(log_counts "$PEER_LOG" | sed 's/^/peer_/')
+  stop_peer
+  stop_server
+  record staleness --merge "$RUN_DIR/staleness.json" connections=2 "body=$STALENESS_BODY" \
+    --watch "$RUN_DIR/watch-staleness.json" "${logs[@]}" "${peer_logs[@]}" \
+    "notes=two instances, same database and cache prefix; each change is one INSERT (created_at = now()) on a kept-open psql session; a sample runs from psql's answer (committed) to the first response carrying the new sales_count, polling every 5 ms; the query has no date_range, so a fresh answer is a full-table statement (see fresh_miss_query_time_p50_ms)."
 }
 
 scenario_redis_down() {
@@ -649,7 +812,7 @@ main() {
     "scenario_${s//-/_}"
   done
   py render
-  log "done: $BENCH_DIR/RESULTS.md"
+  log "done: ${BENCH_RESULTS_MD:-$BENCH_DIR/RESULTS.md}"
 }
 
 main "$@"

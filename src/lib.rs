@@ -6,6 +6,7 @@
 //! Layout, from the ground floor up (a module imports only those above it
 //! in this list):
 //! - `clock`: wall-clock helpers
+//! - `breaker`: the circuit breaker of a dependency (Redis, PostgreSQL)
 //! - `config`: layered settings (defaults, TOML files, environment)
 //! - `model`: semantic model, validation, canonical form, SQL, TTL policy (pure)
 //! - `telemetry`: logging, error chains in logs, the Prometheus recorder
@@ -23,6 +24,7 @@
 //! - `startup`: `Application::build` / `run`, used by `main` and the tests
 
 pub mod analytics;
+pub mod breaker;
 pub mod cache;
 pub mod clock;
 pub mod config;

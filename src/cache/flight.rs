@@ -5,11 +5,11 @@
 //! (single-flight) and a client that disconnects cannot cancel it.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::entry::{self, CachedData, EntryDeps};
+use super::recent::Recent;
 use super::singleflight::SingleFlight;
 use super::stats::{CacheStats, Outcome};
 use super::versions::Versions;
@@ -81,10 +81,10 @@ pub(super) struct Flight<E: Clone> {
     pub compress_above: usize,
     pub max_entry_bytes: usize,
     pub l1: Option<L1>,
-    /// Bumped by every invalidation: a flight that saw it change while it ran
-    /// does not fill L1 (its entry may predate the change).
-    pub l1_epoch: Arc<AtomicU64>,
-    pub epoch_at_start: u64,
+    /// Invalidations of L1: one that arrived while this flight ran and
+    /// applies to its entry keeps the entry out of L1.
+    pub recent: Arc<Recent>,
+    pub started_after: u64,
     pub redis: Option<Arc<RedisClient>>,
     pub versions: Arc<Versions>,
     pub lease: Arc<LeasePolicy>,
@@ -101,8 +101,8 @@ impl<E: Clone> Clone for Flight<E> {
             compress_above: self.compress_above,
             max_entry_bytes: self.max_entry_bytes,
             l1: self.l1.clone(),
-            l1_epoch: Arc::clone(&self.l1_epoch),
-            epoch_at_start: self.epoch_at_start,
+            recent: Arc::clone(&self.recent),
+            started_after: self.started_after,
             redis: self.redis.clone(),
             versions: Arc::clone(&self.versions),
             lease: Arc::clone(&self.lease),
@@ -315,14 +315,12 @@ impl<E: ComputeError> Flight<E> {
     }
 
     /// A Redis entry about to be served: kept in L1 unless an invalidation
-    /// happened since this flight started.
+    /// that applies to it arrived since this flight started.
     async fn keep(&self, mut entry: CachedData) -> Arc<CachedData> {
         entry.deps = Some(Arc::clone(&self.request.deps));
         let entry = Arc::new(entry);
         if let Some(l1) = &self.l1 {
-            if self.l1_epoch.load(Ordering::Acquire) == self.epoch_at_start {
-                l1.insert(self.request.key.clone(), Arc::clone(&entry)).await;
-            }
+            self.fill_l1(l1, &entry).await;
         }
         entry
     }
@@ -354,12 +352,22 @@ impl<E: ComputeError> Flight<E> {
             }
         }
         if let Some(l1) = &self.l1 {
-            if self.l1_epoch.load(Ordering::Acquire) == self.epoch_at_start {
-                l1.insert(self.request.key.clone(), Arc::clone(entry)).await;
-                stored = true;
-            }
+            stored |= self.fill_l1(l1, entry).await;
         }
         stored
+    }
+
+    /// Puts the entry into L1 unless an invalidation that applies to it
+    /// arrived since this flight started; returns whether it stayed. Checked
+    /// after the insert: an invalidation recorded before the check is seen
+    /// here, one recorded after it removes the entry itself.
+    async fn fill_l1(&self, l1: &L1, entry: &Arc<CachedData>) -> bool {
+        l1.insert(self.request.key.clone(), Arc::clone(entry)).await;
+        if self.recent.touched_since(self.started_after, &self.request.key, entry) {
+            l1.invalidate(&self.request.key).await;
+            return false;
+        }
+        true
     }
 
     fn record_failure(&self, error: &RedisUnavailable) {

@@ -10,6 +10,7 @@
 //! - `flight`: one lookup past L1: read, judge, compute under a lease, store
 //! - `keys`: the key space, the one owner of key formats and scopes
 //! - `lease`: one computation per key across instances
+//! - `recent`: the invalidations L1 saw lately, for flights that overlap them
 //! - `singleflight`: one computation per key in this process
 //! - `stats`: counters for `/cache/stats` and `/metrics`
 //! - `versions`: the version counters entries are valid under
@@ -18,13 +19,13 @@ pub mod entry;
 mod flight;
 pub mod keys;
 mod lease;
+mod recent;
 pub mod singleflight;
 pub mod stats;
 pub mod versions;
 
 use std::collections::HashSet;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -37,6 +38,7 @@ use entry::CachedData;
 pub use entry::EntryDeps;
 use flight::Flight;
 pub use flight::{Accept, EntryRequest, Fresh, LeasePolicy};
+use recent::{Dropped, Recent};
 use singleflight::SingleFlight;
 use stats::{CacheStats, Outcome};
 use versions::Versions;
@@ -111,7 +113,7 @@ pub struct L1Target {
 }
 
 impl L1Target {
-    fn matches(&self, entry: &CachedData) -> bool {
+    pub(crate) fn matches(&self, entry: &CachedData) -> bool {
         let Some(deps) = &entry.deps else {
             return true;
         };
@@ -128,8 +130,8 @@ impl L1Target {
 pub struct QueryCache<E: Clone> {
     settings: CacheSettings,
     l1: Option<L1>,
-    /// Bumped by every invalidation of L1 (see `Flight::l1_epoch`).
-    l1_epoch: Arc<AtomicU64>,
+    /// Recent invalidations of L1 (see `recent`).
+    recent: Arc<Recent>,
     redis: Option<Arc<RedisClient>>,
     versions: Arc<Versions>,
     lease: Arc<LeasePolicy>,
@@ -185,7 +187,7 @@ impl<E: ComputeError> QueryCache<E> {
         Self {
             settings: settings.clone(),
             l1,
-            l1_epoch: Arc::default(),
+            recent: Arc::default(),
             redis: redis.filter(|_| settings.enabled),
             versions: Arc::default(),
             lease: Arc::new(lease),
@@ -232,8 +234,8 @@ impl<E: ComputeError> QueryCache<E> {
             compress_above: self.settings.compress_above_bytes,
             max_entry_bytes: self.settings.max_entry_bytes,
             l1: self.l1.clone(),
-            l1_epoch: Arc::clone(&self.l1_epoch),
-            epoch_at_start: self.l1_epoch.load(Ordering::Acquire),
+            recent: Arc::clone(&self.recent),
+            started_after: self.recent.now(),
             redis: self.redis.clone(),
             versions: Arc::clone(&self.versions),
             lease: Arc::clone(&self.lease),
@@ -262,7 +264,7 @@ impl<E: ComputeError> QueryCache<E> {
     /// local half). In-flight computations that started before this call
     /// will not fill L1.
     pub fn invalidate_l1(&self, target: L1Target) {
-        self.l1_epoch.fetch_add(1, Ordering::AcqRel);
+        self.recent.push(Dropped::Target(target.clone()));
         if let Some(l1) = &self.l1 {
             if l1.invalidate_entries_if(move |_, entry| target.matches(entry)).is_err() {
                 l1.invalidate_all();
@@ -272,7 +274,7 @@ impl<E: ComputeError> QueryCache<E> {
 
     /// Drops entries matching a key-space `pattern` from this instance's L1.
     pub fn clear_l1(&self, pattern: &str) {
-        self.l1_epoch.fetch_add(1, Ordering::AcqRel);
+        self.recent.push(Dropped::Pattern(pattern.to_owned()));
         if let Some(l1) = &self.l1 {
             let owned = pattern.to_owned();
             if l1

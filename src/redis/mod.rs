@@ -3,10 +3,8 @@
 //! on. Every command names its caller, so a failed rate-limit script is never
 //! counted as a failed cache read.
 //!
-//! - `breaker`: consecutive-failure circuit breaker
 //! - `info`: the INFO fields `/cache/stats` reports
 
-pub mod breaker;
 mod info;
 
 use std::future::Future;
@@ -18,8 +16,8 @@ use bb8::Pool;
 use bb8_redis::RedisConnectionManager;
 use redis::aio::MultiplexedConnection;
 
+use crate::breaker::{Breaker, Transition};
 use crate::config::RedisSettings;
-use breaker::{Breaker, Transition};
 pub use info::RedisInfo;
 
 /// Admin commands (SCAN, INFO) may take longer than hot-path GETs.

@@ -1,9 +1,9 @@
-//! Circuit breaker around Redis: after N consecutive failures within a
-//! window every caller skips Redis entirely (no per-request timeout tax)
-//! until the client's background probe sees it answer again. Failures older
-//! than the window do not count, so a few scattered errors over an hour never
-//! add up to an outage. How often it opened is exported as
-//! `analytics_redis_breaker_opened_total` by the client, at the transition.
+//! Circuit breaker around a dependency (Redis, PostgreSQL): after N
+//! consecutive failures within a window every caller skips it entirely (no
+//! per-request timeout tax) until its owner's background probe sees it answer
+//! again. Failures older than the window do not count, so a few scattered
+//! errors over an hour never add up to an outage. The owner exports its
+//! state and how often it opened, at the transition.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
