@@ -7,15 +7,13 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use sqlx::PgPool;
-
 use crate::cache::keys::KeySpace;
 use crate::cache::{
     Accept, ComputeError, ComputePanicked, EntryDeps, EntryRequest, Fresh, NotCached, QueryCache, ReadMode, Served,
 };
 use crate::clock::unix_now;
 use crate::config::{CacheSettings, FreshnessSettings};
-use crate::db::{self, DbError};
+use crate::db::{Database, DbError};
 use crate::model::{
     CompileContext, CompiledQuery, QueryError, QueryRequest, SemanticModel, StaleWindows, TenantScope, TtlPolicy,
 };
@@ -49,7 +47,10 @@ impl From<NotCached> for AnalyticsError {
 
 impl ComputeError for AnalyticsError {
     fn is_outage(&self) -> bool {
-        matches!(self, Self::Database(DbError::Timeout | DbError::Unavailable(_)))
+        matches!(
+            self,
+            Self::Database(DbError::Timeout | DbError::Unavailable(_) | DbError::Overloaded(_))
+        )
     }
 }
 
@@ -80,7 +81,7 @@ pub struct QueryService {
     ttl: TtlPolicy,
     stale: StaleWindows,
     cache: Arc<QueryCache<AnalyticsError>>,
-    db: PgPool,
+    db: Database,
     status: Arc<StatusTracker>,
 }
 
@@ -90,7 +91,7 @@ impl QueryService {
         keys: KeySpace,
         (settings, freshness): (&CacheSettings, &FreshnessSettings),
         cache: Arc<QueryCache<AnalyticsError>>,
-        db: PgPool,
+        db: Database,
         status: Arc<StatusTracker>,
     ) -> Self {
         Self {
@@ -213,14 +214,14 @@ impl QueryService {
             accept: options.accept,
         };
         let model = Arc::clone(&self.model);
-        let pool = self.db.clone();
+        let database = self.db.clone();
         let for_compute = Arc::clone(compiled);
         // The statement is built inside the computation: hits never pay for it.
         let compute = move || async move {
             let sql = model
                 .sql_for(&for_compute)
                 .ok_or_else(|| DbError::Query(format!("dataset `{}` vanished from the model", for_compute.dataset)))?;
-            let result = db::fetch(&pool, sql).await?;
+            let result = database.fetch(&for_compute.tenant, sql).await?;
             Ok(Fresh {
                 data: result.data.into(),
                 rows: result.rows,

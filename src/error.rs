@@ -82,6 +82,7 @@ error_codes! {
     InternalError = "internal_error" => INTERNAL_SERVER_ERROR,
     DatabaseUnavailable = "database_unavailable" => SERVICE_UNAVAILABLE,
     CacheUnavailable = "cache_unavailable" => SERVICE_UNAVAILABLE,
+    Overloaded = "overloaded" => SERVICE_UNAVAILABLE,
     AuthUnavailable = "auth_unavailable" => SERVICE_UNAVAILABLE,
     QueryTimeout = "query_timeout" => GATEWAY_TIMEOUT,
     NotCached = "not_cached" => GATEWAY_TIMEOUT,
@@ -263,6 +264,12 @@ impl From<DbError> for ApiError {
             )
             .with_retry_after(1)
             .with_cause(format!("database unavailable: {cause}")),
+            DbError::Overloaded(cause) => ApiError::new(
+                ErrorCode::Overloaded,
+                "the database is at its limit of statements and the result is not cached; retry shortly",
+            )
+            .with_retry_after(1)
+            .with_cause(format!("load shed: {cause}")),
             DbError::InvalidValue(cause) => ApiError::new(
                 ErrorCode::InvalidValue,
                 "the database cannot take a value of this query (a character it cannot store, \

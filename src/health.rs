@@ -1,16 +1,15 @@
 //! Health of the dependencies, as `/health`, `/health/ready`, `/status.json`
 //! and `/metrics` report it: the database (a round trip on the pool) and the
 //! cache's Redis (a PING on a fresh connection, skipped while the breaker is
-//! open because its probe is already pinging).
+//! open because its probe is already pinging). Both answer at once while
+//! their breaker is open, so health checks never wait on a dead dependency.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Serialize;
-use sqlx::PgPool;
-
-use crate::db::{self, DbError};
+use crate::db::{Database, DbError};
 use crate::redis::RedisClient;
+use serde::Serialize;
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct ComponentHealth {
@@ -39,7 +38,7 @@ pub struct CacheHealth {
 
 /// Checks the dependencies the server answers from.
 pub struct HealthChecker {
-    db: PgPool,
+    db: Database,
     /// The Redis the cache reads, `None` when the cache or Redis is disabled.
     cache_redis: Option<Arc<RedisClient>>,
     l1_enabled: bool,
@@ -50,7 +49,7 @@ fn millis(duration: Duration) -> f64 {
 }
 
 impl HealthChecker {
-    pub fn new(db: PgPool, cache_redis: Option<Arc<RedisClient>>, l1_enabled: bool) -> Self {
+    pub fn new(db: Database, cache_redis: Option<Arc<RedisClient>>, l1_enabled: bool) -> Self {
         Self {
             db,
             cache_redis,
@@ -59,7 +58,7 @@ impl HealthChecker {
     }
 
     pub async fn database(&self) -> ComponentHealth {
-        match db::ping(&self.db).await {
+        match self.db.ping().await {
             Ok(latency) => ComponentHealth {
                 status: "up",
                 latency_ms: Some(millis(latency)),
@@ -72,6 +71,7 @@ impl HealthChecker {
                     match error {
                         DbError::Timeout => "timeout",
                         DbError::Unavailable(_) => "unavailable",
+                        DbError::Overloaded(_) => "overloaded",
                         DbError::Query(_) | DbError::InvalidValue(_) => "query failed",
                     }
                     .into(),
@@ -104,8 +104,9 @@ impl HealthChecker {
 
     /// Exports the database pool's idle and in-use connections as gauges.
     pub fn record_pool_gauges(&self) {
-        let idle = self.db.num_idle() as f64;
+        let pool = self.db.pool();
+        let idle = pool.num_idle() as f64;
         metrics::gauge!("analytics_db_pool_connections", "state" => "idle").set(idle);
-        metrics::gauge!("analytics_db_pool_connections", "state" => "in_use").set(f64::from(self.db.size()) - idle);
+        metrics::gauge!("analytics_db_pool_connections", "state" => "in_use").set(f64::from(pool.size()) - idle);
     }
 }

@@ -76,6 +76,7 @@ impl Application {
         };
         let cache_redis = redis.clone().filter(|_| settings.cache.enabled);
         let l1_enabled = settings.cache.enabled && settings.cache.l1_enabled;
+        let database = db::Database::new(pool.clone(), &settings.database)?;
         let status = Arc::default();
         // Names this instance in leases and broadcasts.
         let instance = format!("{}-{:016x}", std::process::id(), rand::random::<u64>());
@@ -90,7 +91,7 @@ impl Application {
             keys.clone(),
             (&settings.cache, &settings.freshness),
             Arc::clone(&cache),
-            pool.clone(),
+            database.clone(),
             Arc::clone(&status),
         );
         let freshness = Arc::new(Freshness::new(
@@ -102,7 +103,7 @@ impl Application {
             instance,
         ));
         freshness.start(pool.clone()).await;
-        let health = HealthChecker::new(pool.clone(), cache_redis, l1_enabled);
+        let health = HealthChecker::new(database, cache_redis, l1_enabled);
         let rate_limiter = RateLimiter::new(redis, keys);
         let auth = Authenticator::new(tenants, &settings.auth, pool);
         let address = format!("{}:{}", settings.server.host, settings.server.port);

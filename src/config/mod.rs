@@ -87,6 +87,19 @@ pub struct DatabaseSettings {
     pub seed_demo_on_empty: bool,
     /// How many sales that first-start seed generates.
     pub seed_demo_sales: u64,
+    /// Statements running at once at most; 0 means `max_connections`.
+    pub max_in_flight: u32,
+    /// Statements waiting for a turn at most; over it, 503 at once.
+    pub max_queued: u32,
+    /// Running plus waiting statements one tenant may hold; 0 means three
+    /// quarters of all places, so one tenant's burst leaves room for others.
+    pub max_per_tenant: u32,
+    /// Consecutive failures to reach the database that open its breaker...
+    pub breaker_failure_threshold: u32,
+    /// ... within this window.
+    pub breaker_window_ms: u64,
+    /// How often the probe tries the database while the breaker is open.
+    pub breaker_probe_interval_ms: u64,
 }
 
 impl Default for DatabaseSettings {
@@ -101,6 +114,12 @@ impl Default for DatabaseSettings {
             migrate_on_start: true,
             seed_demo_on_empty: true,
             seed_demo_sales: 200_000,
+            max_in_flight: 0,
+            max_queued: 32,
+            max_per_tenant: 0,
+            breaker_failure_threshold: 3,
+            breaker_window_ms: 10_000,
+            breaker_probe_interval_ms: 250,
         }
     }
 }

@@ -2,10 +2,14 @@
 //! compiled query, and change capture.
 //!
 //! - `capture`: trigger install and the LISTEN connection
+//! - `guard`: admission control (load shedding) and the breaker
 //! - `seed`: the demo dataset generator
 
 pub mod capture;
+pub mod guard;
 pub mod seed;
+
+use std::sync::Arc;
 
 use std::str::FromStr;
 use std::time::{Duration, Instant};
@@ -25,6 +29,9 @@ pub enum DbError {
     /// No connection could be had: pool exhausted or server unreachable (503).
     #[error("database unavailable: {0}")]
     Unavailable(String),
+    /// Refused at once: every place for statements is taken (503).
+    #[error("database overloaded: {0}")]
+    Overloaded(String),
     /// PostgreSQL refused a value (SQLSTATE class 22, data exception: a
     /// character it cannot store, a number out of range): the request's
     /// fault, so a 422, never a 500.
@@ -125,9 +132,47 @@ pub async fn fetch(pool: &PgPool, mut sql: QueryBuilder<'static, Postgres>) -> R
     })
 }
 
-/// A cheap round trip for health checks.
-pub async fn ping(pool: &PgPool) -> Result<Duration, DbError> {
-    let started = Instant::now();
-    sqlx::query("SELECT 1").execute(pool).await?;
-    Ok(started.elapsed())
+/// The database as the server uses it: the pool behind admission control
+/// and a breaker (see `guard`).
+#[derive(Clone)]
+pub struct Database {
+    pool: PgPool,
+    guard: Arc<guard::Guard>,
+}
+
+/// How long a health check waits for the database.
+const PING_LIMIT: Duration = Duration::from_secs(1);
+
+impl Database {
+    pub fn new(pool: PgPool, settings: &DatabaseSettings) -> Result<Self, sqlx::Error> {
+        let guard = guard::Guard::new(settings, connect_options(settings)?);
+        Ok(Self { pool, guard })
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Runs a compiled statement for `tenant`, if admitted.
+    pub async fn fetch(&self, tenant: &str, sql: QueryBuilder<'static, Postgres>) -> Result<QueryResult, DbError> {
+        let _admission = self.guard.admit(tenant).await?;
+        let outcome = fetch(&self.pool, sql).await;
+        self.guard.record(&outcome);
+        outcome
+    }
+
+    /// A cheap round trip for health checks: answered at once while the
+    /// breaker has the database down, and bounded otherwise.
+    pub async fn ping(&self) -> Result<Duration, DbError> {
+        if self.guard.is_open() {
+            return Err(DbError::Unavailable("breaker open".into()));
+        }
+        let started = Instant::now();
+        let outcome = tokio::time::timeout(PING_LIMIT, sqlx::query("SELECT 1").execute(&self.pool))
+            .await
+            .map_err(|_| DbError::Timeout)
+            .and_then(|result| result.map_err(DbError::from));
+        self.guard.record(&outcome);
+        outcome.map(|_| started.elapsed())
+    }
 }

@@ -19,5 +19,6 @@ mod processes;
 mod properties;
 mod query;
 mod seed;
+mod shedding;
 mod status_page;
 mod tenancy;

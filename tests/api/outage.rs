@@ -166,6 +166,24 @@ async fn stale_if_error_serves_marked_entries_while_postgres_is_down_and_recover
         "a down database took {took:?} to fail a request"
     );
 
+    // Three failures opened the database's breaker: now refused at once, and
+    // health answers from the breaker, without waiting on the pool.
+    let started = Instant::now();
+    let (status, _, retry_after, body) = ask(&app, &json!({"metrics": ["sales_count"], "dimensions": ["state"]})).await;
+    let took = started.elapsed();
+    assert_database_unavailable(status, retry_after, &body, "breaker open");
+    assert!(
+        took < Duration::from_millis(100),
+        "the open breaker still took {took:?}"
+    );
+    let started = Instant::now();
+    let health: Value = app.client.get(app.url("/health")).json_body().await;
+    assert_eq!(health["database"]["status"], json!("down"), "{health}");
+    assert!(
+        started.elapsed() < Duration::from_millis(100),
+        "health waited on the pool"
+    );
+
     health_until(&app, Instant::now() + Duration::from_secs(5), |h| {
         h["status"] == json!("down") && h["freshness"]["listener"] == json!("down")
     })
@@ -183,6 +201,10 @@ async fn stale_if_error_serves_marked_entries_while_postgres_is_down_and_recover
     loop {
         let (status, x_cache, _, body) = ask(&app, &aged()).await;
         if status == 200 {
+            assert!(
+                restarted.elapsed() < Duration::from_millis(1_500),
+                "the breaker closes within a second of recovery"
+            );
             assert_ne!(x_cache, "STALE", "{body}");
             assert_eq!(body["metadata"]["stale"], json!(false));
             break;
