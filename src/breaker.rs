@@ -1,9 +1,12 @@
-//! Circuit breaker around a dependency (Redis, PostgreSQL): after N
-//! consecutive failures within a window every caller skips it entirely (no
+//! Circuit breaker around a dependency (Redis, PostgreSQL). It opens when,
+//! within one window, at least `threshold` calls failed and they were at
+//! least half of all calls; then every caller skips the dependency (no
 //! per-request timeout tax) until its owner's background probe sees it answer
-//! again. Failures older than the window do not count, so a few scattered
-//! errors over an hour never add up to an outage. The owner exports its
-//! state and how often it opened, at the transition.
+//! again. The rate matters as much as the count: a process starved of CPU
+//! sees a few of its many commands time out, which must not read as the
+//! dependency being down (that would send every miss to the database, making
+//! the overload worse); a dependency that is down fails nearly every call.
+//! The owner exports its state and how often it opened, at the transition.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -11,12 +14,13 @@ use std::time::{Duration, Instant};
 #[derive(Debug)]
 pub struct Breaker {
     open: AtomicBool,
-    consecutive_failures: AtomicU32,
     threshold: u32,
-    /// Failures further apart than this start a new streak.
+    /// Length of the counting window; counts start afresh after it.
     window: Duration,
-    /// When the current streak began (ms since `created`).
-    streak_started_ms: AtomicU64,
+    /// When the current window began (ms since `created`).
+    window_started_ms: AtomicU64,
+    failures: AtomicU32,
+    calls: AtomicU32,
     created: Instant,
 }
 
@@ -32,10 +36,11 @@ impl Breaker {
     pub fn new(threshold: u32, window: Duration) -> Self {
         Self {
             open: AtomicBool::new(false),
-            consecutive_failures: AtomicU32::new(0),
             threshold: threshold.max(1),
             window,
-            streak_started_ms: AtomicU64::new(0),
+            window_started_ms: AtomicU64::new(0),
+            failures: AtomicU32::new(0),
+            calls: AtomicU32::new(0),
             created: Instant::now(),
         }
     }
@@ -44,12 +49,32 @@ impl Breaker {
         u64::try_from(self.created.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
+    /// Starts a new window when the current one is over (one caller does).
+    fn roll(&self, now_ms: u64) {
+        let started = self.window_started_ms.load(Ordering::Acquire);
+        let window = u64::try_from(self.window.as_millis()).unwrap_or(u64::MAX);
+        if now_ms.saturating_sub(started) > window
+            && self
+                .window_started_ms
+                .compare_exchange(started, now_ms, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            self.failures.store(0, Ordering::Release);
+            self.calls.store(0, Ordering::Release);
+        }
+    }
+
     pub fn is_open(&self) -> bool {
         self.open.load(Ordering::Acquire)
     }
 
     pub fn record_success(&self) {
-        self.consecutive_failures.store(0, Ordering::Relaxed);
+        self.record_success_at(self.now_ms());
+    }
+
+    fn record_success_at(&self, now_ms: u64) {
+        self.roll(now_ms);
+        self.calls.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn record_failure(&self) -> Transition {
@@ -57,17 +82,13 @@ impl Breaker {
     }
 
     fn record_failure_at(&self, now_ms: u64) -> Transition {
-        let started = self.streak_started_ms.load(Ordering::Acquire);
-        let window = u64::try_from(self.window.as_millis()).unwrap_or(u64::MAX);
-        if self.consecutive_failures.load(Ordering::Acquire) == 0 || now_ms.saturating_sub(started) > window {
-            // A new streak: older failures are outside the window.
-            self.streak_started_ms.store(now_ms, Ordering::Release);
-            self.consecutive_failures.store(0, Ordering::Release);
-        }
-        let failures = self.consecutive_failures.fetch_add(1, Ordering::AcqRel) + 1;
+        self.roll(now_ms);
+        let calls = self.calls.fetch_add(1, Ordering::AcqRel) + 1;
+        let failures = self.failures.fetch_add(1, Ordering::AcqRel) + 1;
         // compare_exchange makes exactly one caller the one that opened it,
         // so the probe starts once and the warning is logged once.
         if failures >= self.threshold
+            && failures.saturating_mul(2) >= calls
             && self
                 .open
                 .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
@@ -78,9 +99,11 @@ impl Breaker {
         Transition::None
     }
 
-    /// Called by the probe when Redis answers again.
+    /// Called by the probe when the dependency answers again.
     pub fn close(&self) {
-        self.consecutive_failures.store(0, Ordering::Relaxed);
+        self.failures.store(0, Ordering::Release);
+        self.calls.store(0, Ordering::Release);
+        self.window_started_ms.store(self.now_ms(), Ordering::Release);
         self.open.store(false, Ordering::Release);
     }
 
@@ -98,7 +121,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn opens_after_threshold_consecutive_failures_exactly_once() {
+    fn opens_after_threshold_failures_exactly_once() {
         let breaker = Breaker::new(3, Duration::from_secs(10));
         assert_eq!(breaker.record_failure(), Transition::None);
         assert_eq!(breaker.record_failure(), Transition::None);
@@ -108,13 +131,20 @@ mod tests {
     }
 
     #[test]
-    fn a_success_resets_the_failure_streak() {
-        let breaker = Breaker::new(3, Duration::from_secs(10));
-        breaker.record_failure();
-        breaker.record_failure();
-        breaker.record_success();
-        breaker.record_failure();
-        assert!(!breaker.is_open());
+    fn a_few_failures_among_many_successes_never_open_it() {
+        // A process starved of CPU: some commands time out, most succeed.
+        let breaker = Breaker::new(3, Duration::from_secs(1));
+        for call in 0..1_000u64 {
+            if call % 10 == 0 {
+                assert_eq!(breaker.record_failure_at(call), Transition::None, "call {call}");
+            } else {
+                breaker.record_success_at(call);
+            }
+        }
+        assert!(!breaker.is_open(), "10% failures is busy, not down");
+        // The dependency goes down: nearly every call fails, and it opens.
+        let opened = (1_000..1_200u64).any(|call| breaker.record_failure_at(call) == Transition::Opened);
+        assert!(opened);
     }
 
     #[test]
@@ -134,7 +164,7 @@ mod tests {
     }
 
     #[test]
-    fn close_reopens_only_after_a_new_streak() {
+    fn close_starts_counting_afresh() {
         let breaker = Breaker::new(2, Duration::from_secs(10));
         breaker.record_failure();
         breaker.record_failure();

@@ -94,7 +94,8 @@ pub struct DatabaseSettings {
     /// Running plus waiting statements one tenant may hold; 0 means three
     /// quarters of all places, so one tenant's burst leaves room for others.
     pub max_per_tenant: u32,
-    /// Consecutive failures to reach the database that open its breaker...
+    /// Failures to reach the database that open its breaker, when they are
+    /// at least half of the statements ...
     pub breaker_failure_threshold: u32,
     /// ... within this window.
     pub breaker_window_ms: u64,
@@ -118,7 +119,7 @@ impl Default for DatabaseSettings {
             max_queued: 32,
             max_per_tenant: 0,
             breaker_failure_threshold: 3,
-            breaker_window_ms: 10_000,
+            breaker_window_ms: 1_000,
             breaker_probe_interval_ms: 250,
         }
     }
@@ -139,9 +140,11 @@ pub struct RedisSettings {
     pub connect_timeout_ms: u64,
     /// Deadline for any single Redis command on the request path.
     pub command_timeout_ms: u64,
-    /// Consecutive failures or timeouts that open the circuit breaker...
+    /// Failures or timeouts that open the circuit breaker, when they are at
+    /// least half of the commands ...
     pub breaker_failure_threshold: u32,
-    /// ... within this window; failures further apart never add up.
+    /// ... within this window (so a CPU-starved process, which sees a few
+    /// timeouts among many answers, does not read Redis as down).
     pub breaker_window_ms: u64,
     /// How often the background probe PINGs Redis while the breaker is open.
     pub breaker_probe_interval_ms: u64,
@@ -156,7 +159,7 @@ impl Default for RedisSettings {
             connect_timeout_ms: 200,
             command_timeout_ms: 50,
             breaker_failure_threshold: 3,
-            breaker_window_ms: 10_000,
+            breaker_window_ms: 1_000,
             breaker_probe_interval_ms: 1_000,
         }
     }

@@ -91,15 +91,17 @@ pub async fn create_database_if_missing(settings: &DatabaseSettings) -> Result<b
 
 /// Runs pending migrations from `migrations/` (embedded at build time).
 ///
-/// On a connection taken out of the pool for good (`detach`) and freed from
-/// the per-query `statement_timeout`: a schema change may legitimately take
-/// longer than a dashboard query is allowed to.
+/// On a connection of its own, opened without the per-query
+/// `statement_timeout` (a later `-c` option wins): a schema change may
+/// legitimately take longer than a dashboard query is allowed to, and even a
+/// `SET` could miss a timeout of a few milliseconds on a busy server.
 pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
-    let mut connection = pool.acquire().await?.detach();
-    sqlx::query("SET statement_timeout = 0")
-        .execute(&mut connection)
-        .await?;
-    sqlx::migrate!("./migrations").run(&mut connection).await
+    use sqlx::{ConnectOptions, Connection};
+    let options = (*pool.connect_options()).clone().options([("statement_timeout", "0")]);
+    let mut connection = options.connect().await?;
+    sqlx::migrate!("./migrations").run(&mut connection).await?;
+    connection.close().await?;
+    Ok(())
 }
 
 /// One result set, as PostgreSQL rendered it.
