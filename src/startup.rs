@@ -76,7 +76,9 @@ impl Application {
         };
         let cache_redis = redis.clone().filter(|_| settings.cache.enabled);
         let l1_enabled = settings.cache.enabled && settings.cache.l1_enabled;
-        let database = db::Database::new(pool.clone(), &settings.database)?;
+        // Unauthenticated requests run as `default`: one more tenant.
+        let query_tenants = settings.auth.tenants.len() + usize::from(!settings.auth.required);
+        let database = db::Database::new(pool.clone(), &settings.database, query_tenants)?;
         let status = Arc::default();
         // Names this instance in leases and broadcasts.
         let instance = format!("{}-{:016x}", std::process::id(), rand::random::<u64>());

@@ -91,8 +91,9 @@ pub struct DatabaseSettings {
     pub max_in_flight: u32,
     /// Statements waiting for a turn at most; over it, 503 at once.
     pub max_queued: u32,
-    /// Running plus waiting statements one tenant may hold; 0 means three
-    /// quarters of all places, so one tenant's burst leaves room for others.
+    /// Running plus waiting statements one tenant may hold; 0 means all of
+    /// them with a single tenant, else three quarters, so one tenant's burst
+    /// leaves room for others.
     pub max_per_tenant: u32,
     /// Failures to reach the database that open its breaker, when they are
     /// at least half of the statements ...
@@ -116,7 +117,7 @@ impl Default for DatabaseSettings {
             seed_demo_on_empty: true,
             seed_demo_sales: 200_000,
             max_in_flight: 0,
-            max_queued: 32,
+            max_queued: 64,
             max_per_tenant: 0,
             breaker_failure_threshold: 3,
             breaker_window_ms: 1_000,

@@ -52,13 +52,16 @@ impl Drop for Admission {
 }
 
 impl Guard {
-    pub fn new(settings: &DatabaseSettings, connect: PgConnectOptions) -> Arc<Self> {
+    /// `tenants` is how many tenants can send queries: with one, it may use
+    /// every place; with more, by default each holds at most three quarters.
+    pub fn new(settings: &DatabaseSettings, connect: PgConnectOptions, tenants: usize) -> Arc<Self> {
         let in_flight = match settings.max_in_flight {
             0 => settings.max_connections.max(1) as usize,
             n => n as usize,
         };
         let capacity = in_flight + settings.max_queued as usize;
         let max_per_tenant = match settings.max_per_tenant {
+            0 if tenants <= 1 => capacity,
             // Three quarters of the places: a burst leaves room for others.
             0 => (capacity * 3).div_ceil(4).max(1),
             n => n as usize,
@@ -195,7 +198,7 @@ mod tests {
             acquire_timeout_ms: 50,
             ..DatabaseSettings::default()
         };
-        Guard::new(&settings, PgConnectOptions::new())
+        Guard::new(&settings, PgConnectOptions::new(), 2)
     }
 
     #[tokio::test]

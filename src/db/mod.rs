@@ -146,8 +146,9 @@ pub struct Database {
 const PING_LIMIT: Duration = Duration::from_secs(1);
 
 impl Database {
-    pub fn new(pool: PgPool, settings: &DatabaseSettings) -> Result<Self, sqlx::Error> {
-        let guard = guard::Guard::new(settings, connect_options(settings)?);
+    /// `tenants`: how many tenants can send queries (see `Guard::new`).
+    pub fn new(pool: PgPool, settings: &DatabaseSettings, tenants: usize) -> Result<Self, sqlx::Error> {
+        let guard = guard::Guard::new(settings, connect_options(settings)?, tenants);
         Ok(Self { pool, guard })
     }
 
