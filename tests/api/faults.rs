@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use redis::AsyncCommands;
 use serde_json::{json, Value};
 
-use crate::helpers::{spawn_app_with, RedisProcess, SendJson, TestApp};
+use crate::helpers::{spawn_app_with, DelayProxy, RedisProcess, SendJson, TestApp};
 
 async fn spawn_with_own_redis(l1: bool) -> (TestApp, RedisProcess) {
     let redis = RedisProcess::start().await;
@@ -138,4 +138,48 @@ async fn a_restarted_redis_raises_no_false_alarm() {
         "one dead connection replaces the pool; saw {errors} errors"
     );
     assert_eq!(stats["breaker"], json!("closed"));
+}
+
+#[tokio::test]
+async fn a_slowed_redis_never_fails_a_request_and_is_used_again_once_fast() {
+    let redis = RedisProcess::start().await;
+    let proxy = DelayProxy::start(redis.port, Duration::ZERO).await;
+    let url = proxy.url();
+    let app = spawn_app_with(move |s| {
+        s.redis.url = analytics_api::config::Secret::new(url);
+        s.cache.l1_enabled = false;
+        s.redis.breaker_probe_interval_ms = 100;
+    })
+    .await;
+    for i in 0..5 {
+        assert_eq!(app.query(query(i)).await.status(), 200);
+    }
+    // 100 ms each way: every command misses its 50 ms timeout.
+    proxy.set_delay(Duration::from_millis(100));
+    let mut slowest = Duration::ZERO;
+    for i in 0..30 {
+        let started = Instant::now();
+        assert_eq!(
+            app.query(query(i)).await.status(),
+            200,
+            "request {i} while Redis is slow"
+        );
+        slowest = slowest.max(started.elapsed());
+    }
+    assert!(slowest < Duration::from_secs(2), "a request took {slowest:?}");
+    let stats = app.cache_stats().await;
+    assert_eq!(stats["breaker"], json!("open"), "a slow Redis is skipped: {stats}");
+    proxy.set_delay(Duration::ZERO);
+    let fast_again = Instant::now();
+    loop {
+        let body: Value = app.query_ok(query(1)).await;
+        if body["metadata"]["cache_tier"] == json!("redis") {
+            break;
+        }
+        assert!(
+            fast_again.elapsed() < Duration::from_secs(5),
+            "Redis not used again 5 s after it became fast"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

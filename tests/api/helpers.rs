@@ -8,7 +8,7 @@ use analytics_api::config::{Secret, Settings};
 use analytics_api::db::seed::{seed_demo, SeedOptions};
 use analytics_api::Application;
 
-pub use crate::processes::{PgCluster, RedisProcess};
+pub use crate::processes::{DelayProxy, PgCluster, RedisProcess};
 use chrono::NaiveDate;
 use serde_json::Value;
 use sqlx::postgres::PgPoolOptions;
