@@ -101,18 +101,19 @@ py() { python3 "$BENCH_DIR/bench.py" "$@"; }
 
 psql_bench() { psql -X -q -v ON_ERROR_STOP=1 -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" "$@"; }
 
-# stop_process PID: SIGTERM, up to 15 s to exit, then SIGKILL; reaps it.
+# stop_process PID [TENTHS]: SIGTERM, up to TENTHS/10 s (default 15 s) to
+# exit, then SIGKILL; reaps it.
 stop_process() {
-  local pid="$1"
+  local pid="$1" tenths="${2:-150}"
   if kill -0 "$pid" 2>/dev/null; then
     kill -TERM "$pid" 2>/dev/null || true
     local i
-    for ((i = 0; i < 150; i++)); do
+    for ((i = 0; i < tenths; i++)); do
       kill -0 "$pid" 2>/dev/null || break
       sleep 0.1
     done
     if kill -0 "$pid" 2>/dev/null; then
-      log "process $pid ignored SIGTERM for 15 s; sending SIGKILL"
+      log "process $pid ignored SIGTERM for $((tenths / 10)) s; sending SIGKILL"
       kill -KILL "$pid" 2>/dev/null || true
     fi
   fi
@@ -135,14 +136,7 @@ stop_peer() {
 
 stop_redis() {
   if [[ -n "$REDIS_PID" ]]; then
-    kill -TERM "$REDIS_PID" 2>/dev/null || true
-    local i
-    for ((i = 0; i < 50; i++)); do
-      kill -0 "$REDIS_PID" 2>/dev/null || break
-      sleep 0.1
-    done
-    kill -KILL "$REDIS_PID" 2>/dev/null || true
-    wait "$REDIS_PID" 2>/dev/null || true
+    stop_process "$REDIS_PID" 50
     REDIS_PID=""
   fi
 }

@@ -28,7 +28,8 @@ use crate::config::FreshnessSettings;
 use crate::db::capture;
 use crate::model::freshness::{touched, Change, Touched};
 use crate::model::{triggers, SemanticModel};
-use crate::redis::{RedisCaller, RedisClient};
+use crate::redis::{RedisCaller, RedisClient, RedisUnavailable};
+use crate::sync::lock;
 
 /// How long start-up waits for the first LISTEN before serving anyway.
 const STARTUP_LISTEN_LIMIT: Duration = Duration::from_secs(5);
@@ -172,8 +173,10 @@ impl Freshness {
             tenant: tenant.map(str::to_owned),
             keys,
         };
-        if self.cache.has_redis() {
-            if let Err(error) = self.cache.bump(counters).await {
+        match self.cache.bump(counters).await {
+            // Without Redis, L1 (below) is all there is to invalidate.
+            Ok(()) | Err(RedisUnavailable::Disabled) => {}
+            Err(error) => {
                 tracing::warn!(%error, dataset, "could not bump version counters; retrying as a whole-dataset invalidation");
                 lock(&self.unbumped).insert(dataset.to_owned());
             }
@@ -374,9 +377,4 @@ impl Freshness {
             }
         }
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // The guarded set stays consistent through a panic (single inserts/removes).
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }

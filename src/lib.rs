@@ -7,6 +7,7 @@
 //! in this list):
 //! - `clock`: wall-clock helpers
 //! - `breaker`: the circuit breaker of a dependency (Redis, PostgreSQL)
+//! - `sync`: poison-tolerant locking
 //! - `config`: layered settings (defaults, TOML files, environment)
 //! - `model`: semantic model, validation, canonical form, SQL, TTL policy (pure)
 //! - `telemetry`: logging, error chains in logs, the Prometheus recorder
@@ -38,6 +39,7 @@ pub mod redis;
 pub mod startup;
 pub mod state;
 pub mod status;
+pub mod sync;
 pub mod telemetry;
 pub mod tenancy;
 

@@ -137,7 +137,7 @@ impl StatusTracker {
 
     /// Counts a lookup of `key`; `describe` runs only the first time a key is seen.
     pub fn record_key(&self, key: &str, describe: impl FnOnce() -> HotKey) {
-        let mut keys = self.hot_keys.lock().unwrap_or_else(|p| p.into_inner());
+        let mut keys = crate::sync::lock(&self.hot_keys);
         if let Some(entry) = keys.get_mut(key) {
             entry.hits += 1;
             return;
@@ -216,7 +216,7 @@ impl StatusTracker {
 
     /// The `n` keys with the most lookups.
     pub fn hot_keys(&self, n: usize) -> Vec<HotKey> {
-        let keys = self.hot_keys.lock().unwrap_or_else(|p| p.into_inner());
+        let keys = crate::sync::lock(&self.hot_keys);
         let mut hottest: Vec<HotKey> = keys.values().cloned().collect();
         hottest.sort_by(|a, b| b.hits.cmp(&a.hits).then_with(|| a.summary.cmp(&b.summary)));
         hottest.truncate(n);

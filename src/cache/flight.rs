@@ -75,6 +75,7 @@ pub struct LeasePolicy {
     pub token: String,
 }
 
+#[derive(Clone)]
 pub(super) struct Flight<E: Clone> {
     pub request: EntryRequest,
     pub store: bool,
@@ -91,25 +92,6 @@ pub(super) struct Flight<E: Clone> {
     pub stats: Arc<CacheStats>,
     /// For the background refresh of a stale-while-revalidate serve.
     pub flights: Arc<SingleFlight<Result<Served, E>>>,
-}
-
-impl<E: Clone> Clone for Flight<E> {
-    fn clone(&self) -> Self {
-        Self {
-            request: self.request.clone(),
-            store: self.store,
-            compress_above: self.compress_above,
-            max_entry_bytes: self.max_entry_bytes,
-            l1: self.l1.clone(),
-            recent: Arc::clone(&self.recent),
-            started_after: self.started_after,
-            redis: self.redis.clone(),
-            versions: Arc::clone(&self.versions),
-            lease: Arc::clone(&self.lease),
-            stats: Arc::clone(&self.stats),
-            flights: Arc::clone(&self.flights),
-        }
-    }
 }
 
 /// An entry read from Redis, judged against its counters.

@@ -286,10 +286,6 @@ impl<E: ComputeError> QueryCache<E> {
         }
     }
 
-    pub fn has_redis(&self) -> bool {
-        self.redis.is_some()
-    }
-
     async fn l1_get(&self, key: &str) -> Option<Arc<CachedData>> {
         self.l1.as_ref()?.get(key).await
     }

@@ -10,6 +10,7 @@ use std::sync::Mutex;
 
 use super::entry::CachedData;
 use super::{keys, L1Target};
+use crate::sync::lock;
 
 /// How many recent invalidations are kept; a flight older than all of them
 /// assumes the worst.
@@ -75,8 +76,7 @@ impl Recent {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, (u64, VecDeque<(u64, Dropped)>)> {
-        // Pushes and reads leave the log consistent even through a panic.
-        self.log.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.log)
     }
 }
 

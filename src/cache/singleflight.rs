@@ -7,6 +7,8 @@ use std::sync::{Arc, Mutex};
 
 use futures::future::{BoxFuture, FutureExt, Shared};
 
+use crate::sync::lock;
+
 type Flight<T> = Shared<BoxFuture<'static, T>>;
 
 pub struct SingleFlight<T: Clone> {
@@ -80,12 +82,6 @@ where
     fn in_flight(&self) -> usize {
         lock(&self.flights).len()
     }
-}
-
-fn lock<V>(mutex: &Mutex<V>) -> std::sync::MutexGuard<'_, V> {
-    // A panic while holding this lock cannot leave the map half-updated
-    // (single insert/remove), so a poisoned lock is safe to keep using.
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]

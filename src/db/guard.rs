@@ -23,6 +23,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use super::DbError;
 use crate::breaker::{Breaker, Transition};
 use crate::config::DatabaseSettings;
+use crate::sync::lock;
 
 /// The admission and breaker state of one database.
 pub struct Guard {
@@ -179,11 +180,6 @@ impl Guard {
             }
         }
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // The map stays consistent through a panic (single updates).
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]

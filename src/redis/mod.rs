@@ -228,11 +228,16 @@ impl RedisClient {
         }
     }
 
+    /// The bound on opening a connection outside the pool and getting a first answer.
+    fn fresh_connection_limit(&self) -> Duration {
+        Duration::from_millis(self.settings.connect_timeout_ms + self.settings.command_timeout_ms.max(100))
+    }
+
     /// PING over a new connection (not the pool), bounded by connect + command timeouts.
     pub async fn ping_fresh(&self) -> Result<Duration, RedisUnavailable> {
         use bb8::ManageConnection;
         let started = Instant::now();
-        let limit = Duration::from_millis(self.settings.connect_timeout_ms + self.settings.command_timeout_ms.max(100));
+        let limit = self.fresh_connection_limit();
         tokio::time::timeout(limit, async {
             let mut connection = self
                 .manager
@@ -290,7 +295,7 @@ impl RedisClient {
     /// A dedicated subscription to `channel` (not pooled: a subscribed
     /// connection can do nothing else), within the connect timeout.
     pub async fn subscribe(&self, channel: &str) -> Result<redis::aio::PubSub, RedisUnavailable> {
-        let limit = Duration::from_millis(self.settings.connect_timeout_ms + self.settings.command_timeout_ms.max(100));
+        let limit = self.fresh_connection_limit();
         tokio::time::timeout(limit, async {
             let mut pubsub = self
                 .client

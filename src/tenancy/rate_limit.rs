@@ -124,7 +124,7 @@ impl RateLimiter {
     /// The same GCRA in process, used while Redis is unreachable.
     fn check_locally(&self, tenant: &str, limit: u64, now: f64) -> Decision {
         let interval = PERIOD_MS / limit as f64;
-        let mut tats = self.local.lock().unwrap_or_else(|p| p.into_inner());
+        let mut tats = crate::sync::lock(&self.local);
         let tat = tats.get(tenant).copied().unwrap_or(0.0).max(now);
         let new_tat = tat + interval;
         let allow_at = new_tat - PERIOD_MS;
