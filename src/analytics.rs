@@ -17,6 +17,7 @@ use crate::db::{Database, DbError};
 use crate::model::{
     CompileContext, CompiledQuery, QueryError, QueryRequest, SemanticModel, StaleWindows, TenantScope, TtlPolicy,
 };
+use crate::rollups::Rollups;
 use crate::status::{HotKey, StatusTracker};
 
 /// Why a query got no answer.
@@ -82,6 +83,8 @@ pub struct QueryService {
     stale: StaleWindows,
     cache: Arc<QueryCache<AnalyticsError>>,
     db: Database,
+    /// Which rollup (if any) answers a computation.
+    rollups: Arc<Rollups>,
     status: Arc<StatusTracker>,
 }
 
@@ -91,7 +94,7 @@ impl QueryService {
         keys: KeySpace,
         (settings, freshness): (&CacheSettings, &FreshnessSettings),
         cache: Arc<QueryCache<AnalyticsError>>,
-        db: Database,
+        (db, rollups): (Database, Arc<Rollups>),
         status: Arc<StatusTracker>,
     ) -> Self {
         Self {
@@ -109,8 +112,13 @@ impl QueryService {
             },
             cache,
             db,
+            rollups,
             status,
         }
+    }
+
+    pub fn rollups(&self) -> &Rollups {
+        &self.rollups
     }
 
     pub fn model(&self) -> &SemanticModel {
@@ -215,17 +223,31 @@ impl QueryService {
         };
         let model = Arc::clone(&self.model);
         let database = self.db.clone();
+        let rollups = Arc::clone(&self.rollups);
         let for_compute = Arc::clone(compiled);
-        // The statement is built inside the computation: hits never pay for it.
+        // The statement is built inside the computation: hits never pay for
+        // it, and the rollup is chosen as of the moment the statement runs.
         let compute = move || async move {
-            let sql = model
-                .sql_for(&for_compute)
-                .ok_or_else(|| DbError::Query(format!("dataset `{}` vanished from the model", for_compute.dataset)))?;
-            let result = database.fetch(&for_compute.tenant, sql).await?;
+            let vanished = || DbError::Query(format!("dataset `{}` vanished from the model", for_compute.dataset));
+            let mut rollup = rollups.route(&for_compute);
+            let sql = model.sql_for(&for_compute, rollup).ok_or_else(vanished)?;
+            let result = match database.fetch(&for_compute.tenant, sql).await {
+                // A rollup statement PostgreSQL refuses (an expression that
+                // reads a column the rollup lacks) is answered from raw.
+                Err(DbError::Query(error)) if rollup.is_some() => {
+                    tracing::warn!(%error, rollup = rollup.map(|r| r.id.as_str()), "rollup statement failed; answering from the raw table");
+                    rollup = None;
+                    let sql = model.sql_for(&for_compute, None).ok_or_else(vanished)?;
+                    database.fetch(&for_compute.tenant, sql).await?
+                }
+                other => other?,
+            };
+            rollups.record_served(rollup);
             Ok(Fresh {
                 data: result.data.into(),
                 rows: result.rows,
                 elapsed: result.elapsed,
+                source: rollup.map(|r| Arc::from(r.name.as_str())),
             })
         };
         self.cache.get_or_compute(entry, compute).await

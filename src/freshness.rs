@@ -19,6 +19,7 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use sqlx::postgres::PgListener;
 use sqlx::PgPool;
+use tokio::sync::mpsc;
 
 use crate::analytics::AnalyticsError;
 use crate::cache::keys::KeySpace;
@@ -29,6 +30,7 @@ use crate::db::capture;
 use crate::model::freshness::{touched, Change, Touched};
 use crate::model::{triggers, SemanticModel};
 use crate::redis::{RedisCaller, RedisClient, RedisUnavailable};
+use crate::rollups::{Reaggregated, Rollups};
 use crate::sync::lock;
 
 /// How long start-up waits for the first LISTEN before serving anyway.
@@ -40,6 +42,8 @@ pub enum Source {
     Trigger,
     Api,
     Gap,
+    /// A rollup refresh re-aggregated days (broadcast like an API one).
+    Rollup,
 }
 
 impl Source {
@@ -48,6 +52,7 @@ impl Source {
             Self::Trigger => "trigger",
             Self::Api => "api",
             Self::Gap => "gap",
+            Self::Rollup => "rollup",
         }
     }
 }
@@ -92,6 +97,8 @@ pub struct Freshness {
     l1_sync_up: AtomicBool,
     /// Datasets whose counters could not be bumped (Redis down): retried.
     unbumped: Mutex<BTreeSet<String>>,
+    /// Re-aggregated before a change is invalidated (see `on_notification`).
+    rollups: Arc<Rollups>,
 }
 
 impl Freshness {
@@ -102,6 +109,7 @@ impl Freshness {
         redis: Option<Arc<RedisClient>>,
         settings: FreshnessSettings,
         instance: String,
+        rollups: Arc<Rollups>,
     ) -> Self {
         Self {
             model,
@@ -113,6 +121,7 @@ impl Freshness {
             listener_up: AtomicBool::new(false),
             l1_sync_up: AtomicBool::new(false),
             unbumped: Mutex::default(),
+            rollups,
         }
     }
 
@@ -121,7 +130,16 @@ impl Freshness {
     /// returns, within a few seconds, so the server never serves an entry
     /// from before it started listening as valid; then the background tasks:
     /// LISTEN with reconnects, the pub/sub subscription, retries of bumps.
-    pub async fn start(self: &Arc<Self>, pool: PgPool) {
+    pub async fn start(self: &Arc<Self>, pool: PgPool, mut reaggregated: mpsc::UnboundedReceiver<Reaggregated>) {
+        // Whatever a rollup refresh re-aggregated (it has committed): answers
+        // computed from the rollup before it saw the change are invalidated.
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            while let Some(done) = reaggregated.recv().await {
+                this.invalidate_as(Source::Rollup, &done.dataset, None, &done.change)
+                    .await;
+            }
+        });
         if self.settings.enabled {
             self.set_listener_up(false);
             let mut installed = !self.settings.install_triggers;
@@ -196,7 +214,11 @@ impl Freshness {
     /// An invalidation through the API: applied here, then broadcast to the
     /// other instances' L1.
     pub async fn invalidate(&self, dataset: &str, tenant: Option<&str>, change: &Change) {
-        let target = self.apply(Source::Api, dataset, tenant, change).await;
+        self.invalidate_as(Source::Api, dataset, tenant, change).await;
+    }
+
+    async fn invalidate_as(&self, source: Source, dataset: &str, tenant: Option<&str>, change: &Change) {
+        let target = self.apply(source, dataset, tenant, change).await;
         self.broadcast(BroadcastKind::Invalidate { target }).await;
     }
 
@@ -314,6 +336,10 @@ impl Freshness {
             }
         };
         for (dataset, change) in &notification.changes {
+            // Rollups first: the change is invalidated only once they have
+            // re-aggregated it, so no answer computed from a rollup that had
+            // not seen it can be cached as valid.
+            self.rollups.refresh_dataset(dataset, Some(change)).await;
             self.apply(Source::Trigger, dataset, None, change).await;
         }
         if let Some(at) = notification.at_ms {

@@ -13,6 +13,7 @@
 //! - `telemetry`: logging, error chains in logs, the Prometheus recorder
 //! - `redis`: the shared Redis client: pool, timeouts, breaker, probe
 //! - `db`: PostgreSQL pool, migrations, query execution, demo data seeding
+//! - `rollups`: pre-aggregated tables: builds, refreshes, routing state
 //! - `cache`: key space, L1 + Redis cache-aside, single-flight, stats
 //! - `status`: traffic history and hot keys for the status page
 //! - `tenancy`: tenants, API keys, rate limits (on `redis`)
@@ -36,6 +37,7 @@ pub mod health;
 pub mod http;
 pub mod model;
 pub mod redis;
+pub mod rollups;
 pub mod startup;
 pub mod state;
 pub mod status;

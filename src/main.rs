@@ -6,10 +6,12 @@ use std::process::ExitCode;
 
 use analytics_api::config::Settings;
 use analytics_api::model::{triggers, SemanticModel};
+use analytics_api::rollups::{Built, Rollups};
 use analytics_api::tenancy::{keys, Tenants};
 use analytics_api::{db, telemetry, Application};
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
 
 /// mimalloc: the request path allocates many small short-lived buffers, which
 /// glibc's malloc served at ~15% of CPU in the hot-path profile.
@@ -61,6 +63,22 @@ enum Command {
         #[command(subcommand)]
         action: TriggersAction,
     },
+    /// Pre-aggregated tables declared in the model (`rollups`).
+    Rollups {
+        #[command(subcommand)]
+        action: RollupsAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum RollupsAction {
+    /// Build (or rebuild) rollups now, with progress; all when none is named.
+    Build { names: Vec<String> },
+    /// Each rollup's state, rows, size, last refresh and pending changes.
+    Status,
+    /// Drop rollup tables and their state; queries then read the raw table
+    /// (a running `serve` with build_on_start rebuilds them).
+    Drop { names: Vec<String> },
 }
 
 #[derive(Subcommand)]
@@ -146,6 +164,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
         }
         Command::Keys { action } => manage_keys(action, &settings).await,
         Command::Triggers { action } => manage_triggers(action, &settings).await,
+        Command::Rollups { action } => manage_rollups(action, settings).await,
         Command::CheckConfig => {
             let model = SemanticModel::load(&settings.model.path)?;
             Tenants::from_settings(&settings.auth, &settings.rate_limit, &model)?;
@@ -184,6 +203,68 @@ async fn manage_triggers(action: TriggersAction, settings: &Settings) -> anyhow:
     match action {
         TriggersAction::Drop => println!("change-capture triggers removed"),
         _ => println!("change-capture triggers installed; they notify on channel `{channel}`"),
+    }
+    Ok(())
+}
+
+async fn manage_rollups(action: RollupsAction, settings: Settings) -> anyhow::Result<()> {
+    let model = std::sync::Arc::new(SemanticModel::load(&settings.model.path)?);
+    let pool = db::pool(&settings.database)?;
+    let (rollups, _) = Rollups::new(model, pool, settings.rollups.clone(), true);
+    match action {
+        RollupsAction::Build { names } => {
+            for rollup in rollups.select(&names).map_err(anyhow::Error::msg)? {
+                let bar = ProgressBar::new(0).with_style(
+                    ProgressStyle::with_template("{prefix:24} [{bar:40}] {pos}/{len} months, {elapsed}")
+                        .unwrap_or_else(|_| ProgressStyle::default_bar())
+                        .progress_chars("=> "),
+                );
+                bar.set_prefix(rollup.id.clone());
+                let progress = |done: usize, total: usize| {
+                    bar.set_length(total as u64);
+                    bar.set_position(done as u64);
+                };
+                let built = rollups
+                    .build(&rollup, &progress)
+                    .await
+                    .with_context(|| format!("building rollup {}", rollup.id))?;
+                bar.finish();
+                match built {
+                    Built::Done { rows } => println!("{}: {rows} rows in {}", rollup.id, rollup.table),
+                    Built::Busy => println!("{}: another process is building it; skipped", rollup.id),
+                }
+            }
+        }
+        RollupsAction::Status => {
+            println!(
+                "{:<28} {:<8} {:>10} {:>10} {:>8} {:<25} error",
+                "rollup", "state", "rows", "MB", "pending", "refreshed_at"
+            );
+            for rollup in rollups.select(&[]).map_err(anyhow::Error::msg)? {
+                let m = rollups.measure(&rollup).await?;
+                let refreshed = m
+                    .refreshed_at
+                    .and_then(|t| chrono::DateTime::from_timestamp(t as i64, 0))
+                    .map(|t| t.to_rfc3339())
+                    .unwrap_or_else(|| "-".into());
+                println!(
+                    "{:<28} {:<8} {:>10} {:>10.1} {:>8} {:<25} {}",
+                    rollup.id,
+                    m.state.as_deref().unwrap_or("missing"),
+                    m.rows,
+                    m.bytes as f64 / 1e6,
+                    m.pending_changes,
+                    refreshed,
+                    m.error.as_deref().unwrap_or("")
+                );
+            }
+        }
+        RollupsAction::Drop { names } => {
+            for rollup in rollups.select(&names).map_err(anyhow::Error::msg)? {
+                rollups.drop_rollup(&rollup).await?;
+                println!("{}: dropped {}", rollup.id, rollup.table);
+            }
+        }
     }
     Ok(())
 }

@@ -18,6 +18,7 @@ use crate::health::HealthChecker;
 use crate::http::server::ConnectionLimits;
 use crate::model::{ModelError, SemanticModel};
 use crate::redis::RedisClient;
+use crate::rollups::Rollups;
 use crate::state::{AppComponents, AppState};
 use crate::tenancy::rate_limit::RateLimiter;
 use crate::tenancy::{Authenticator, Tenants};
@@ -88,12 +89,18 @@ impl Application {
             token: instance.clone(),
         };
         let cache = Arc::new(QueryCache::new(&settings.cache, cache_redis.clone(), lease));
+        let (rollups, reaggregated) = Rollups::new(
+            Arc::clone(&model),
+            pool.clone(),
+            settings.rollups.clone(),
+            settings.freshness.enabled,
+        );
         let queries = QueryService::new(
             Arc::clone(&model),
             keys.clone(),
             (&settings.cache, &settings.freshness),
             Arc::clone(&cache),
-            database.clone(),
+            (database.clone(), Arc::clone(&rollups)),
             Arc::clone(&status),
         );
         let freshness = Arc::new(Freshness::new(
@@ -103,8 +110,12 @@ impl Application {
             cache_redis.clone(),
             settings.freshness.clone(),
             instance,
+            Arc::clone(&rollups),
         ));
-        freshness.start(pool.clone()).await;
+        freshness.start(pool.clone(), reaggregated).await;
+        // After the first LISTEN: a rollup adopted now catches up with the
+        // change log, and what it re-aggregates is invalidated.
+        rollups.start();
         let health = HealthChecker::new(database, cache_redis, l1_enabled);
         let rate_limiter = RateLimiter::new(redis, keys);
         let auth = Authenticator::new(tenants, &settings.auth, pool);

@@ -1,21 +1,26 @@
 //! The stored value: the serialized `data` array behind a small binary header,
 //! lz4-compressed above a threshold.
 //!
-//! Layout: `b"AQ2"` | flags u8 (bit 0: lz4) | created_at u64 LE (unix s) |
-//! ttl u32 LE | rows u32 LE | versions u64 LE | payload. The payload is the
-//! JSON array exactly as it goes on the wire, so a hit is spliced into the
-//! response unparsed. `versions` is the snapshot of the version counters the
-//! entry was computed under (see `cache::freshness`). Entries of the older
-//! `AQ1` layout (no snapshot) still decode, as never valid.
+//! Layout: `b"AQ3"` | flags u8 (bit 0: lz4) | created_at u64 LE (unix s) |
+//! ttl u32 LE | rows u32 LE | versions u64 LE | source length u8 | source |
+//! payload. The payload is the JSON array exactly as it goes on the wire, so
+//! a hit is spliced into the response unparsed. `versions` is the snapshot
+//! of the version counters the entry was computed under (see
+//! `cache::versions`); `source` the rollup that computed it (empty: the raw
+//! table). Entries of the older layouts still decode: `AQ2` (no source) as
+//! computed from the raw table, `AQ1` (no snapshot) as never valid.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 
-const MAGIC: &[u8; 3] = b"AQ2";
+const MAGIC: &[u8; 3] = b"AQ3";
+const MAGIC_V2: &[u8; 3] = b"AQ2";
 const MAGIC_V1: &[u8; 3] = b"AQ1";
 const HEADER_LEN_V1: usize = 3 + 1 + 8 + 4 + 4;
-const HEADER_LEN: usize = HEADER_LEN_V1 + 8;
+const HEADER_LEN_V2: usize = HEADER_LEN_V1 + 8;
+/// Before the source's bytes.
+const HEADER_LEN: usize = HEADER_LEN_V2 + 1;
 const FLAG_LZ4: u8 = 1;
 
 /// A cached result, decoded (decompressed) and ready to serve.
@@ -29,6 +34,8 @@ pub struct CachedData {
     /// Snapshot of the version counters at computation; `None` (an `AQ1`
     /// entry) never matches, so such an entry is never served as valid.
     pub versions: Option<u64>,
+    /// The rollup that computed it; `None`: the raw table.
+    pub source: Option<Arc<str>>,
     /// What the entry depends on, kept in memory (not stored) so an
     /// invalidation can find L1 entries without asking Redis.
     pub deps: Option<Arc<EntryDeps>>,
@@ -79,6 +86,11 @@ pub fn encode(entry: &CachedData, compress_above: usize) -> Vec<u8> {
     out.extend_from_slice(&u32::try_from(entry.ttl_seconds).unwrap_or(u32::MAX).to_le_bytes());
     out.extend_from_slice(&u32::try_from(entry.rows).unwrap_or(u32::MAX).to_le_bytes());
     out.extend_from_slice(&entry.versions.unwrap_or_default().to_le_bytes());
+    // Rollup names are model identifiers (at most 63 bytes).
+    let source = entry.source.as_deref().unwrap_or_default().as_bytes();
+    let source = &source[..source.len().min(u8::MAX as usize)];
+    out.push(source.len() as u8);
+    out.extend_from_slice(source);
     out.extend_from_slice(&payload);
     out
 }
@@ -86,15 +98,21 @@ pub fn encode(entry: &CachedData, compress_above: usize) -> Vec<u8> {
 /// Parses a stored entry. Anything unexpected is an error, which the cache
 /// treats as a miss (and deletes), never as a failed request.
 pub fn decode(bytes: &[u8], max_uncompressed: usize) -> Result<CachedData, DecodeError> {
-    let (header_len, versions) = match bytes.get(..3) {
-        Some(magic) if magic == MAGIC && bytes.len() >= HEADER_LEN => (
-            HEADER_LEN,
-            Some(u64::from_le_bytes(
-                bytes[20..28].try_into().map_err(|_| DecodeError::Truncated)?,
-            )),
-        ),
-        Some(magic) if magic == MAGIC_V1 && bytes.len() >= HEADER_LEN_V1 => (HEADER_LEN_V1, None),
-        Some(magic) if magic == MAGIC || magic == MAGIC_V1 => return Err(DecodeError::Truncated),
+    let snapshot = || -> Result<u64, DecodeError> {
+        Ok(u64::from_le_bytes(
+            bytes[20..28].try_into().map_err(|_| DecodeError::Truncated)?,
+        ))
+    };
+    let (header_len, versions, source) = match bytes.get(..3) {
+        Some(magic) if magic == MAGIC && bytes.len() >= HEADER_LEN => {
+            let end = HEADER_LEN + usize::from(bytes[HEADER_LEN - 1]);
+            let source = bytes.get(HEADER_LEN..end).ok_or(DecodeError::Truncated)?;
+            let source = std::str::from_utf8(source).map_err(|_| DecodeError::BadMagic)?;
+            (end, Some(snapshot()?), (!source.is_empty()).then(|| Arc::from(source)))
+        }
+        Some(magic) if magic == MAGIC_V2 && bytes.len() >= HEADER_LEN_V2 => (HEADER_LEN_V2, Some(snapshot()?), None),
+        Some(magic) if magic == MAGIC_V1 && bytes.len() >= HEADER_LEN_V1 => (HEADER_LEN_V1, None, None),
+        Some(magic) if magic == MAGIC || magic == MAGIC_V2 || magic == MAGIC_V1 => return Err(DecodeError::Truncated),
         Some(_) => return Err(DecodeError::BadMagic),
         None => return Err(DecodeError::Truncated),
     };
@@ -129,6 +147,7 @@ pub fn decode(bytes: &[u8], max_uncompressed: usize) -> Result<CachedData, Decod
         created_at,
         ttl_seconds: u64::from(ttl),
         versions,
+        source,
         deps: None,
     })
 }
@@ -144,8 +163,21 @@ mod tests {
             created_at: 1_700_000_000,
             ttl_seconds: 300,
             versions: Some(42),
+            source: None,
             deps: None,
         }
+    }
+
+    #[test]
+    fn the_source_round_trips_and_older_entries_read_as_raw() {
+        let mut entry = sample("[1]");
+        entry.source = Some(Arc::from("daily_store"));
+        assert_eq!(decode(&encode(&entry, 1024), 1024), Ok(entry.clone()));
+        let mut v2 = encode(&sample("[1]"), 1024);
+        v2[..3].copy_from_slice(b"AQ2");
+        v2.remove(HEADER_LEN - 1);
+        let decoded = decode(&v2, 1024).expect("decodes");
+        assert_eq!((decoded.source, decoded.versions), (None, Some(42)));
     }
 
     #[test]

@@ -27,6 +27,8 @@ pub struct Fresh {
     pub rows: u64,
     /// Time the computation spent (the database's time, for the span).
     pub elapsed: Duration,
+    /// The rollup that answered; `None`: the raw table.
+    pub source: Option<Arc<str>>,
 }
 
 /// What the client accepts (`Cache-Control` request directives, RFC 9111).
@@ -265,6 +267,7 @@ impl<E: ComputeError> Flight<E> {
             created_at: unix_now(),
             ttl_seconds: self.request.ttl_seconds,
             versions: snapshot,
+            source: fresh.source,
             deps: Some(Arc::clone(&self.request.deps)),
         });
         let stored = self.store && self.save(&entry).await;

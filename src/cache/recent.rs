@@ -96,6 +96,7 @@ mod tests {
             created_at: 0,
             ttl_seconds: 60,
             versions: Some(1),
+            source: None,
             deps: Some(Arc::new(EntryDeps {
                 dataset: dataset.into(),
                 tenant: "t".into(),

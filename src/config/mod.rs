@@ -16,6 +16,7 @@ pub struct Settings {
     pub redis: RedisSettings,
     pub cache: CacheSettings,
     pub freshness: FreshnessSettings,
+    pub rollups: RollupSettings,
     pub auth: AuthSettings,
     pub rate_limit: RateLimitSettings,
     pub model: ModelSettings,
@@ -259,6 +260,39 @@ impl Default for FreshnessSettings {
             lease_ms: 5_000,
             lease_wait_ms: 11_000,
             reconnect_max_ms: 5_000,
+        }
+    }
+}
+
+/// Pre-aggregated tables (the model's `rollups`), kept exact by change capture.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RollupSettings {
+    /// Answer covered queries from the model's rollups. They are kept exact
+    /// by change capture, so they are used only while `freshness.enabled`.
+    pub enabled: bool,
+    /// `serve` builds missing or outdated rollups in the background (and
+    /// answers from the raw table until they are ready); off, only
+    /// `analytics-api rollups build` builds them.
+    pub build_on_start: bool,
+    /// How often pending changes are re-aggregated even without a
+    /// notification (after a gap, or changes made while no server ran).
+    pub refresh_interval_ms: u64,
+    /// Longest one refresh transaction may run before it is abandoned (the
+    /// rollup then answers nothing until a refresh succeeds).
+    pub refresh_timeout_ms: u64,
+    /// Longest one build may run.
+    pub build_timeout_seconds: u64,
+}
+
+impl Default for RollupSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            build_on_start: true,
+            refresh_interval_ms: 5_000,
+            refresh_timeout_ms: 30_000,
+            build_timeout_seconds: 3_600,
         }
     }
 }

@@ -11,6 +11,7 @@ use crate::cache::stats::StatsSnapshot;
 use crate::error::{ApiError, ErrorCode};
 use crate::http::auth::{configured_tenant, CacheActor};
 use crate::model::QueryRequest;
+use crate::rollups::RollupStatus;
 use crate::state::AppState;
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -29,6 +30,9 @@ pub struct CacheStatsResponse {
     pub l1: L1Stats,
     /// This instance's counters.
     pub app: StatsSnapshot,
+    /// Per rollup: state, rows, size, last refresh, lag, share of computed
+    /// answers it served (this instance).
+    pub rollups: Vec<RollupStatus>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -109,6 +113,7 @@ async fn admin_stats(state: &AppState) -> CacheStatsResponse {
             max_bytes: state.settings.cache.l1_max_bytes,
         },
         app: cache.stats().snapshot(),
+        rollups: state.queries.rollups().status(),
     }
 }
 

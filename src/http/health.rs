@@ -12,12 +12,16 @@ use crate::state::AppState;
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct HealthResponse {
-    /// `ok`, `degraded` (cache down, still serving) or `down` (database down).
+    /// `ok`, `degraded` (cache down or a rollup failing, still serving) or
+    /// `down` (database down).
     pub status: &'static str,
     pub database: ComponentHealth,
     pub cache: CacheHealth,
     /// Change capture and the L1 sync between instances.
     pub freshness: FreshnessHealth,
+    /// Rollups whose refresh fails (their queries go to the raw table,
+    /// exact but slower): `degraded` while any.
+    pub rollups_failing: Vec<String>,
     pub version: &'static str,
     pub uptime_seconds: u64,
 }
@@ -35,9 +39,10 @@ pub struct SimpleStatus {
 ))]
 pub async fn get_health(State(state): State<AppState>) -> (StatusCode, Json<HealthResponse>) {
     let (database, cache) = tokio::join!(state.health.database(), state.health.cache());
+    let rollups_failing = state.queries.rollups().failing();
     let (code, status) = if !database.is_up() {
         (StatusCode::SERVICE_UNAVAILABLE, "down")
-    } else if cache.redis == "down" {
+    } else if cache.redis == "down" || !rollups_failing.is_empty() {
         (StatusCode::OK, "degraded")
     } else {
         (StatusCode::OK, "ok")
@@ -47,6 +52,7 @@ pub async fn get_health(State(state): State<AppState>) -> (StatusCode, Json<Heal
         database,
         cache,
         freshness: state.freshness.health(),
+        rollups_failing,
         version: env!("CARGO_PKG_VERSION"),
         uptime_seconds: state.started_at.elapsed().as_secs(),
     };

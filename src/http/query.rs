@@ -42,6 +42,9 @@ pub struct QueryMetadata {
     pub stale: bool,
     /// Seconds since the answer was computed.
     pub age_seconds: u64,
+    /// What computed the answer: `raw` (the fact table) or the name of the
+    /// rollup that did.
+    pub source: String,
 }
 
 /// The documented response shape (the handler splices `data` unparsed).
@@ -201,6 +204,7 @@ fn render(answer: &Answer) -> Response {
         },
         stale: served.stale,
         age_seconds: served.age_seconds,
+        source: served.entry.source.as_deref().unwrap_or("raw").to_owned(),
     };
     // Serializing a struct of numbers and strings cannot fail.
     let metadata = serde_json::to_vec(&metadata).unwrap_or_else(|_| b"{}".to_vec());

@@ -9,15 +9,18 @@ use sqlx::{Postgres, QueryBuilder};
 use super::definition::{Dataset, JoinKind, ValueType};
 use super::filters::{FilterOp, FilterValue, ResolvedFilter};
 use super::resolve::ResolvedQuery;
+use super::rollup::Rollup;
 
 /// Builds the statement for `query` on `dataset`, with `row_filters` (the
-/// tenant's scope) ANDed in. The statement returns one row:
+/// tenant's scope) ANDed in, reading `rollup` (under the fact table's alias,
+/// metrics combined from its parts) or the raw table. It returns one row:
 /// `(total_rows int8, data text)` where `data` is the compact JSON array of rows
 /// built by PostgreSQL so the server never re-encodes it.
 pub fn build_sql(
     dataset: &Dataset,
     query: &ResolvedQuery,
     row_filters: &[ResolvedFilter],
+    rollup: Option<&Rollup>,
 ) -> QueryBuilder<'static, Postgres> {
     let def = &dataset.def;
     let mut sql = QueryBuilder::new(
@@ -32,17 +35,18 @@ pub fn build_sql(
     }
     for name in &query.metrics {
         if let Some(metric) = dataset.metric(name) {
+            let expression = rollup.and_then(|r| r.combine.get(name)).unwrap_or(&metric.sql);
             match metric.decimals {
-                Some(decimals) => columns.push(format_args!(
-                    "round(({})::numeric, {decimals}) AS \"{name}\"",
-                    metric.sql
-                )),
-                None => columns.push(format_args!("{} AS \"{name}\"", metric.sql)),
+                Some(decimals) => {
+                    columns.push(format_args!("round(({expression})::numeric, {decimals}) AS \"{name}\""))
+                }
+                None => columns.push(format_args!("{expression} AS \"{name}\"")),
             };
         }
     }
 
-    sql.push(format_args!(" FROM {} {}", def.table, def.alias));
+    let table = rollup.map_or(&def.table, |r| &r.table);
+    sql.push(format_args!(" FROM {table} {}", def.alias));
     for join_name in needed_joins(dataset, query, row_filters) {
         if let Some(join) = def.joins.get(&join_name) {
             let kind = match join.kind {

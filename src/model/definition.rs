@@ -6,6 +6,9 @@ use std::path::Path;
 use md5::{Digest, Md5};
 use serde::{Deserialize, Serialize};
 
+use super::aggregate::{Aggregate, TypedMetric};
+use super::rollup::{self, Granularity, Reads, Rollup, RollupDef};
+
 /// Why a model file was refused, naming the dataset and the field.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
@@ -70,6 +73,10 @@ pub struct DatasetDef {
     pub metrics: BTreeMap<String, MetricDef>,
     #[serde(default)]
     pub dimensions: BTreeMap<String, DimensionDef>,
+    /// Pre-aggregated tables (see `rollup`). Not part of the definition
+    /// hash: a rollup answers exactly what the raw table answers.
+    #[serde(default, skip_serializing)]
+    pub rollups: BTreeMap<String, RollupDef>,
 }
 
 fn default_timezone() -> String {
@@ -103,7 +110,22 @@ pub enum JoinKind {
 #[serde(deny_unknown_fields)]
 pub struct MetricDef {
     /// SQL aggregate expression; `{time}` expands to the local time column.
+    /// Written by the server for typed metrics (`aggregate`).
+    #[serde(default)]
     pub sql: String,
+    /// A typed metric: `sum`, `count`, `avg` or `ratio` (see `aggregate`);
+    /// only typed metrics can be served from rollups.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aggregate: Option<Aggregate>,
+    /// Typed `sum` and `avg`: the row expression.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub of: Option<String>,
+    /// Typed metrics: the row condition (`FILTER (WHERE ...)`).
+    #[serde(default, rename = "where", skip_serializing_if = "Option::is_none")]
+    pub condition: Option<String>,
+    /// Typed `ratio`: the rows counted below the line (all when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub denominator_where: Option<String>,
     #[serde(default)]
     pub aliases: Vec<String>,
     /// Rounding applied in SQL; absent means the value is returned as is.
@@ -111,6 +133,18 @@ pub struct MetricDef {
     pub join: Option<String>,
     #[serde(default)]
     pub description: String,
+}
+
+impl MetricDef {
+    /// The typed view of this metric, if it is declared with `aggregate`.
+    pub fn typed(&self) -> Option<TypedMetric<'_>> {
+        Some(TypedMetric {
+            aggregate: self.aggregate?,
+            of: self.of.as_deref(),
+            condition: self.condition.as_deref(),
+            denominator_condition: self.denominator_where.as_deref(),
+        })
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -121,6 +155,11 @@ pub struct DimensionDef {
     #[serde(rename = "type")]
     pub value_type: ValueType,
     pub join: Option<String>,
+    /// For a dimension that reads the time column: the finest unit its value
+    /// depends on (`hour`, `day`). Rollups no coarser serve it; without it,
+    /// it is answered from the raw table only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grain: Option<Granularity>,
     #[serde(default)]
     pub aliases: Vec<String>,
     #[serde(default)]
@@ -152,6 +191,10 @@ pub struct Dataset {
     dimension_names: HashMap<String, String>,
     /// Tracked dimension -> its column in the fact table.
     pub tracked: BTreeMap<String, String>,
+    /// Validated rollups, smallest first.
+    pub rollups: Vec<Rollup>,
+    /// The fact columns each dimension reads, for rollup coverage.
+    pub reads: Reads,
 }
 
 impl Dataset {
@@ -331,6 +374,24 @@ fn validate_dataset(name: &str, mut def: DatasetDef) -> Result<Dataset, ModelErr
     };
     for (metric_name, metric) in def.metrics.iter_mut() {
         let field = format!("metrics.{metric_name}");
+        if let Some(typed) = metric.typed() {
+            if !metric.sql.is_empty() {
+                return Err(invalid(name, &field, "declare either `sql` or `aggregate`, not both"));
+            }
+            typed
+                .check()
+                .map_err(|(part, message)| invalid(name, format!("{field}.{part}"), message))?;
+            for (part, text) in [
+                ("of", &metric.of),
+                ("where", &metric.condition),
+                ("denominator_where", &metric.denominator_where),
+            ] {
+                if let Some(text) = text {
+                    check_expression(name, &format!("{field}.{part}"), text)?;
+                }
+            }
+            metric.sql = typed.sql();
+        }
         check_expression(name, &format!("{field}.sql"), &metric.sql)?;
         check_join(name, &field, metric.join.as_deref(), &def.joins)?;
         if metric.decimals.is_some_and(|d| d > 12) {
@@ -353,6 +414,8 @@ fn validate_dataset(name: &str, mut def: DatasetDef) -> Result<Dataset, ModelErr
         }
     }
     let tracked = tracked_columns(name, &def)?;
+    let reads = dimension_reads(&def);
+    let rollups = rollup::validate(name, &def).map_err(|(field, message)| invalid(name, field, message))?;
     let serialized = serde_json::to_vec(&def).map_err(|e| invalid(name, "definition", e.to_string()))?;
     let definition_hash = hex::encode(Md5::digest(&serialized));
     Ok(Dataset {
@@ -362,7 +425,26 @@ fn validate_dataset(name: &str, mut def: DatasetDef) -> Result<Dataset, ModelErr
         metric_names,
         dimension_names,
         tracked,
+        rollups,
+        reads,
     })
+}
+
+/// The fact-table columns each dimension reads, through its join too, and
+/// the grain of those that read the time column.
+fn dimension_reads(def: &DatasetDef) -> Reads {
+    let mut reads = Reads::default();
+    for (dimension_name, dimension) in &def.dimensions {
+        let mut columns = rollup::fact_columns(&dimension.sql, &def.alias);
+        if let Some(join) = dimension.join.as_ref().and_then(|j| def.joins.get(j)) {
+            columns.extend(rollup::fact_columns(&join.on, &def.alias));
+        }
+        reads.dimension_columns.insert(dimension_name.clone(), columns);
+        if let Some(grain) = dimension.grain {
+            reads.grains.insert(dimension_name.clone(), grain);
+        }
+    }
+    reads
 }
 
 /// Most dimensions a dataset may track: each adds work to every trigger.

@@ -3,6 +3,8 @@
 //! and no import from any other module of ours (the ground floor).
 //!
 //! - `definition`: the model file, validated at start-up
+//! - `aggregate`: typed metrics and their additive parts
+//! - `rollup`: pre-aggregated tables: checks, coverage, their SQL
 //! - `request`: the query as clients send it, and why one is refused
 //! - `names`: name lookups shared by resolution and filters
 //! - `resolve`: a request checked against a dataset, in canonical form
@@ -12,6 +14,7 @@
 //! - `triggers`: the change-capture trigger DDL for the datasets' tables
 //! - `ttl`: how long a result may be cached
 
+mod aggregate;
 mod compile;
 mod definition;
 mod filters;
@@ -19,6 +22,7 @@ pub mod freshness;
 mod names;
 mod request;
 mod resolve;
+pub mod rollup;
 pub mod triggers;
 mod ttl;
 
@@ -36,6 +40,7 @@ pub use definition::{
 pub use filters::{resolve_filters, FilterOp, FilterValue, ResolvedFilter};
 pub use request::{DateRange, OrderBy, QueryError, QueryErrorCode, QueryRequest};
 pub use resolve::{resolve, ResolvedQuery};
+pub use rollup::Rollup;
 pub use ttl::TtlPolicy;
 
 /// Who a query runs for: part of the cache key, and the source of row filters
@@ -170,10 +175,31 @@ impl SemanticModel {
         })
     }
 
-    /// The statement for a compiled query.
-    pub fn sql_for(&self, compiled: &CompiledQuery) -> Option<QueryBuilder<'static, Postgres>> {
+    /// The smallest rollup that covers `compiled` among those `usable`
+    /// says may serve now; `None`: the raw table.
+    pub fn route(&self, compiled: &CompiledQuery, usable: impl Fn(&Rollup) -> bool) -> Option<&Rollup> {
         let dataset = self.datasets.get(&compiled.dataset)?;
-        Some(build_sql(dataset, &compiled.resolved, &compiled.scope))
+        dataset.rollups.iter().find(|rollup| {
+            usable(rollup)
+                && rollup::covers(
+                    &dataset.def,
+                    &dataset.reads,
+                    rollup,
+                    &compiled.resolved,
+                    &compiled.scope,
+                )
+        })
+    }
+
+    /// The statement for a compiled query, on `rollup` (which must cover
+    /// it, see [`SemanticModel::route`]) or on the raw table.
+    pub fn sql_for(
+        &self,
+        compiled: &CompiledQuery,
+        rollup: Option<&Rollup>,
+    ) -> Option<QueryBuilder<'static, Postgres>> {
+        let dataset = self.datasets.get(&compiled.dataset)?;
+        Some(build_sql(dataset, &compiled.resolved, &compiled.scope, rollup))
     }
 }
 

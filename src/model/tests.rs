@@ -31,7 +31,11 @@ fn compile(value: serde_json::Value) -> Result<CompiledQuery, QueryError> {
 }
 
 fn sql_of(compiled: &CompiledQuery) -> String {
-    demo_model().sql_for(compiled).expect("dataset exists").sql().to_owned()
+    demo_model()
+        .sql_for(compiled, None)
+        .expect("dataset exists")
+        .sql()
+        .to_owned()
 }
 
 #[test]
@@ -263,4 +267,136 @@ fn model_errors_name_dataset_and_field() {
         .expect_err("unknown key")
         .to_string()
         .contains("colour"));
+}
+
+fn with_rollup(rollup: &str) -> Result<SemanticModel, ModelError> {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/model.toml")).expect("demo model");
+    SemanticModel::from_toml(&format!("{text}\n[datasets.sales.rollups.extra]\n{rollup}\n"))
+}
+
+#[test]
+fn the_model_check_refuses_a_rollup_that_cannot_serve_what_it_lists() {
+    for (rollup, field) in [
+        (
+            r#"granularity = "day"
+               metrics = ["unique_customers"]"#,
+            "rollups.extra.metrics[0]",
+        ),
+        (
+            r#"granularity = "day"
+               dimensions = ["store_id", "channel"]
+               metrics = ["revenue"]"#,
+            "rollups.extra.dimensions[1]",
+        ),
+        (
+            r#"granularity = "day"
+               dimensions = ["day"]
+               metrics = ["revenue"]"#,
+            "rollups.extra.dimensions[0]",
+        ),
+        (
+            r#"granularity = "day"
+               metrics = ["no_such_metric"]"#,
+            "rollups.extra.metrics[0]",
+        ),
+        (
+            r#"granularity = "day"
+               metrics = []"#,
+            "rollups.extra.metrics",
+        ),
+    ] {
+        match with_rollup(rollup) {
+            Err(ModelError::Invalid { field: got, .. }) => assert_eq!(got, field, "{rollup}"),
+            other => panic!("{rollup}: {other:?}"),
+        }
+    }
+    assert!(matches!(
+        with_rollup(r#"granularity = "week""#),
+        Err(ModelError::Parse { .. })
+    ));
+}
+
+#[test]
+fn typed_metrics_need_their_fields_and_exclude_free_sql() {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/model.toml")).expect("demo model");
+    for (metric, field) in [
+        ("aggregate = \"sum\"", "metrics.extra.of"),
+        ("aggregate = \"count\"\nsql = \"count(*)\"", "metrics.extra"),
+        ("aggregate = \"ratio\"", "metrics.extra.where"),
+    ] {
+        match SemanticModel::from_toml(&format!("{text}\n[datasets.sales.metrics.extra]\n{metric}\n")) {
+            Err(ModelError::Invalid { field: got, .. }) => assert_eq!(got, field, "{metric}"),
+            other => panic!("{metric}: {other:?}"),
+        }
+    }
+}
+
+fn route(value: serde_json::Value, scope: &TenantScope) -> Option<String> {
+    let model = demo_model();
+    let compiled = model.compile(&context(), scope, &request(value)).expect("compiles");
+    model.route(&compiled, |_| true).map(|r| r.name.clone())
+}
+
+#[test]
+fn the_smallest_covering_rollup_is_chosen_and_raw_otherwise() {
+    let all = TenantScope::unscoped("default");
+    let cases = [
+        (json!({"metrics": ["revenue"]}), Some("daily_channel")),
+        (
+            json!({"metrics": ["revenue"], "dimensions": ["channel_type", "month"]}),
+            Some("daily_channel"),
+        ),
+        (
+            json!({"metrics": ["revenue"], "dimensions": ["city"]}),
+            Some("daily_store"),
+        ),
+        (
+            json!({"metrics": ["revenue"], "dimensions": ["hour"]}),
+            Some("hourly_channel"),
+        ),
+        (json!({"metrics": ["revenue"], "dimensions": ["hour", "store"]}), None),
+        (json!({"metrics": ["unique_customers"]}), None),
+        (
+            json!({"metrics": ["revenue"], "dimensions": ["store"], "filters": {"status": "COMPLETED"}}),
+            None,
+        ),
+    ];
+    for (query, expected) in cases {
+        assert_eq!(route(query.clone(), &all).as_deref(), expected, "{query}");
+    }
+    // A tenant's row filter must be expressible on the rollup too.
+    let scoped = TenantScope {
+        id: "a".into(),
+        row_filters: [(
+            "sales".to_owned(),
+            vec![ResolvedFilter {
+                dimension: "state".into(),
+                op: FilterOp::Eq,
+                value: FilterValue::Text("RJ".into()),
+            }],
+        )]
+        .into(),
+    };
+    assert_eq!(
+        route(json!({"metrics": ["revenue"]}), &scoped).as_deref(),
+        Some("daily_store")
+    );
+    assert_eq!(
+        route(json!({"metrics": ["revenue"], "dimensions": ["status"]}), &scoped),
+        None
+    );
+}
+
+#[test]
+fn rollup_sql_reads_the_rollup_under_the_fact_alias() {
+    let model = demo_model();
+    let compiled = compile(json!({"metrics": ["average_ticket"], "dimensions": ["channel"]})).expect("compiles");
+    let rollup = model.route(&compiled, |_| true).expect("covered");
+    let sql = model.sql_for(&compiled, Some(rollup)).expect("sql").sql().to_owned();
+    assert!(
+        sql.contains("FROM analytics_rollup_sales_daily_channel s JOIN channels ch ON ch.id = s.channel_id"),
+        "{sql}"
+    );
+    assert!(sql.contains("sum(s.__p"), "{sql}");
+    assert!(!sql.contains("avg("), "{sql}");
 }

@@ -20,6 +20,7 @@ use serde::Deserialize;
 
 use super::definition::SemanticModel;
 use super::freshness::Change;
+use super::rollup::{CHANGE_LOG, CHANGE_LOG_DDL};
 
 /// More distinct values than this in one statement are reported as unknown.
 pub const MAX_REPORTED_VALUES: usize = 50;
@@ -63,11 +64,43 @@ const TRIGGERS: [&str; 5] = [
     "analytics_capture_change",
 ];
 
+/// The rows a fact table's trigger appends to the rollup change log (see
+/// `rollup::CHANGE_LOG`) for `rows` (a transition table, or empty for a
+/// TRUNCATE: every day), one per rollup of each dataset on the table.
+fn rollup_log(model: &SemanticModel, datasets: &BTreeSet<String>, rows: &str) -> String {
+    let mut sql = String::new();
+    for name in datasets {
+        let dataset = &model.datasets[name];
+        if dataset.rollups.is_empty() {
+            continue;
+        }
+        let ids: Vec<String> = dataset.rollups.iter().map(|r| format!("'{}'", r.id)).collect();
+        let ids = format!("unnest(ARRAY[{}]::text[])", ids.join(", "));
+        if rows.is_empty() {
+            sql.push_str(&format!("\n    INSERT INTO {CHANGE_LOG} (rollup) SELECT {ids};"));
+        } else {
+            let def = &dataset.def;
+            let local = format!("(r.{} AT TIME ZONE '{}')::date", def.time_column, def.timezone);
+            sql.push_str(&format!(
+                "\n    INSERT INTO {CHANGE_LOG} (rollup, first_day, last_day) \
+                 SELECT {ids}, d.first_day, d.last_day FROM \
+                 (SELECT min({local}) AS first_day, max({local}) AS last_day FROM {rows} r HAVING count(*) > 0) d;"
+            ));
+        }
+    }
+    sql
+}
+
 /// The statements that (re)install capture on every table of the model,
 /// notifying on `channel`. Idempotent: `CREATE OR REPLACE` throughout.
-/// Every name in them is a validated identifier from the model.
+/// Every name in them is a validated identifier from the model. With
+/// rollups, the triggers also append to the rollup change log (created
+/// here, first).
 pub fn install_statements(model: &SemanticModel, channel: &str) -> Vec<String> {
     let mut statements = Vec::new();
+    if model.datasets.values().any(|d| !d.rollups.is_empty()) {
+        statements.extend(CHANGE_LOG_DDL.map(str::to_owned));
+    }
     for (table, info) in tables(model) {
         let function = function_name(&table);
         let bare = format!(
@@ -101,19 +134,25 @@ pub fn install_statements(model: &SemanticModel, channel: &str) -> Vec<String> {
                 spans.join(", "),
                 values.join(", ")
             );
+            let log = |rows: &str| rollup_log(model, &info.fact_of, rows);
+            let both = "(SELECT * FROM old_rows UNION ALL SELECT * FROM new_rows)";
             format!(
                 "IF TG_OP = 'TRUNCATE' THEN
-    payload := {bare};
+    payload := {bare};{truncated}
   ELSIF TG_OP = 'INSERT' THEN
-    {report} FROM new_rows r HAVING count(*) > 0;
+    {report} FROM new_rows r HAVING count(*) > 0;{inserted}
   ELSIF TG_OP = 'DELETE' THEN
-    {report} FROM old_rows r HAVING count(*) > 0;
+    {report} FROM old_rows r HAVING count(*) > 0;{deleted}
   ELSE
-    {report} FROM (SELECT * FROM old_rows UNION ALL SELECT * FROM new_rows) r HAVING count(*) > 0;
+    {report} FROM {both} r HAVING count(*) > 0;{updated}
   END IF;
   IF octet_length(payload) > {MAX_PAYLOAD_BYTES} THEN
     payload := {bare};
-  END IF;"
+  END IF;",
+                truncated = log(""),
+                inserted = log("new_rows"),
+                deleted = log("old_rows"),
+                updated = log(both),
             )
         };
         statements.push(format!(

@@ -18,6 +18,7 @@ mod outage;
 mod processes;
 mod properties;
 mod query;
+mod rollups;
 mod seed;
 mod shedding;
 mod status_page;
