@@ -253,7 +253,7 @@ impl Freshness {
     /// now. `log_failure` is false for the repeated failures of one outage.
     async fn connect(&self, pool: &PgPool, installed: &mut bool, log_failure: bool) -> Option<PgListener> {
         if !*installed {
-            let statements = triggers::install_statements(&self.model, &self.settings.channel);
+            let statements = triggers::install_statements(&self.model, &self.settings.channel, self.rollups.enabled());
             match capture::run_ddl(pool, &statements).await {
                 Ok(()) => {
                     *installed = true;

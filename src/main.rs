@@ -187,7 +187,9 @@ async fn manage_triggers(action: TriggersAction, settings: &Settings) -> anyhow:
     let model = SemanticModel::load(&settings.model.path)?;
     let channel = &settings.freshness.channel;
     let statements = match action {
-        TriggersAction::Install | TriggersAction::Show => triggers::install_statements(&model, channel),
+        TriggersAction::Install | TriggersAction::Show => {
+            triggers::install_statements(&model, channel, settings.rollups.enabled)
+        }
         TriggersAction::Drop => triggers::drop_statements(&model),
     };
     if matches!(action, TriggersAction::Show) {

@@ -52,6 +52,15 @@ pub const STATE_DDL: &str = "CREATE TABLE IF NOT EXISTS analytics_rollups (
        build_seconds float8,
        error text)";
 
+/// Run when the triggers stop writing the change log (installed with
+/// rollups off, or dropped): from then on nothing keeps the rollup tables
+/// exact, so an instance with rollups on must rebuild them, not adopt them.
+pub const MARK_STALE: &str = "DO $stale$ BEGIN
+  IF to_regclass('analytics_rollups') IS NOT NULL THEN
+    UPDATE analytics_rollups SET state = 'stale' WHERE state = 'ready';
+  END IF;
+END $stale$";
+
 /// Most rollups per dataset: each adds work to every change.
 const MAX_ROLLUPS: usize = 16;
 

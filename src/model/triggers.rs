@@ -20,7 +20,7 @@ use serde::Deserialize;
 
 use super::definition::SemanticModel;
 use super::freshness::Change;
-use super::rollup::{CHANGE_LOG, CHANGE_LOG_DDL};
+use super::rollup::{CHANGE_LOG, CHANGE_LOG_DDL, MARK_STALE};
 
 /// More distinct values than this in one statement are reported as unknown.
 pub const MAX_REPORTED_VALUES: usize = 50;
@@ -94,12 +94,16 @@ fn rollup_log(model: &SemanticModel, datasets: &BTreeSet<String>, rows: &str) ->
 /// The statements that (re)install capture on every table of the model,
 /// notifying on `channel`. Idempotent: `CREATE OR REPLACE` throughout.
 /// Every name in them is a validated identifier from the model. With
-/// rollups, the triggers also append to the rollup change log (created
-/// here, first).
-pub fn install_statements(model: &SemanticModel, channel: &str) -> Vec<String> {
+/// `rollups` on and rollups declared, the triggers also append to the rollup
+/// change log (created here, first); with them off, nothing would ever read
+/// the log, so nothing writes it.
+pub fn install_statements(model: &SemanticModel, channel: &str, rollups: bool) -> Vec<String> {
     let mut statements = Vec::new();
-    if model.datasets.values().any(|d| !d.rollups.is_empty()) {
+    let rollups = rollups && model.datasets.values().any(|d| !d.rollups.is_empty());
+    if rollups {
         statements.extend(CHANGE_LOG_DDL.map(str::to_owned));
+    } else {
+        statements.push(MARK_STALE.to_owned());
     }
     for (table, info) in tables(model) {
         let function = function_name(&table);
@@ -134,7 +138,13 @@ pub fn install_statements(model: &SemanticModel, channel: &str) -> Vec<String> {
                 spans.join(", "),
                 values.join(", ")
             );
-            let log = |rows: &str| rollup_log(model, &info.fact_of, rows);
+            let log = |rows: &str| {
+                if rollups {
+                    rollup_log(model, &info.fact_of, rows)
+                } else {
+                    String::new()
+                }
+            };
             let both = "(SELECT * FROM old_rows UNION ALL SELECT * FROM new_rows)";
             format!(
                 "IF TG_OP = 'TRUNCATE' THEN
@@ -199,7 +209,7 @@ $capture$"
 
 /// The statements that remove capture from every table of the model.
 pub fn drop_statements(model: &SemanticModel) -> Vec<String> {
-    let mut statements = Vec::new();
+    let mut statements = vec![MARK_STALE.to_owned()];
     for table in tables(model).keys() {
         for trigger in TRIGGERS {
             statements.push(format!("DROP TRIGGER IF EXISTS {trigger} ON {table}"));
@@ -285,7 +295,14 @@ mod tests {
 
     #[test]
     fn every_table_a_dataset_reads_gets_capture() {
-        let statements = install_statements(&demo(), "analytics_changes").join("\n");
+        let statements = install_statements(&demo(), "analytics_changes", true).join("\n");
+        assert!(statements.contains("INSERT INTO analytics_rollup_changes (rollup, first_day, last_day)"));
+        let without = install_statements(&demo(), "analytics_changes", false).join("\n");
+        assert!(!without.contains("analytics_rollup_changes"));
+        assert!(
+            without.contains("SET state = 'stale'"),
+            "log writes stop: rollups must be rebuilt"
+        );
         for table in ["sales", "channels", "stores"] {
             assert!(
                 statements.contains(&format!("FUNCTION analytics_capture_{table}()")),
@@ -297,7 +314,7 @@ mod tests {
         assert!(statements.contains("(r.created_at AT TIME ZONE 'America/Sao_Paulo')::date"));
         assert!(statements.contains("'channel_id', CASE WHEN count(DISTINCT r.channel_id) <= 50"));
         assert!(statements.contains("pg_notify('analytics_changes', payload)"));
-        assert_eq!(drop_statements(&demo()).len(), 3 * 6);
+        assert_eq!(drop_statements(&demo()).len(), 1 + 3 * 6);
     }
 
     #[test]

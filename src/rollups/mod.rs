@@ -46,6 +46,8 @@ struct State {
     built: AtomicBool,
     /// The last refresh failed: answer from raw until one succeeds.
     failing: Mutex<Option<String>>,
+    /// Its table is gone or outdated: the background loop rebuilds it.
+    needs_build: AtomicBool,
     /// Computations it answered.
     served: AtomicU64,
     measured: Mutex<Measured>,
@@ -119,6 +121,12 @@ impl Rollups {
         self.states.get(&rollup.id)
     }
 
+    /// Whether `rollups.enabled` is on (the capture triggers then write the
+    /// change log).
+    pub fn enabled(&self) -> bool {
+        self.settings.enabled
+    }
+
     /// Whether `rollup` may answer now.
     pub fn usable(&self, rollup: &Rollup) -> bool {
         self.active
@@ -186,6 +194,17 @@ impl Rollups {
             for dataset in self.model.datasets.keys() {
                 self.refresh_dataset(dataset, None).await;
             }
+            for rollup in all(&self.model) {
+                let rebuild = self
+                    .state(rollup)
+                    .is_some_and(|s| s.needs_build.swap(false, Ordering::AcqRel));
+                if rebuild {
+                    tracing::warn!(rollup = %rollup.id, "rollup table missing or outdated; rebuilding (answering from the raw table meanwhile)");
+                    let this = Arc::clone(&self);
+                    let rollup = rollup.clone();
+                    tokio::spawn(async move { this.adopt_or_build(&rollup).await });
+                }
+            }
             self.measure_all().await;
         }
     }
@@ -248,6 +267,7 @@ impl Rollups {
     async fn mark_built(&self, rollup: &Rollup) {
         if let Some(state) = self.state(rollup) {
             state.built.store(true, Ordering::Release);
+            lock(&state.failing).take();
         }
         self.refresh_one(rollup, None).await;
         self.measure_all().await;
@@ -318,6 +338,11 @@ impl Rollups {
             }
             Err(error) => {
                 let message = ErrorChain(&error).to_string();
+                if store::needs_build(&error) {
+                    // Not a passing fault: the table must be built again.
+                    state.built.store(false, Ordering::Release);
+                    state.needs_build.store(true, Ordering::Release);
+                }
                 let first = lock(&state.failing).replace(message.clone()).is_none();
                 if first {
                     tracing::warn!(rollup = %rollup.id, error = %message, "rollup refresh failed; answering from the raw table until one succeeds");

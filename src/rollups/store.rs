@@ -12,6 +12,19 @@ use crate::model::DatasetDef;
 /// More merged spans than this in one refresh are re-aggregated as one span.
 const MAX_SPANS: usize = 64;
 
+const NOT_BUILT: &str = "is not built with the current definition";
+
+/// Whether a refresh failed because the rollup must be built again: its
+/// table is gone (undefined_table) or its stored state is not `ready` with
+/// the current definition.
+pub fn needs_build(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Database(e) => e.code().as_deref() == Some("42P01"),
+        sqlx::Error::Protocol(message) => message.contains(NOT_BUILT),
+        _ => false,
+    }
+}
+
 /// What a refresh re-aggregated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refreshed {
@@ -225,7 +238,7 @@ pub async fn refresh(
             .await?;
     if !matches!(&state, Some((state, hash)) if state == "ready" && *hash == rollup.hash) {
         return Err(sqlx::Error::Protocol(format!(
-            "rollup {} is not built (state {:?}); it needs a build",
+            "rollup {} {NOT_BUILT} (state {:?})",
             rollup.id,
             state.map(|(s, _)| s)
         )));

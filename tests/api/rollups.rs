@@ -67,6 +67,8 @@ async fn pair(customize: impl Fn(&mut Settings) + Clone + Send + 'static) -> (Te
         .spawn_peer(move |s| {
             customize(s);
             s.rollups.enabled = false;
+            // Leave the triggers as the rollup instance installed them.
+            s.freshness.install_triggers = false;
             // The reference: every answer computed now, from the raw table.
             s.cache.enabled = false;
         })
@@ -320,4 +322,68 @@ async fn changes_are_reaggregated_before_they_are_invalidated() {
         .cloned()
         .expect("daily_store");
     assert_eq!(store["pending_changes"], 0, "{store}");
+}
+
+#[tokio::test]
+async fn a_rollup_that_cannot_refresh_is_reported_then_rebuilt() {
+    let (app, raw) = pair(|s| {
+        no_cache(s);
+        s.rollups.refresh_interval_ms = 2_000;
+    })
+    .await;
+    let query = json!({"metrics": ["revenue", "sales_count"], "dimensions": ["channel"]});
+    assert_eq!(answer(&app, KEY_ALL, &query).await.1, "daily_channel");
+
+    // The table vanishes under the server; the next change cannot be applied.
+    sql(&app, "DROP TABLE analytics_rollup_sales_daily_channel").await;
+    sql(
+        &app,
+        "INSERT INTO sales (id, store_id, channel_id, created_at, status, total_amount)
+         SELECT max(id) + 1, 3, 2, timestamptz '2024-06-10 12:00:00-03', 'COMPLETED', 77.70 FROM sales",
+    )
+    .await;
+    let started = Instant::now();
+    loop {
+        let health: Value = app
+            .client
+            .get(app.url("/health"))
+            .send()
+            .await
+            .expect("health")
+            .json()
+            .await
+            .expect("json");
+        if health["rollups_failing"] == json!(["sales.daily_channel"]) {
+            assert_eq!(health["status"], "degraded", "{health}");
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(2), "not reported: {health}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Meanwhile the next smallest rollup (or raw) answers, exactly.
+    let (data, source) = answer(&app, KEY_ALL, &query).await;
+    assert_eq!(source, "daily_store");
+    assert!(data == answer(&raw, KEY_ALL, &query).await.0);
+
+    // The background loop rebuilds it; then it answers again, with the change.
+    let started = Instant::now();
+    loop {
+        let (data, source) = answer(&app, KEY_ALL, &query).await;
+        if source == "daily_channel" {
+            assert!(data == answer(&raw, KEY_ALL, &query).await.0);
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(15), "not rebuilt");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let health: Value = app
+        .client
+        .get(app.url("/health"))
+        .send()
+        .await
+        .expect("health")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(health["rollups_failing"], json!([]), "{health}");
 }
