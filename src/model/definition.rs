@@ -1,13 +1,12 @@
 //! The operator's semantic model: TOML shape, loading and validation.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
 
 use md5::{Digest, Md5};
 use serde::{Deserialize, Serialize};
 
 use super::aggregate::{Aggregate, TypedMetric};
-use super::rollup::{self, Granularity, Reads, Rollup, RollupDef};
+use super::rollup_def::{fact_columns, Granularity, Reads, Rollup, RollupDef};
 
 /// Why a model file was refused, naming the dataset and the field.
 #[derive(Debug, thiserror::Error)]
@@ -223,63 +222,12 @@ pub struct SemanticModel {
 }
 
 impl SemanticModel {
-    pub fn load(path: &Path) -> Result<Self, ModelError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ModelError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
-        Self::from_toml(&text).map_err(|error| match error {
-            ModelError::Parse { source, .. } => ModelError::Parse {
-                path: path.display().to_string(),
-                source,
-            },
-            other => other,
-        })
-    }
-
-    pub fn from_toml(text: &str) -> Result<Self, ModelError> {
-        let file: ModelFile = toml::from_str(text).map_err(|source| ModelError::Parse {
-            path: "<inline>".into(),
-            source: Box::new(source),
-        })?;
-        Self::from_file(file)
-    }
-
-    pub fn from_file(file: ModelFile) -> Result<Self, ModelError> {
-        if file.datasets.is_empty() {
-            return Err(ModelError::Global("declares no datasets".into()));
-        }
-        let default_dataset = match (&file.default_dataset, file.datasets.len()) {
-            (Some(name), _) if file.datasets.contains_key(name) => name.clone(),
-            (Some(name), _) => {
-                return Err(ModelError::Global(format!(
-                    "default_dataset `{name}` is not a declared dataset"
-                )))
-            }
-            (None, 1) => file.datasets.keys().next().cloned().unwrap_or_default(),
-            (None, _) => {
-                return Err(ModelError::Global(
-                    "default_dataset is required when several datasets are declared".into(),
-                ))
-            }
-        };
-        let mut datasets = BTreeMap::new();
-        for (name, def) in file.datasets {
-            let dataset = validate_dataset(&name, def)?;
-            datasets.insert(name, dataset);
-        }
-        Ok(Self {
-            default_dataset,
-            datasets,
-        })
-    }
-
     pub fn dataset(&self, name: Option<&str>) -> Option<&Dataset> {
         self.datasets.get(name.unwrap_or(&self.default_dataset))
     }
 }
 
-fn invalid(dataset: &str, field: impl Into<String>, message: impl Into<String>) -> ModelError {
+pub(super) fn invalid(dataset: &str, field: impl Into<String>, message: impl Into<String>) -> ModelError {
     ModelError::Invalid {
         dataset: dataset.into(),
         field: field.into(),
@@ -303,7 +251,7 @@ pub fn is_sql_identifier(name: &str, allow_dot: bool) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || (allow_dot && c == '.'))
 }
 
-fn validate_dataset(name: &str, mut def: DatasetDef) -> Result<Dataset, ModelError> {
+pub(super) fn validate_dataset(name: &str, mut def: DatasetDef) -> Result<Dataset, ModelError> {
     if !is_public_name(name) {
         return Err(invalid(
             name,
@@ -415,7 +363,6 @@ fn validate_dataset(name: &str, mut def: DatasetDef) -> Result<Dataset, ModelErr
     }
     let tracked = tracked_columns(name, &def)?;
     let reads = dimension_reads(&def);
-    let rollups = rollup::validate(name, &def).map_err(|(field, message)| invalid(name, field, message))?;
     let serialized = serde_json::to_vec(&def).map_err(|e| invalid(name, "definition", e.to_string()))?;
     let definition_hash = hex::encode(Md5::digest(&serialized));
     Ok(Dataset {
@@ -425,7 +372,8 @@ fn validate_dataset(name: &str, mut def: DatasetDef) -> Result<Dataset, ModelErr
         metric_names,
         dimension_names,
         tracked,
-        rollups,
+        // Checked once the dataset is (see `load`).
+        rollups: Vec::new(),
         reads,
     })
 }
@@ -435,9 +383,9 @@ fn validate_dataset(name: &str, mut def: DatasetDef) -> Result<Dataset, ModelErr
 fn dimension_reads(def: &DatasetDef) -> Reads {
     let mut reads = Reads::default();
     for (dimension_name, dimension) in &def.dimensions {
-        let mut columns = rollup::fact_columns(&dimension.sql, &def.alias);
+        let mut columns = fact_columns(&dimension.sql, &def.alias);
         if let Some(join) = dimension.join.as_ref().and_then(|j| def.joins.get(j)) {
-            columns.extend(rollup::fact_columns(&join.on, &def.alias));
+            columns.extend(fact_columns(&join.on, &def.alias));
         }
         reads.dimension_columns.insert(dimension_name.clone(), columns);
         if let Some(grain) = dimension.grain {

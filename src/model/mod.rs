@@ -4,7 +4,9 @@
 //!
 //! - `definition`: the model file, validated at start-up
 //! - `aggregate`: typed metrics and their additive parts
+//! - `rollup_def`: rollup declarations, their tables' names (leaf)
 //! - `rollup`: pre-aggregated tables: checks, coverage, their SQL
+//! - `load`: the model file read, its datasets and rollups validated
 //! - `request`: the query as clients send it, and why one is refused
 //! - `names`: name lookups shared by resolution and filters
 //! - `resolve`: a request checked against a dataset, in canonical form
@@ -19,10 +21,12 @@ mod compile;
 mod definition;
 mod filters;
 pub mod freshness;
+mod load;
 mod names;
 mod request;
 mod resolve;
 pub mod rollup;
+mod rollup_def;
 pub mod triggers;
 mod ttl;
 
