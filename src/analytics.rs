@@ -74,6 +74,28 @@ pub struct Answer {
     pub started: Instant,
 }
 
+/// What a query would do, without running it (`POST /analytics/sql`).
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Plan {
+    pub dataset: String,
+    pub tenant: String,
+    /// The statement a miss would run now, with `$n` placeholders.
+    pub sql: String,
+    /// The values bound to `$1`, `$2`, ... in order.
+    #[schema(value_type = Vec<Object>)]
+    pub params: Vec<serde_json::Value>,
+    /// `raw` or the rollup that would answer.
+    pub source: String,
+    pub cache_key: String,
+    pub ttl_seconds: u64,
+    /// An entry is cached now that a query would be served (valid and
+    /// within its TTL).
+    pub cached: bool,
+    /// Where an entry was found (`l1`, `redis`), even an unusable one.
+    pub cache_tier: Option<&'static str>,
+    pub age_seconds: Option<u64>,
+}
+
 /// Compile -> cache -> database -> status.
 pub struct QueryService {
     model: Arc<SemanticModel>,
@@ -185,14 +207,37 @@ impl QueryService {
         })
     }
 
-    /// Redis, then the database: the entry described with its version
-    /// counters, computed only if nothing usable is cached.
-    async fn serve_past_l1(
-        &self,
-        compiled: &Arc<CompiledQuery>,
-        key: &str,
-        options: ReadOptions,
-    ) -> Result<Served, AnalyticsError> {
+    /// The statement, source and cache state of `request` for `tenant`,
+    /// as a miss would see them now; nothing runs, nothing is counted.
+    pub async fn plan(&self, tenant: &TenantScope, request: &QueryRequest) -> Result<Plan, AnalyticsError> {
+        let (compiled, key) = self.compile(tenant, request)?;
+        let rollup = self.rollups.route(&compiled);
+        let statement = self
+            .model
+            .sql_for(&compiled, rollup)
+            .ok_or_else(|| DbError::Query(format!("dataset `{}` vanished from the model", compiled.dataset)))?;
+        let options = ReadOptions {
+            mode: ReadMode::Normal,
+            accept: Accept::default(),
+        };
+        let peek = self.cache.peek(self.entry_request(&compiled, &key, options)).await;
+        Ok(Plan {
+            sql: statement.builder.sql().to_owned(),
+            params: statement.params,
+            source: rollup.map_or("raw", |r| r.name.as_str()).to_owned(),
+            cached: peek.is_some_and(|p| p.valid && p.age_seconds < compiled.ttl_seconds),
+            cache_tier: peek.map(|p| p.tier),
+            age_seconds: peek.map(|p| p.age_seconds),
+            ttl_seconds: compiled.ttl_seconds,
+            cache_key: key,
+            dataset: compiled.dataset,
+            tenant: compiled.tenant,
+        })
+    }
+
+    /// The cache's description of `compiled`'s entry: key, lifetimes and the
+    /// version counters it depends on.
+    fn entry_request(&self, compiled: &CompiledQuery, key: &str, options: ReadOptions) -> EntryRequest {
         let dataset = compiled.dataset.as_str();
         let deps = Arc::new(EntryDeps {
             dataset: dataset.to_owned(),
@@ -210,7 +255,7 @@ impl QueryService {
         .into_iter()
         .chain(deps.keys.iter().cloned())
         .collect();
-        let entry = EntryRequest {
+        EntryRequest {
             key: key.to_owned(),
             ttl_seconds: compiled.ttl_seconds,
             stale_while_revalidate_seconds: compiled.stale.while_revalidate_seconds,
@@ -220,7 +265,17 @@ impl QueryService {
             deps,
             mode: options.mode,
             accept: options.accept,
-        };
+        }
+    }
+
+    /// Redis, then the database: computed only if nothing usable is cached.
+    async fn serve_past_l1(
+        &self,
+        compiled: &Arc<CompiledQuery>,
+        key: &str,
+        options: ReadOptions,
+    ) -> Result<Served, AnalyticsError> {
+        let entry = self.entry_request(compiled, key, options);
         let model = Arc::clone(&self.model);
         let database = self.db.clone();
         let rollups = Arc::clone(&self.rollups);
@@ -231,14 +286,14 @@ impl QueryService {
             let vanished = || DbError::Query(format!("dataset `{}` vanished from the model", for_compute.dataset));
             let mut rollup = rollups.route(&for_compute);
             let sql = model.sql_for(&for_compute, rollup).ok_or_else(vanished)?;
-            let result = match database.fetch(&for_compute.tenant, sql).await {
+            let result = match database.fetch(&for_compute.tenant, sql.builder).await {
                 // A rollup statement PostgreSQL refuses (an expression that
                 // reads a column the rollup lacks) is answered from raw.
                 Err(DbError::Query(error)) if rollup.is_some() => {
                     tracing::warn!(%error, rollup = rollup.map(|r| r.id.as_str()), "rollup statement failed; answering from the raw table");
                     rollup = None;
                     let sql = model.sql_for(&for_compute, None).ok_or_else(vanished)?;
-                    database.fetch(&for_compute.tenant, sql).await?
+                    database.fetch(&for_compute.tenant, sql.builder).await?
                 }
                 other => other?,
             };

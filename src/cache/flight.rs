@@ -97,11 +97,11 @@ pub(super) struct Flight<E: Clone> {
 }
 
 /// An entry read from Redis, judged against its counters.
-struct Found {
+pub(super) struct Found {
     entry: CachedData,
     /// Its counters have not moved since it was computed.
-    valid: bool,
-    age: u64,
+    pub(super) valid: bool,
+    pub(super) age: u64,
 }
 
 impl<E: ComputeError> Flight<E> {
@@ -161,7 +161,7 @@ impl<E: ComputeError> Flight<E> {
     }
 
     /// The entry and the snapshot of its counters now (`None` without Redis).
-    async fn read(&self) -> (Option<Found>, Option<u64>) {
+    pub(super) async fn read(&self) -> (Option<Found>, Option<u64>) {
         let Some(redis) = &self.redis else {
             return (None, None);
         };

@@ -152,6 +152,16 @@ fn flight_key(request: &EntryRequest) -> String {
     }
 }
 
+/// A cached entry as the dry run reports it.
+#[derive(Debug, Clone, Copy)]
+pub struct Peek {
+    /// `l1` or `redis`.
+    pub tier: &'static str,
+    pub age_seconds: u64,
+    /// No change has invalidated it (it may still be past its TTL).
+    pub valid: bool,
+}
+
 /// L1 entries live no longer than the entry's remaining TTL nor `l1_ttl`.
 struct L1Expiry {
     l1_ttl: Duration,
@@ -228,20 +238,7 @@ impl<E: ComputeError> QueryCache<E> {
         let enabled = self.settings.enabled;
         let key = flight_key(&request);
         let mode = request.mode;
-        let flight = Flight {
-            request,
-            store: enabled,
-            compress_above: self.settings.compress_above_bytes,
-            max_entry_bytes: self.settings.max_entry_bytes,
-            l1: self.l1.clone(),
-            recent: Arc::clone(&self.recent),
-            started_after: self.recent.now(),
-            redis: self.redis.clone(),
-            versions: Arc::clone(&self.versions),
-            lease: Arc::clone(&self.lease),
-            stats: Arc::clone(&self.stats),
-            flights: Arc::clone(&self.flights),
-        };
+        let flight = self.flight(request);
         let (mut result, _joined) = self
             .flights
             .run(&key, flight.run(compute), || Err(E::from(ComputePanicked)))
@@ -253,6 +250,45 @@ impl<E: ComputeError> QueryCache<E> {
             self.stats.record_lookup(served.outcome, started.elapsed());
         }
         result
+    }
+
+    /// What is cached for `request` now, without counting a lookup, filling
+    /// L1 or computing anything (the dry run).
+    pub async fn peek(&self, request: EntryRequest) -> Option<Peek> {
+        if !self.settings.enabled {
+            return None;
+        }
+        if let Some(entry) = self.l1_get(&request.key).await {
+            // L1 entries are dropped in place when invalidated.
+            return Some(Peek {
+                tier: "l1",
+                age_seconds: entry.age(unix_now()),
+                valid: true,
+            });
+        }
+        let (found, _) = self.flight(request).read().await;
+        found.map(|found| Peek {
+            tier: "redis",
+            age_seconds: found.age,
+            valid: found.valid,
+        })
+    }
+
+    fn flight(&self, request: EntryRequest) -> Flight<E> {
+        Flight {
+            request,
+            store: self.settings.enabled,
+            compress_above: self.settings.compress_above_bytes,
+            max_entry_bytes: self.settings.max_entry_bytes,
+            l1: self.l1.clone(),
+            recent: Arc::clone(&self.recent),
+            started_after: self.recent.now(),
+            redis: self.redis.clone(),
+            versions: Arc::clone(&self.versions),
+            lease: Arc::clone(&self.lease),
+            stats: Arc::clone(&self.stats),
+            flights: Arc::clone(&self.flights),
+        }
     }
 
     /// INCR version counters in Redis (an invalidation's shared half).

@@ -114,7 +114,7 @@ pub async fn run_query_get(
     execute(&state, caller, request, read_options(&headers, &params)).await
 }
 
-fn is_json(headers: &HeaderMap) -> bool {
+pub(super) fn is_json(headers: &HeaderMap) -> bool {
     headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

@@ -11,6 +11,24 @@ use super::filters::{FilterOp, FilterValue, ResolvedFilter};
 use super::resolve::ResolvedQuery;
 use super::rollup::Rollup;
 
+/// A statement ready to run, and its parameters as JSON for the dry run
+/// (`POST /analytics/sql`): recorded as they are bound, so the two cannot
+/// drift apart.
+pub struct Statement {
+    pub builder: QueryBuilder<'static, Postgres>,
+    pub params: Vec<serde_json::Value>,
+}
+
+impl Statement {
+    fn bind<T>(&mut self, value: T)
+    where
+        T: 'static + Send + sqlx::Encode<'static, Postgres> + sqlx::Type<Postgres> + serde::Serialize,
+    {
+        self.params.push(serde_json::to_value(&value).unwrap_or_default());
+        self.builder.push_bind(value);
+    }
+}
+
 /// Builds the statement for `query` on `dataset`, with `row_filters` (the
 /// tenant's scope) ANDed in, reading `rollup` (under the fact table's alias,
 /// metrics combined from its parts) or the raw table. It returns one row:
@@ -21,13 +39,17 @@ pub fn build_sql(
     query: &ResolvedQuery,
     row_filters: &[ResolvedFilter],
     rollup: Option<&Rollup>,
-) -> QueryBuilder<'static, Postgres> {
+) -> Statement {
     let def = &dataset.def;
-    let mut sql = QueryBuilder::new(
+    let mut statement = Statement {
+        builder: QueryBuilder::new(""),
+        params: Vec::new(),
+    };
+    statement.builder.push(
         "SELECT count(*)::int8 AS total_rows, coalesce(array_to_json(array_agg(q)), '[]'::json)::text AS data FROM (SELECT ",
     );
 
-    let mut columns = sql.separated(", ");
+    let mut columns = statement.builder.separated(", ");
     for name in &query.dimensions {
         if let Some(dimension) = dataset.dimension(name) {
             columns.push(format_args!("{} AS \"{name}\"", dimension.sql));
@@ -46,14 +68,16 @@ pub fn build_sql(
     }
 
     let table = rollup.map_or(&def.table, |r| &r.table);
-    sql.push(format_args!(" FROM {table} {}", def.alias));
+    statement.builder.push(format_args!(" FROM {table} {}", def.alias));
     for join_name in needed_joins(dataset, query, row_filters) {
         if let Some(join) = def.joins.get(&join_name) {
             let kind = match join.kind {
                 JoinKind::Inner => "JOIN",
                 JoinKind::Left => "LEFT JOIN",
             };
-            sql.push(format_args!(" {kind} {} {} ON {}", join.table, join.alias, join.on));
+            statement
+                .builder
+                .push(format_args!(" {kind} {} {} ON {}", join.table, join.alias, join.on));
         }
     }
 
@@ -62,28 +86,30 @@ pub fn build_sql(
         let time = format!("{}.{}", def.alias, def.time_column);
         // Whole local days: [start 00:00, end + 1 day 00:00) in the dataset's zone,
         // written as a plain range on the column so its index applies.
-        sql.push(format_args!("{conjunction}{time} >= ("));
-        sql.push_bind(range.start);
-        sql.push("::date::timestamp AT TIME ZONE ");
-        sql.push_bind(def.timezone.clone());
-        sql.push(format_args!(") AND {time} < (("));
-        sql.push_bind(range.end);
-        sql.push("::date + 1)::timestamp AT TIME ZONE ");
-        sql.push_bind(def.timezone.clone());
-        sql.push(")");
+        statement.builder.push(format_args!("{conjunction}{time} >= ("));
+        statement.bind(range.start);
+        statement.builder.push("::date::timestamp AT TIME ZONE ");
+        statement.bind(def.timezone.clone());
+        statement.builder.push(format_args!(") AND {time} < (("));
+        statement.bind(range.end);
+        statement.builder.push("::date + 1)::timestamp AT TIME ZONE ");
+        statement.bind(def.timezone.clone());
+        statement.builder.push(")");
         conjunction = " AND ";
     }
     for filter in row_filters.iter().chain(&query.filters) {
         if let Some(dimension) = dataset.dimension(&filter.dimension) {
-            sql.push(conjunction);
-            push_filter(&mut sql, &dimension.sql, dimension.value_type, filter);
+            statement.builder.push(conjunction);
+            push_filter(&mut statement, &dimension.sql, dimension.value_type, filter);
             conjunction = " AND ";
         }
     }
 
     if !query.dimensions.is_empty() {
         let positions: Vec<String> = (1..=query.dimensions.len()).map(|i| i.to_string()).collect();
-        sql.push(format_args!(" GROUP BY {}", positions.join(", ")));
+        statement
+            .builder
+            .push(format_args!(" GROUP BY {}", positions.join(", ")));
     }
     if !query.order_by.is_empty() {
         let keys: Vec<String> = query
@@ -101,14 +127,14 @@ pub fn build_sql(
                 )
             })
             .collect();
-        sql.push(format_args!(" ORDER BY {}", keys.join(", ")));
+        statement.builder.push(format_args!(" ORDER BY {}", keys.join(", ")));
     }
-    sql.push(" LIMIT ");
-    sql.push_bind(i64::try_from(query.limit).unwrap_or(i64::MAX));
-    sql.push(" OFFSET ");
-    sql.push_bind(i64::try_from(query.offset).unwrap_or(i64::MAX));
-    sql.push(") q");
-    sql
+    statement.builder.push(" LIMIT ");
+    statement.bind(i64::try_from(query.limit).unwrap_or(i64::MAX));
+    statement.builder.push(" OFFSET ");
+    statement.bind(i64::try_from(query.offset).unwrap_or(i64::MAX));
+    statement.builder.push(") q");
+    statement
 }
 
 /// Joins referenced by any chosen metric, dimension or filter, in a stable order.
@@ -123,12 +149,7 @@ fn needed_joins(dataset: &Dataset, query: &ResolvedQuery, row_filters: &[Resolve
     metric_joins.chain(dimension_joins).collect()
 }
 
-fn push_filter(
-    sql: &mut QueryBuilder<'static, Postgres>,
-    expression: &str,
-    value_type: ValueType,
-    filter: &ResolvedFilter,
-) {
+fn push_filter(statement: &mut Statement, expression: &str, value_type: ValueType, filter: &ResolvedFilter) {
     // Date dimensions compare as ISO text, which orders like dates and works
     // whether the model's expression yields text or a real date.
     let cast = if value_type == ValueType::Date { "::text" } else { "" };
@@ -142,19 +163,19 @@ fn push_filter(
         FilterOp::In => "= ANY(",
         FilterOp::NotIn => "<> ALL(",
     };
-    sql.push(format_args!("({expression}){cast} {operator}"));
+    statement.builder.push(format_args!("({expression}){cast} {operator}"));
     if !filter.op.takes_list() {
-        sql.push(" ");
+        statement.builder.push(" ");
     }
     match &filter.value {
-        FilterValue::Integer(v) => sql.push_bind(*v),
-        FilterValue::Number(v) => sql.push_bind(*v),
-        FilterValue::Text(v) => sql.push_bind(v.clone()),
-        FilterValue::IntegerList(v) => sql.push_bind(v.clone()),
-        FilterValue::NumberList(v) => sql.push_bind(v.clone()),
-        FilterValue::TextList(v) => sql.push_bind(v.clone()),
+        FilterValue::Integer(v) => statement.bind(*v),
+        FilterValue::Number(v) => statement.bind(*v),
+        FilterValue::Text(v) => statement.bind(v.clone()),
+        FilterValue::IntegerList(v) => statement.bind(v.clone()),
+        FilterValue::NumberList(v) => statement.bind(v.clone()),
+        FilterValue::TextList(v) => statement.bind(v.clone()),
     };
     if filter.op.takes_list() {
-        sql.push(")");
+        statement.builder.push(")");
     }
 }

@@ -35,9 +35,8 @@ use std::collections::BTreeMap;
 use chrono::NaiveDate;
 use md5::{Digest, Md5};
 use serde::Serialize;
-use sqlx::{Postgres, QueryBuilder};
 
-pub use compile::build_sql;
+pub use compile::{build_sql, Statement};
 pub use definition::{
     is_sql_identifier, Dataset, DatasetDef, DimensionDef, MetricDef, ModelError, SemanticModel, ValueType,
 };
@@ -197,11 +196,7 @@ impl SemanticModel {
 
     /// The statement for a compiled query, on `rollup` (which must cover
     /// it, see [`SemanticModel::route`]) or on the raw table.
-    pub fn sql_for(
-        &self,
-        compiled: &CompiledQuery,
-        rollup: Option<&Rollup>,
-    ) -> Option<QueryBuilder<'static, Postgres>> {
+    pub fn sql_for(&self, compiled: &CompiledQuery, rollup: Option<&Rollup>) -> Option<Statement> {
         let dataset = self.datasets.get(&compiled.dataset)?;
         Some(build_sql(dataset, &compiled.resolved, &compiled.scope, rollup))
     }

@@ -34,6 +34,7 @@ fn sql_of(compiled: &CompiledQuery) -> String {
     demo_model()
         .sql_for(compiled, None)
         .expect("dataset exists")
+        .builder
         .sql()
         .to_owned()
 }
@@ -392,7 +393,12 @@ fn rollup_sql_reads_the_rollup_under_the_fact_alias() {
     let model = demo_model();
     let compiled = compile(json!({"metrics": ["average_ticket"], "dimensions": ["channel"]})).expect("compiles");
     let rollup = model.route(&compiled, |_| true).expect("covered");
-    let sql = model.sql_for(&compiled, Some(rollup)).expect("sql").sql().to_owned();
+    let sql = model
+        .sql_for(&compiled, Some(rollup))
+        .expect("sql")
+        .builder
+        .sql()
+        .to_owned();
     assert!(
         sql.contains("FROM analytics_rollup_sales_daily_channel s JOIN channels ch ON ch.id = s.channel_id"),
         "{sql}"

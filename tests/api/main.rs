@@ -8,6 +8,7 @@ mod admin;
 mod cache;
 mod cache_delete;
 mod connections;
+mod dry_run;
 mod errors;
 mod faults;
 mod freshness;
