@@ -55,6 +55,8 @@ error_codes! {
     NotFound = "not_found" => NOT_FOUND,
     MethodNotAllowed = "method_not_allowed" => METHOD_NOT_ALLOWED,
     PayloadTooLarge = "payload_too_large" => PAYLOAD_TOO_LARGE,
+    UriTooLong = "uri_too_long" => URI_TOO_LONG,
+    HeadersTooLarge = "headers_too_large" => REQUEST_HEADER_FIELDS_TOO_LARGE,
     UnsupportedMediaType = "unsupported_media_type" => UNSUPPORTED_MEDIA_TYPE,
     // 422: the request is well-formed but means something we refuse.
     UnknownDataset = "unknown_dataset" => UNPROCESSABLE_ENTITY,

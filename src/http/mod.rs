@@ -14,6 +14,7 @@
 //! - `middleware`: request span, JSON error bodies, CORS
 //! - `observability`: `/metrics`, `/status`, `/status.json`
 //! - `server`: the accept loop: connection cap, header deadline, drain
+//! - `wire_errors`: hyper's own 400/414/431 rewritten as JSON
 
 pub mod auth;
 pub mod cache_admin;
@@ -25,6 +26,7 @@ pub mod middleware;
 pub mod observability;
 pub mod query;
 pub mod server;
+mod wire_errors;
 
 use std::time::Duration;
 

@@ -26,7 +26,7 @@ pub struct QueryParams {
 
 /// `metadata` of a query response.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct QueryMetadata {
+pub struct QueryMetadata<'a> {
     pub total_rows: u64,
     pub query_time_ms: f64,
     /// The result is stored in the cache now.
@@ -44,7 +44,7 @@ pub struct QueryMetadata {
     pub age_seconds: u64,
     /// What computed the answer: `raw` (the fact table) or the name of the
     /// rollup that did.
-    pub source: String,
+    pub source: &'a str,
 }
 
 /// The documented response shape (the handler splices `data` unparsed).
@@ -52,7 +52,7 @@ pub struct QueryMetadata {
 pub struct QueryResponse {
     #[schema(value_type = Vec<Object>)]
     pub data: Vec<serde_json::Value>,
-    pub metadata: QueryMetadata,
+    pub metadata: QueryMetadata<'static>,
 }
 
 /// Runs an analytics query given as a JSON body.
@@ -204,7 +204,7 @@ fn render(answer: &Answer) -> Response {
         },
         stale: served.stale,
         age_seconds: served.age_seconds,
-        source: served.entry.source.as_deref().unwrap_or("raw").to_owned(),
+        source: served.entry.source.as_deref().unwrap_or("raw"),
     };
     // Serializing a struct of numbers and strings cannot fail.
     let metadata = serde_json::to_vec(&metadata).unwrap_or_else(|_| b"{}".to_vec());

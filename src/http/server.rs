@@ -5,7 +5,8 @@
 //! sending a byte a second is cut off), which also closes keep-alive
 //! connections left idle that long, and a bound on header size. Shutdown
 //! stops accepting, lets in-flight requests finish and closes idle
-//! connections, for at most the grace period.
+//! connections, for at most the grace period. The errors hyper answers
+//! itself (400, 414, 431) leave as the contract's JSON (`wire_errors`).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -18,6 +19,8 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+
+use super::wire_errors::JsonWireErrors;
 
 /// The limits every connection is held to.
 #[derive(Debug, Clone, Copy)]
@@ -79,7 +82,7 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let service = TowerToHyperService::new(app.clone());
         let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .serve_connection_with_upgrades(TokioIo::new(JsonWireErrors::new(stream)), service)
             .into_owned();
         let connection = graceful.watch(connection);
         metrics::gauge!("analytics_http_connections_open").increment(1.0);

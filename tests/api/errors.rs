@@ -284,3 +284,53 @@ async fn values_the_database_refuses_are_422_not_500() {
     let _ = std::fs::remove_file(&path);
     assert_eq!((status, error["code"].clone()), (422, json!("invalid_value")));
 }
+
+/// Sends `request` on a raw connection and returns the whole response.
+async fn raw_exchange(app: &crate::helpers::TestApp, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let address = app.address.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(address).await.expect("connect");
+    stream.write_all(request).await.expect("write");
+    let mut response = Vec::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), stream.read_to_end(&mut response)).await;
+    String::from_utf8_lossy(&response).into_owned()
+}
+
+#[tokio::test]
+async fn errors_made_below_the_router_are_json_too() {
+    // A head buffer larger than hyper's URI limit (64 KiB), so a long URI
+    // meets that limit (414) before the buffer's (431).
+    let app = crate::helpers::spawn_app_with(|s| s.server.max_header_bytes = 150_000).await;
+    let long_q = |n: usize| format!("{{\"metrics\":[\"revenue\"],\"x\":\"{}\"}}", "a".repeat(n));
+    let cases = [
+        (
+            format!("GET /analytics/query?q={} HTTP/1.1\r\nHost: x\r\n\r\n", long_q(90_000)),
+            "414",
+            "uri_too_long",
+        ),
+        (
+            format!(
+                "GET /health HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+                "b".repeat(200_000)
+            ),
+            "431",
+            "headers_too_large",
+        ),
+        ("NOT HTTP AT ALL\r\n\r\n".to_owned(), "400", "bad_request"),
+    ];
+    for (request, status, code) in cases {
+        let response = raw_exchange(&app, request.as_bytes()).await;
+        assert!(response.starts_with(&format!("HTTP/1.1 {status} ")), "{response:.200}");
+        assert!(response.contains("content-type: application/json"), "{response:.300}");
+        let body = response.split("\r\n\r\n").nth(1).expect("body");
+        let body: serde_json::Value = serde_json::from_str(body).expect("json body");
+        assert_eq!(body["error"]["code"], code, "{body}");
+    }
+    // The server is unharmed.
+    let response = raw_exchange(
+        &app,
+        b"GET /health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(response.starts_with("HTTP/1.1 200 "), "{response}");
+}
