@@ -196,6 +196,18 @@ async fn metrics_move_under_a_short_load() {
     assert!(after.contains("analytics_db_pool_connections{state=\"idle\"}"));
     assert!(after.contains("analytics_result_rows"));
     assert!(!after.contains(&app.prefix), "no cache keys in labels");
+    // Every series says what it is, and counters are there before they fire.
+    for line in after.lines().filter(|l| l.starts_with("# TYPE ")) {
+        let name = line.split(' ').nth(2).expect("name");
+        assert!(after.contains(&format!("# HELP {name} ")), "no HELP for {name}");
+    }
+    for counter in [
+        "analytics_redis_breaker_opened_total",
+        "analytics_cache_corrupt_entries_total",
+        "analytics_http_connections_rejected_total",
+    ] {
+        assert!(after.contains(&format!("\n{counter} ")), "{counter} exported before it fires");
+    }
 }
 
 #[tokio::test]

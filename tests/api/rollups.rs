@@ -370,7 +370,10 @@ async fn a_rollup_that_cannot_refresh_is_reported_then_rebuilt() {
         if data == expected {
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(2), "daily_store never saw the change");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "daily_store never saw the change"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 

@@ -1,6 +1,8 @@
 //! Logging (tracing subscriber, pretty or JSON, and how errors are shown in
 //! it) and the Prometheus recorder.
 
+pub mod catalog;
+
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -75,6 +77,7 @@ pub fn metrics_handle() -> Option<PrometheusHandle> {
                 .install_recorder()
                 .map_err(|error| tracing::warn!(%error, "prometheus recorder not installed"))
                 .ok()?;
+            catalog::register();
             let upkeep = recorder.clone();
             // The upkeep runs on a plain thread: it must outlive any one tokio
             // runtime (each test has its own).
