@@ -118,6 +118,8 @@ async fn main() -> ExitCode {
         }
     };
     let _log_guard = telemetry::init_logging(&settings.log);
+    let files: Vec<String> = settings.sources.iter().map(|f| f.display().to_string()).collect();
+    tracing::info!(files = ?files, model = %settings.model.path.display(), "settings loaded (then the environment)");
     match run(cli.command.unwrap_or(Command::Serve), settings).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -170,10 +172,11 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             Tenants::from_settings(&settings.auth, &settings.rate_limit, &model)?;
             for (name, dataset) in &model.datasets {
                 println!(
-                    "dataset `{name}`: {} metrics, {} dimensions, {} joins",
+                    "dataset `{name}`: {} metrics, {} dimensions, {} joins, {} rollups",
                     dataset.def.metrics.len(),
                     dataset.def.dimensions.len(),
-                    dataset.def.joins.len()
+                    dataset.def.joins.len(),
+                    dataset.rollups.len()
                 );
             }
             println!("{} tenants configured", settings.auth.tenants.len());

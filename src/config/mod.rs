@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+mod checks;
+
 /// Every tunable of the server. Each section documents why its fields exist;
 /// `.env.example` lists the environment variable for each.
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -21,6 +23,9 @@ pub struct Settings {
     pub rate_limit: RateLimitSettings,
     pub model: ModelSettings,
     pub log: LogSettings,
+    /// The files the settings were read from, in order (for the start-up log).
+    #[serde(skip)]
+    pub sources: Vec<PathBuf>,
 }
 
 /// The HTTP listener and the limits every request is held to.
@@ -368,14 +373,15 @@ impl Default for RateLimitSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ModelSettings {
-    /// Path of the model TOML file.
+    /// Path of the model TOML file; a relative one is read from the config
+    /// directory.
     pub path: PathBuf,
 }
 
 impl Default for ModelSettings {
     fn default() -> Self {
         Self {
-            path: PathBuf::from("config/model.toml"),
+            path: PathBuf::from("model.toml"),
         }
     }
 }
@@ -451,10 +457,31 @@ impl Settings {
     /// layering can be tested without touching the process environment.
     pub fn load_from(config_dir: &Path, environment: &HashMap<String, String>) -> Result<Self, config::ConfigError> {
         let env = |name: &str| environment.get(name).cloned();
-        let app_env = env("APP_ENV").unwrap_or_else(|| "local".into());
-        let mut builder = config::Config::builder()
-            .add_source(config::File::from(config_dir.join("default.toml")).required(false))
-            .add_source(config::File::from(config_dir.join(format!("{app_env}.toml"))).required(false));
+        if !config_dir.is_dir() {
+            return Err(config::ConfigError::Message(format!(
+                "config directory {} does not exist (--config-dir / CONFIG_DIR)",
+                config_dir.display()
+            )));
+        }
+        let app_env = env("APP_ENV")
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| "local".into());
+        // `local.toml` is a developer's optional overlay; any other
+        // environment the operator names must have its file (a missing
+        // `production.toml` could mean a server without authentication).
+        let named = config_dir.join(format!("{app_env}.toml"));
+        if app_env != "local" && !named.is_file() {
+            return Err(config::ConfigError::Message(format!(
+                "APP_ENV={app_env} but {} does not exist",
+                named.display()
+            )));
+        }
+        let files = [config_dir.join("default.toml"), named];
+        let sources: Vec<PathBuf> = files.iter().filter(|f| f.is_file()).cloned().collect();
+        let mut builder = config::Config::builder();
+        for file in &files {
+            builder = builder.add_source(config::File::from(file.as_path()).required(false));
+        }
 
         let app_vars: config::Map<String, String> = environment
             .iter()
@@ -478,7 +505,15 @@ impl Settings {
         if let Some(filter) = env("RUST_LOG").filter(|v| !v.is_empty()) {
             builder = builder.set_override("log.level", filter)?;
         }
-        builder.build()?.try_deserialize()
+        let mut settings: Settings = builder.build()?.try_deserialize()?;
+        if let Some(problem) = checks::out_of_range(&settings) {
+            return Err(config::ConfigError::Message(problem));
+        }
+        if settings.model.path.is_relative() {
+            settings.model.path = config_dir.join(&settings.model.path);
+        }
+        settings.sources = sources;
+        Ok(settings)
     }
 }
 

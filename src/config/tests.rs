@@ -3,7 +3,59 @@
 use super::*;
 fn load(vars: &[(&str, &str)]) -> Settings {
     let vars: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-    Settings::load_from(Path::new("/nonexistent"), &vars).expect("settings load")
+    Settings::load_from(&empty_dir(), &vars).expect("settings load")
+}
+
+/// A config directory without files.
+fn empty_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("analytics-config-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+fn refused(dir: &Path, vars: &[(&str, &str)]) -> String {
+    let vars: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    match Settings::load_from(dir, &vars) {
+        Ok(_) => panic!("{vars:?} loads"),
+        Err(error) => error.to_string(),
+    }
+}
+
+#[test]
+fn numbers_out_of_range_are_refused_naming_the_variable() {
+    let dir = empty_dir();
+    for (variable, value) in [
+        ("APP__DATABASE__MAX_CONNECTIONS", "0"),
+        ("APP__SERVER__REQUEST_TIMEOUT_MS", "0"),
+        ("APP__REDIS__POOL_SIZE", "0"),
+        ("APP__ROLLUPS__REFRESH_INTERVAL_MS", "5"),
+    ] {
+        let message = refused(&dir, &[(variable, value)]);
+        assert!(
+            message.contains(variable) && message.contains("out of range"),
+            "{message}"
+        );
+    }
+    let message = refused(&dir, &[("CACHE_TTL", "0")]);
+    assert!(message.contains("CACHE_TTL"), "{message}");
+}
+
+#[test]
+fn files_the_operator_named_must_exist() {
+    let message = refused(Path::new("/nonexistent-config-dir"), &[]);
+    assert!(
+        message.contains("/nonexistent-config-dir") && message.contains("does not exist"),
+        "{message}"
+    );
+    let message = refused(&empty_dir(), &[("APP_ENV", "production")]);
+    assert!(
+        message.contains("APP_ENV=production") && message.contains("production.toml"),
+        "{message}"
+    );
+    // The developer's overlay is optional, and a relative model path is the config directory's.
+    let settings = load(&[("APP_ENV", "local"), ("MODEL_PATH", "models/shop.toml")]);
+    assert_eq!(settings.model.path, empty_dir().join("models/shop.toml"));
+    assert!(settings.sources.is_empty());
 }
 
 #[test]

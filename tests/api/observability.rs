@@ -206,7 +206,10 @@ async fn metrics_move_under_a_short_load() {
         "analytics_cache_corrupt_entries_total",
         "analytics_http_connections_rejected_total",
     ] {
-        assert!(after.contains(&format!("\n{counter} ")), "{counter} exported before it fires");
+        assert!(
+            after.contains(&format!("\n{counter} ")),
+            "{counter} exported before it fires"
+        );
     }
 }
 
