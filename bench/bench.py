@@ -21,11 +21,22 @@ Subcommands (all print to stdout, errors to stderr with a non-zero exit):
   changes-summary WRK BEFORE AFTER INSERTS BASELINE
                                     invalidations/inserts of a run with changes, ratio to BASELINE
                                     when it was measured in the same run
+  rollup-builds TSV DB_URL          build times of run.sh's per-rollup `rollups build` (JSON)
+  rollups-wait URL TOKEN TIMEOUT    poll /cache/stats until every rollup is ready
+  rollup-stats BEFORE AFTER NAME    rows/bytes/state per rollup, answers served from NAME
+  rollup-snapshot URL TOKEN         the rollup histograms of /metrics, refreshed_at per rollup (JSON)
+  cold-compare WRK BASELINE PROBE BASE_PROBE
+                                    ratio/speedups of a cold-rollups run to BASELINE of the same run
+  rollup-refresh URL TOKEN DB_URL FIRST_ID ROWS FIRST_DAY DAYS TIMEOUT
+                                    one INSERT of ROWS sales, then commit -> every rollup refreshed
+  rollup-settle URL TOKEN DB_URL METRICS_BEFORE SINCE TIMEOUT
+                                    wait until every rollup re-aggregated a change made at SINCE
   watch OUT SECONDS DB [PID...]     while a run lasts: CPU used by processes other than the
                                     benchmark's own (PIDs, postgres, wrk, redis, pgbench) and
                                     active PostgreSQL queries in databases other than DB
   record SCENARIO [--wrk FILE] [--stats BEFORE AFTER] [key=value ...]
-                                    write out/latest/SCENARIO.json, append to the run's JSONL
+                                    write out/latest/SCENARIO.json (and, with BENCH_SALES,
+                                    out/latest-by-sales/SCENARIO@SALES.json), append to the JSONL
   render                            (re)write bench/RESULTS.md from out/latest/*.json
 """
 
@@ -51,6 +62,9 @@ BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(BENCH_DIR)
 OUT = os.environ.get("BENCH_OUT", os.path.join(BENCH_DIR, "out"))
 LATEST = os.path.join(OUT, "latest")
+# The latest result of each scenario per sales count (BENCH_SALES), so runs on
+# 2,000,000 and 10,000,000 sales are both kept for the rollups section.
+BY_SALES = os.path.join(OUT, "latest-by-sales")
 
 SCENARIO_ORDER = [
     "uncached",
@@ -62,6 +76,8 @@ SCENARIO_ORDER = [
     "mix",
     "mix-changes",
     "cold",
+    "cold-rollups",
+    "rollup-refresh",
     "stampede",
     "staleness",
     "redis-down",
@@ -72,6 +88,11 @@ SCENARIO_ORDER = [
 def die(message: str) -> None:
     print(f"bench.py: {message}", file=sys.stderr)
     sys.exit(1)
+
+
+def sales_count() -> int | None:
+    v = os.environ.get("BENCH_SALES")
+    return int(v) if v and v.isdigit() else None
 
 
 def load_json(path: str) -> dict:
@@ -764,6 +785,275 @@ def changes_summary(wrk_path: str, before_path: str, after_path: str, inserts_pa
     return out
 
 
+# ---------------------------------------------------------------- rollups
+#
+# `cold-rollups` (the cold workload answered from the rollups, after building
+# them with the CLI) and `rollup-refresh` (one INSERT of 1,000 sales, then
+# commit -> every rollup re-aggregated it). Their rows get ids from
+# 900,200,001 (run.sh deletes them, as for the other change scenarios).
+
+CHANGE_LOG = "analytics_rollup_changes"
+ROLLUP_METRIC = re.compile(
+    r"^analytics_rollup_(refresh|build)_seconds_(sum|count)\{([^}]*)\} (\S+)$", re.M)
+
+
+def rollup_metrics(base_url: str) -> dict:
+    """{"refresh"|"build": {rollup: {"sum": s, "count": n}}} from /metrics; a
+    rollup appears once its histogram recorded something."""
+    try:
+        with urllib.request.urlopen(f"{base_url}/metrics", timeout=10) as r:
+            text = r.read().decode("utf-8", "replace")
+    except (OSError, urllib.error.HTTPError) as e:
+        die(f"GET {base_url}/metrics failed: {e}")
+    out: dict = {"refresh": {}, "build": {}}
+    for m in ROLLUP_METRIC.finditer(text):
+        label = re.search(r'rollup="([^"]*)"', m.group(3))
+        if label:
+            slot = out[m.group(1)].setdefault(label.group(1), {"sum": 0.0, "count": 0.0})
+            slot[m.group(2)] += float(m.group(4))
+    return out
+
+
+def rollup_states(base_url: str, token: str) -> dict:
+    """{name: the /cache/stats `rollups` entry}."""
+    status, stats = http_json("GET", f"{base_url}/cache/stats", token)
+    if status != 200:
+        die(f"GET {base_url}/cache/stats answered {status}: {str(stats)[:300]}")
+    return {r["name"]: r for r in stats.get("rollups") or []}
+
+
+def rollup_snapshot(base_url: str, token: str) -> dict:
+    """rollup_metrics plus each rollup's refreshed_at as /cache/stats reports it."""
+    snap = rollup_metrics(base_url)
+    snap["refreshed_at"] = {n: r.get("refreshed_at") for n, r in rollup_states(base_url, token).items()}
+    return snap
+
+
+def rollup_sizes(states: dict) -> dict:
+    return {n: {k: r.get(k) for k in ("state", "rows", "bytes", "table", "granularity")}
+            for n, r in sorted(states.items())}
+
+
+def rollups_wait(base_url: str, token: str, timeout_s: float) -> dict:
+    """Polls /cache/stats every 200 ms until every rollup is `ready`."""
+    started = time.monotonic()
+    states: dict = {}
+    while True:
+        states = rollup_states(base_url, token)
+        if not states:
+            die("/cache/stats lists no rollups: none declared in the model?")
+        off = [n for n, r in states.items() if r.get("state") == "disabled"]
+        if off:
+            die(f"rollups disabled on the server: {off} (APP__ROLLUPS__ENABLED, freshness.enabled?)")
+        if all(r.get("state") == "ready" for r in states.values()):
+            break
+        if time.monotonic() - started > timeout_s:
+            die(f"rollups not all ready after {timeout_s:.0f} s: "
+                + ", ".join(f"{n}={r.get('state')} ({r.get('error') or ''})" for n, r in sorted(states.items())))
+        time.sleep(0.2)
+    return {"waited_ms": round((time.monotonic() - started) * 1000), "states": rollup_sizes(states)}
+
+
+def rollup_builds(tsv_path: str, db_url: str) -> dict:
+    """run.sh's per-rollup CLI timings (id, wall seconds, rows) and the build
+    transaction's own seconds that the binary stored in analytics_rollups."""
+    wall, rows = {}, {}
+    for line in open(tsv_path, encoding="utf-8"):
+        parts = line.rstrip("\n").split("\t")
+        if len(parts) == 3:
+            wall[parts[0]] = float(parts[1])
+            rows[parts[0]] = int(parts[2])
+    if not wall:
+        die(f"{tsv_path} holds no builds")
+    r = subprocess.run(["psql", "-X", "-At", "-F", "\t", "-d", db_url, "-c",
+                        "SELECT name, build_seconds FROM analytics_rollups"],
+                       capture_output=True, text=True, timeout=60)
+    if r.returncode != 0:
+        die(f"reading analytics_rollups failed: {r.stderr.strip()}")
+    stored = {}
+    for line in r.stdout.splitlines():
+        name, _, secs = line.partition("\t")
+        if name in wall and secs:
+            stored[name] = round(float(secs), 3)
+    return {"build_s": wall, "build_db_s": stored, "build_rows": rows,
+            "build_total_s": round(sum(wall.values()), 3)}
+
+
+def rollup_stats(before_path: str, after_path: str, served_from: str) -> dict:
+    """Per rollup: state, rows, bytes after the run and queries_served over it;
+    served_share = answers from the rollup named `served_from` / SQL statements."""
+    before = {r["name"]: r for r in load_json(before_path).get("rollups") or []}
+    after = {r["name"]: r for r in load_json(after_path).get("rollups") or []}
+    if not after:
+        die(f"{after_path} lists no rollups")
+    served = {n: int(r.get("queries_served", 0)) - int(before.get(n, {}).get("queries_served", 0))
+              for n, r in sorted(after.items())}
+    sql = stats_delta(load_json(before_path), load_json(after_path))["db_queries"]
+    mine = sum(v for n, v in served.items() if n == served_from or n.endswith("." + served_from))
+    return {"rollups": rollup_sizes(after), "rollup_served": served, "served_from": served_from,
+            "served_from_rollup": mine, "served_share": round(mine / sql, 4) if sql else None}
+
+
+def cold_compare(wrk_path: str, baseline: str, probe_path: str, base_probe_path: str) -> dict:
+    """The ratio to `baseline` (cold, from the raw table) when it was measured
+    in this run on the same sales count; whether both probes' data agree."""
+    w = wrk_json(wrk_path)
+    out: dict = {"baseline": baseline}
+    base_path = os.path.join(LATEST, f"{baseline}.json")
+    base = load_json(base_path) if os.path.exists(base_path) else {}
+    run_id = os.environ.get("BENCH_RUN_ID")
+    same = bool(run_id) and base.get("run_id") == run_id and base.get("sales") == sales_count()
+    if same and base.get("rps") and w.get("rps"):
+        out.update(ratio=round(w["rps"] / base["rps"], 2), baseline_rps=base["rps"],
+                   baseline_p50_ms=base.get("p50_ms"), baseline_p99_ms=base.get("p99_ms"))
+        if base.get("p50_ms") and w.get("p50_ms"):
+            out["p50_speedup"] = round(base["p50_ms"] / w["p50_ms"], 2)
+        if base.get("p99_ms") and w.get("p99_ms"):
+            out["p99_speedup"] = round(base["p99_ms"] / w["p99_ms"], 2)
+        notes = (f"{out['ratio']:.1f}× the rps of `{baseline}` (raw table) in the same run "
+                 f"({w['rps']:,.1f} vs {base['rps']:,.1f} rps); p50 {fmt(w.get('p50_ms'))} vs "
+                 f"{fmt(base.get('p50_ms'))} ms ({fmt(out.get('p50_speedup'))}× faster), p99 "
+                 f"{fmt(w.get('p99_ms'))} vs {fmt(base.get('p99_ms'))} ms")
+    else:
+        notes = f"no `{baseline}` result from the same run and sales count, so no ratio"
+    if os.path.exists(base_probe_path):
+        mine, raw = load_json(probe_path).get("data"), load_json(base_probe_path).get("data")
+        out["data_matches_raw"] = mine == raw
+        if mine != raw:
+            out["probe_data"], out["raw_probe_data"] = mine, raw
+        notes += ("; the probe's data equal the raw table's" if mine == raw
+                  else "; the probe's data DIFFER from the raw table's (see probe_data)")
+    out["notes"] = notes + "."
+    return out
+
+
+def change_log_count(psql: Psql) -> int:
+    return int(psql.run(f"SELECT count(*) FROM {CHANGE_LOG}")[0])
+
+
+def wait_refreshed(base_url: str, token: str, psql: Psql, names: list[str], before: dict, t0: float,
+                   timeout_s: float, interval_s: float = 0.01) -> dict:
+    """Polls every `interval_s` from wall time `t0` until (1) every rollup's
+    analytics_rollup_refresh_seconds count grew past `before` (a
+    rollup_snapshot) and the change log is empty (the refreshes committed:
+    refresh_ms), then (2) /cache/stats shows, for every rollup, a refreshed_at
+    later than in `before` and pending_changes 0 (stats_ms: the server
+    measures those every refresh_interval_ms, so until its next measurement
+    it still shows the state from before the change). Times are ms since t0."""
+    deadline = t0 + timeout_s
+    grew: dict[str, float] = {}
+    log_ms = refresh_ms = stats_ms = None
+    polls = 0
+    last_stats = 0.0
+    now = t0
+
+    def count(m: dict, n: str) -> float:
+        return m.get("refresh", {}).get(n, {}).get("count", 0.0)
+
+    while stats_ms is None:
+        if time.time() > deadline:
+            states = rollup_states(base_url, token)
+            die(f"not re-aggregated within {timeout_s:.0f} s: refreshed {sorted(grew)} of {names}, "
+                f"change log empty: {log_ms is not None}; pending: "
+                + ", ".join(f"{n}={r.get('pending_changes')} ({r.get('state')})" for n, r in sorted(states.items())))
+        m = rollup_metrics(base_url)
+        now = time.time()
+        polls += 1
+        for n in names:
+            if n not in grew and count(m, n) > count(before, n):
+                grew[n] = round((now - t0) * 1000, 1)
+        if log_ms is None and change_log_count(psql) == 0:
+            log_ms = round((time.time() - t0) * 1000, 1)
+        if refresh_ms is None and log_ms is not None and len(grew) == len(names):
+            refresh_ms = max(log_ms, max(grew.values()))
+        if refresh_ms is not None and time.time() - last_stats >= 0.05:
+            last_stats = time.time()
+            states = rollup_states(base_url, token)
+            old = before.get("refreshed_at", {})
+            if all(int(states.get(n, {}).get("pending_changes", 1)) == 0
+                   and (states.get(n, {}).get("refreshed_at") or 0) > (old.get(n) or 0) for n in names):
+                stats_ms = round((time.time() - t0) * 1000, 1)
+                break
+        time.sleep(interval_s)
+    after = rollup_metrics(base_url)
+    secs = {n: round(after["refresh"].get(n, {}).get("sum", 0.0) - before.get("refresh", {}).get(n, {}).get("sum", 0.0), 4)
+            for n in names}
+    return {
+        "refresh_ms": refresh_ms,
+        "log_empty_ms": log_ms,
+        "refreshed_ms_by_rollup": grew,
+        "stats_ms": stats_ms,
+        "refresh_seconds": secs,
+        "refresh_seconds_total": round(sum(secs.values()), 4),
+        "refresh_transactions": {n: int(count(after, n) - count(before, n)) for n in names},
+        "polls": polls,
+        "poll_interval_ms": round(interval_s * 1000, 1),
+    }
+
+
+def refresh_insert_sql(first_id: int, rows: int, first_day: str, days: int) -> str:
+    """`rows` sales in one statement, ids first_id.., spread over `days` days
+    from `first_day` (12:00 UTC +- 5 h, the same local day in the model's
+    time zone), 50 stores, 6 channels, 5% cancelled."""
+    return (f"INSERT INTO sales ({SALE_COLUMNS}) "
+            f"SELECT {first_id - 1} + g, 1 + (g * 7) % 50, 1 + (g * 5) % 6, "
+            f"timestamptz '{first_day} 12:00:00+00' + (g % {days}) * interval '1 day' "
+            f"+ ((g * 7919) % 36000 - 18000) * interval '1 second', "
+            f"CASE WHEN g % 20 = 0 THEN 'CANCELLED' ELSE 'COMPLETED' END, 20 + (g * 131) % 28000 / 100.0 "
+            f"FROM generate_series(1, {rows}) AS g")
+
+
+def rollup_refresh(base_url: str, token: str, db_url: str, first_id: int, rows: int, first_day: str,
+                   days: int, timeout_s: float) -> dict:
+    """One INSERT of `rows` sales on a kept-open psql session; from psql's
+    answer (committed) until every rollup re-aggregated it (wait_refreshed)."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    psql = Psql(db_url)
+    try:
+        psql.run("SET statement_timeout = '120s'")
+        states = rollup_states(base_url, token)
+        if not states:
+            die("/cache/stats lists no rollups")
+        bad = {n: r.get("state") for n, r in states.items() if r.get("state") != "ready"}
+        if bad:
+            die(f"rollups not ready before the insert: {bad}")
+        names = sorted(states)
+        deadline = time.monotonic() + 60
+        while change_log_count(psql):  # start with nothing pending (e.g. a catch-up)
+            if time.monotonic() > deadline:
+                die(f"{CHANGE_LOG} still holds rows 60 s after the server reported the rollups ready")
+            time.sleep(0.05)
+        before = rollup_snapshot(base_url, token)
+        sent = time.perf_counter()
+        psql.run(refresh_insert_sql(first_id, rows, first_day, days))
+        insert_ms = round((time.perf_counter() - sent) * 1000, 1)
+        committed = time.time()
+        result = wait_refreshed(base_url, token, psql, names, before, committed, timeout_s)
+        states = rollup_states(base_url, token)
+        result.update(inserted=rows, insert_ms=insert_ms, insert_first_day=first_day, insert_days=days,
+                      rollups=rollup_sizes(states),
+                      lag_seconds={n: r.get("lag_seconds") for n, r in sorted(states.items())})
+        return result
+    finally:
+        psql.close()
+
+
+def rollup_settle(base_url: str, token: str, db_url: str, before_path: str, since: float,
+                  timeout_s: float) -> dict:
+    """After run.sh deleted the inserted rows (a change too): from `since`
+    (unix seconds, when the DELETE returned) until every rollup re-aggregated
+    it. An upper bound: the first poll comes only once this process started."""
+    before = load_json(before_path)
+    psql = Psql(db_url)
+    try:
+        names = sorted(rollup_states(base_url, token))
+        r = wait_refreshed(base_url, token, psql, names, before, since, timeout_s)
+    finally:
+        psql.close()
+    return {"delete_refresh_ms": r["refresh_ms"], "delete_stats_ms": r["stats_ms"],
+            "delete_refresh_seconds_total": r["refresh_seconds_total"]}
+
+
 # ---------------------------------------------------------------- record
 
 
@@ -829,10 +1119,16 @@ def record(argv: list[str]) -> None:
     result.setdefault("commit", os.environ.get("BENCH_COMMIT") or git_commit())
     if os.environ.get("BENCH_SECONDS"):
         result.setdefault("bench_seconds", int(os.environ["BENCH_SECONDS"]))
+    if sales_count() is not None:
+        result.setdefault("sales", sales_count())
     os.makedirs(LATEST, exist_ok=True)
     line = json.dumps(result, sort_keys=True)
     with open(os.path.join(LATEST, f"{scenario}.json"), "w", encoding="utf-8") as f:
         f.write(line + "\n")
+    if isinstance(result.get("sales"), int):
+        os.makedirs(BY_SALES, exist_ok=True)
+        with open(os.path.join(BY_SALES, f"{scenario}@{result['sales']}.json"), "w", encoding="utf-8") as f:
+            f.write(line + "\n")
     jsonl = os.environ.get("BENCH_RESULTS_JSONL") or os.path.join(OUT, "results.jsonl")
     with open(jsonl, "a", encoding="utf-8") as f:
         f.write(line + "\n")
@@ -910,12 +1206,27 @@ def extra_text(name: str, r: dict) -> str:
         parts.append(f"tps (pgbench) {fmt(r.get('tps'))}")
         v = r.get("data_matches_api")
         parts.append("data = API ✓" if v is True else ("data ≠ API ✗" if v is False else "data not verified"))
-    if name in ("hot-l1", "hot-redis", "mix", "mix-changes", "cold") and r.get("hit_rate") is not None:
+    if isinstance(r.get("sales"), int) and r["sales"] != 1000000:
+        parts.append(f"{r['sales']:,} sales")
+    if name in ("hot-l1", "hot-redis", "mix", "mix-changes", "cold", "cold-rollups") and r.get("hit_rate") is not None:
         parts.append(f"hit rate {pct(r.get('hit_rate'))}")
     if name == "hot-redis" and r.get("stats"):
         parts.append(f"redis hits {fmt(r['stats'].get('hits_redis'))}")
-    if name in ("mix", "mix-changes", "cold") and r.get("stats"):
+    if name in ("mix", "mix-changes", "cold", "cold-rollups") and r.get("stats"):
         parts.append(f"SQL {fmt(r['stats'].get('db_queries'))}")
+    if name == "cold-rollups":
+        if r.get("ratio") is not None:
+            parts.append(f"{fmt(r['ratio'], 1)}× cold rps, p50 {fmt(r.get('p50_speedup'), 1)}× faster (same run)")
+        if r.get("served_share") is not None:
+            parts.append(f"{pct(r['served_share'])} answered from {r.get('served_from')}")
+        if r.get("build_total_s") is not None:
+            parts.append(f"build {fmt(r['build_total_s'], 1)} s (all rollups)")
+    if name == "rollup-refresh":
+        parts.append(f"{fmt(r.get('inserted'))} rows in one INSERT ({fmt(r.get('insert_ms'), 1)} ms): "
+                     f"refreshed after {fmt(r.get('refresh_ms'), 1)} ms, "
+                     f"{fmt(r.get('refresh_seconds_total'), 3)} s in refresh transactions; "
+                     f"/cache/stats pending 0 after {fmt(r.get('stats_ms'), 1)} ms")
+        parts.append(f"DELETE {fmt(r.get('delete_s'), 1)} s, re-aggregated {fmt(r.get('delete_refresh_ms'), 1)} ms later")
     if name in ("mix", "mix-changes") and r.get("rss_mb") is not None:
         parts.append(f"RSS {r['rss_mb']:.1f} MB")
     if name == "mix-changes":
@@ -941,7 +1252,7 @@ def extra_text(name: str, r: dict) -> str:
         parts.append("statuses " + ", ".join(f"{k}: {v:,}" for k, v in sorted(r["statuses"].items())))
     if name == "redis-down" and r.get("db_only_statuses"):
         parts.append("db-only statuses " + ", ".join(f"{k}: {v:,}" for k, v in sorted(r["db_only_statuses"].items())))
-    if name != "redis-benchmark":
+    if name not in ("redis-benchmark", "rollup-refresh"):
         bad = (r.get("non2xx") or 0)
         sock = sum(int(r.get(k) or 0) for k in ("connect_errors", "read_errors", "write_errors", "timeouts"))
         parts.append(f"non-2xx {fmt(bad)}")
@@ -1031,7 +1342,22 @@ def targets(res: dict) -> list[tuple[str, str, str]]:
 
     out.append(("RSS ≤ 200 MB after mix", verdict(m["rss_mb"] <= 200 if m and m.get("rss_mb") else None),
                 f"{m['rss_mb']:.1f} MB" if m and m.get("rss_mb") else ""))
+
+    cr = res.get("cold-rollups")
+    speed = cold_speedup(cr) if cr else None
+    out.append(("cold-rollups ≥ 20× faster than cold (raw), p50 and rps, same run",
+                verdict(speed >= 20 if speed is not None else None),
+                f"{fmt(cr.get('sales'))} sales: rps {fmt(cr.get('ratio'), 1)}×, p50 {fmt(cr.get('p50_speedup'), 1)}×"
+                if cr and speed is not None else ""))
     return out
+
+
+def cold_speedup(r: dict) -> float | None:
+    """The smaller of the rps ratio and the p50 speedup of a cold-rollups
+    result over cold of the same run (None without both)."""
+    if not r or r.get("ratio") is None or r.get("p50_speedup") is None:
+        return None
+    return min(r["ratio"], r["p50_speedup"])
 
 
 DESCRIPTIONS = {
@@ -1042,7 +1368,9 @@ DESCRIPTIONS = {
     "hot-l1": "typical query, L1 + Redis (defaults)",
     "hot-redis": "typical query, L1 off (every hit from Redis)",
     "mix": "1,000 distinct queries, Zipf s=1.1, after 10 s warm-up",
-    "cold": "every request a never-seen query",
+    "cold": "every request a never-seen query (raw table: rollups off)",
+    "cold-rollups": "cold, answered from the daily_store rollup (built first with the CLI)",
+    "rollup-refresh": "one INSERT of 1,000 sales: commit → every rollup re-aggregated it",
     "stampede": "100 identical cold requests at once",
     "staleness": "2 instances; 100× INSERT a sale, poll both: commit → fresh answer",
     "mix-changes": "mix while 10 sales/s are inserted (one statement each)",
@@ -1075,6 +1403,9 @@ def render() -> None:
     w("BENCH_SKIP_BUILD=1 bench/run.sh    # reuse target/bench/release/analytics-api")
     w("bench/run.sh report                # only re-render this file")
     w("bench/run.sh setup                 # only install wrk, build, seed, generate the mix")
+    w("# rollups, one column per sales count in the Rollups section (each count its own database):")
+    w("BENCH_SALES=2000000 BENCH_DB=analytics_bench_2m bench/run.sh cold cold-rollups rollup-refresh")
+    w("BENCH_SALES=10000000 BENCH_DB=analytics_bench_10m bench/run.sh cold cold-rollups rollup-refresh")
     w("```")
     w("")
     w("Needs PostgreSQL 15 on 127.0.0.1:5432 (user postgres) and Redis on 127.0.0.1:6379;")
@@ -1119,6 +1450,7 @@ def render() -> None:
     for target, verdict, numbers in targets(res):
         w(f"| {target} | {verdict} | {numbers} |")
     w("")
+    rollups_section(lines)
     notes = [(n, res[n]["notes"]) for n in SCENARIO_ORDER if n in res and res[n].get("notes")]
     if notes:
         w("## Notes")
@@ -1163,6 +1495,132 @@ def render() -> None:
     print(f"wrote {path}", file=sys.stderr)
 
 
+ROLLUP_SCENARIOS = ("cold", "cold-rollups", "rollup-refresh")
+
+
+def rollups_section(lines: list[str]) -> None:
+    """cold (raw) vs cold-rollups, build, refresh and sizes, one column per
+    sales count (the latest result of each scenario at that count)."""
+    by_sales: dict[int, dict[str, dict]] = {}
+    for path in glob.glob(os.path.join(BY_SALES, "*.json")):
+        r = load_json(path)
+        if r.get("scenario") in ROLLUP_SCENARIOS and isinstance(r.get("sales"), int):
+            by_sales.setdefault(r["sales"], {})[r["scenario"]] = r
+    counts = sorted(n for n, rs in by_sales.items() if "cold-rollups" in rs or "rollup-refresh" in rs)
+    if not counts:
+        return
+    cols = [by_sales[n] for n in counts]
+    w = lines.append
+    w("## Rollups")
+    w("")
+    w("The cold workload (`lua/cold.lua`: every request a never-seen query, 3 metrics by channel with a")
+    w("no-op `store_id ne` filter over 1–31 days, 16 connections) from the raw table (`cold`, rollups off)")
+    w("and from the rollups (`cold-rollups`: built first with `analytics-api rollups build`, one")
+    w("invocation per rollup, timed), and `rollup-refresh` (one INSERT of 1,000 sales over 5 days on a")
+    w("server with its rollups ready: commit → every rollup re-aggregated it). One column per")
+    w("`BENCH_SALES`: the latest result of each scenario at that sales count (`bench/out/latest-by-sales/`).")
+    w("Ratios come from `cold` and `cold-rollups` of the same run; *(runs differ)* marks a ratio")
+    w("computed across runs.")
+    w("")
+    w("| | " + " | ".join(f"{n:,} sales" for n in counts) + " |")
+    w("| --- |" + " ---: |" * len(counts))
+
+    def row(label: str, fn) -> None:
+        cells = []
+        for rs in cols:
+            try:
+                v = fn(rs)
+            except (KeyError, TypeError, ZeroDivisionError):
+                v = None
+            cells.append("–" if v is None or v == "" else str(v))
+        if any(c != "–" for c in cells):
+            w(f"| {label} | " + " | ".join(cells) + " |")
+
+    def get(rs: dict, scenario: str, key: str):
+        return (rs.get(scenario) or {}).get(key)
+
+    def ratio(rs: dict, key: str, invert: bool) -> str | None:
+        cr, c = rs.get("cold-rollups"), rs.get("cold")
+        if not cr:
+            return None
+        same = {"rps": "ratio", "p50_ms": "p50_speedup", "p99_ms": "p99_speedup"}[key]
+        if cr.get(same) is not None:
+            return f"**{cr[same]:.1f}×**"
+        if c and c.get(key) and cr.get(key):
+            v = c[key] / cr[key] if invert else cr[key] / c[key]
+            return f"{v:.1f}× *(runs differ)*"
+        return None
+
+    def lat(r: dict | None) -> str | None:
+        return f"{fmt(r.get('p50_ms'))} / {fmt(r.get('p99_ms'))}" if r and r.get("p50_ms") is not None else None
+
+    row("run (cold-rollups)", lambda rs: get(rs, "cold-rollups", "run_id"))
+    row("commit", lambda rs: (rs.get("cold-rollups") or rs.get("rollup-refresh") or {}).get("commit"))
+    row("cold (raw) rps", lambda rs: fmt(get(rs, "cold", "rps"), 1) if rs.get("cold") else None)
+    row("cold (raw) p50 / p99 ms", lambda rs: lat(rs.get("cold")))
+    row("cold-rollups rps", lambda rs: fmt(get(rs, "cold-rollups", "rps"), 1) if rs.get("cold-rollups") else None)
+    row("cold-rollups p50 / p99 ms", lambda rs: lat(rs.get("cold-rollups")))
+    row("rps: rollups / raw", lambda rs: ratio(rs, "rps", False))
+    row("p50: raw / rollups", lambda rs: ratio(rs, "p50_ms", True))
+    row("p99: raw / rollups", lambda rs: ratio(rs, "p99_ms", True))
+    row("goal ≥ 20× (rps and p50, same run)",
+        lambda rs: None if cold_speedup(rs.get("cold-rollups")) is None
+        else ("met" if cold_speedup(rs["cold-rollups"]) >= 20 else "**NOT met**"))
+    row("cold-rollups answers from daily_store", lambda rs: pct(get(rs, "cold-rollups", "served_share"))
+        if get(rs, "cold-rollups", "served_share") is not None else None)
+    row("probe data = raw table's", lambda rs: {True: "✓", False: "**✗**"}.get(get(rs, "cold-rollups", "data_matches_raw")))
+    row("non-2xx (raw / rollups)", lambda rs: f"{fmt(get(rs, 'cold', 'non2xx'))} / {fmt(get(rs, 'cold-rollups', 'non2xx'))}")
+
+    def builds(rs: dict) -> dict:
+        for scenario in ("cold-rollups", "rollup-refresh"):
+            r = rs.get(scenario) or {}
+            if r.get("build_s"):
+                return r
+        return {}
+
+    def sizes(rs: dict) -> dict:
+        for scenario in ("rollup-refresh", "cold-rollups"):
+            r = (rs.get(scenario) or {}).get("rollups")
+            if isinstance(r, dict) and r:
+                return r
+        return {}
+
+    names = sorted({n for rs in cols for n in list(builds(rs).get("build_s", {})) + list(sizes(rs))})
+    for n in names:
+        row(f"build {n} s (CLI wall / in transaction)",
+            lambda rs, n=n: f"{fmt(builds(rs)['build_s'][n], 1)} / {fmt(builds(rs).get('build_db_s', {}).get(n), 1)}")
+    row("build, all rollups s", lambda rs: fmt(builds(rs).get("build_total_s"), 1) if builds(rs) else None)
+    for n in names:
+        row(f"{n} rows / MB", lambda rs, n=n: f"{fmt(sizes(rs)[n]['rows'])} / {sizes(rs)[n]['bytes'] / 1e6:.1f}")
+    row("refresh: INSERT of 1,000 sales ms", lambda rs: fmt(get(rs, "rollup-refresh", "insert_ms"), 1))
+    row("refresh: commit → refreshed ms", lambda rs: f"**{fmt(get(rs, 'rollup-refresh', 'refresh_ms'), 1)}**"
+        if get(rs, "rollup-refresh", "refresh_ms") is not None else None)
+    for n in names:
+        row(f"refresh: {n} done after ms / s in its transaction",
+            lambda rs, n=n: f"{fmt(get(rs, 'rollup-refresh', 'refreshed_ms_by_rollup')[n], 1)} / "
+                            f"{fmt(get(rs, 'rollup-refresh', 'refresh_seconds')[n], 3)}")
+    row("refresh: s in refresh transactions (all)", lambda rs: fmt(get(rs, "rollup-refresh", "refresh_seconds_total"), 3))
+    row("refresh: /cache/stats pending 0 after ms", lambda rs: fmt(get(rs, "rollup-refresh", "stats_ms"), 1))
+    row("cleanup: DELETE of the 1,000 s / re-aggregated ms later",
+        lambda rs: f"{fmt(get(rs, 'rollup-refresh', 'delete_s'), 1)} / {fmt(get(rs, 'rollup-refresh', 'delete_refresh_ms'), 1)}"
+        if rs.get("rollup-refresh") else None)
+    w("")
+    speeds = [(n, cold_speedup(by_sales[n].get("cold-rollups"))) for n in counts]
+    speeds = [(n, v) for n, v in speeds if v is not None]
+    if len(speeds) >= 2:
+        grows = all(b[1] > a[1] for a, b in zip(speeds, speeds[1:]))
+        w(f"Gap growing with the data (min of rps ratio and p50 speedup): "
+          + " → ".join(f"{v:.1f}× at {n:,}" for n, v in speeds) + f": {'yes' if grows else '**no**'}.")
+        w("")
+    w("`build … s`: wall time of `analytics-api rollups build <rollup>` (process start to exit, no server")
+    w("running) / the build transaction's own time (`analytics_rollups.build_seconds`). `commit → refreshed`:")
+    w("from psql's answer to the INSERT until the change log is empty and every rollup's")
+    w("`analytics_rollup_refresh_seconds` count grew (polled every 10 ms); `s in its transaction` is that")
+    w("histogram's sum delta. `/cache/stats pending 0` also waits for the server's periodic measurement")
+    w("(`rollups.refresh_interval_ms`). Rows are PostgreSQL's estimate, MB `pg_total_relation_size`.")
+    w("")
+
+
 def measured_seconds(r: dict) -> float:
     if r.get("bench_seconds"):
         return float(r["bench_seconds"])
@@ -1178,15 +1636,19 @@ def history(lines: list[str]) -> None:
     path = os.environ.get("BENCH_RESULTS_JSONL") or os.path.join(OUT, "results.jsonl")
     if not os.path.exists(path):
         return
-    runs: dict[str, list[dict]] = {}
+    runs: dict[tuple[str, int], list[dict]] = {}  # by scenario and sales count (0: not recorded)
     with open(path, encoding="utf-8") as f:
         for line in f:
             try:
                 r = json.loads(line)
             except ValueError:
                 continue
-            if r.get("scenario") in ("stampede", "staleness", "redis-benchmark") or measured_seconds(r) >= 15:
-                runs.setdefault(r["scenario"], []).append(r)
+            if r.get("scenario") not in SCENARIO_ORDER:
+                continue
+            if (r.get("scenario") in ("stampede", "staleness", "redis-benchmark", "rollup-refresh")
+                    or measured_seconds(r) >= 15):
+                sales = r.get("sales") if isinstance(r.get("sales"), int) else 0
+                runs.setdefault((r["scenario"], sales), []).append(r)
     if not runs:
         return
     lines.append("## Run-to-run spread")
@@ -1203,17 +1665,17 @@ def history(lines: list[str]) -> None:
             return "–"
         return f"{fmt(values[0])} / {fmt(values[len(values) // 2])} / {fmt(values[-1])}"
 
-    for name in SCENARIO_ORDER:
-        rs = runs.get(name)
-        if not rs:
-            continue
+    for name, sales in sorted(runs, key=lambda k: (SCENARIO_ORDER.index(k[0]), k[1])):
+        rs = runs[(name, sales)]
+        label = f"{name} ({sales:,} sales)" if sales else name
         rps = [r.get("rps", r.get("tps")) for r in rs]
-        p50 = [r.get("p50_ms") for r in rs]
+        p50 = [r.get("p50_ms", r.get("refresh_ms")) for r in rs]
         shared = sum(1 for r in rs if r.get("machine_busy"))
         non2xx = ", ".join(str(r.get("non2xx", "–")) for r in rs)
-        lines.append(f"| {name} | {len(rs)} | {mmm(rps)} | {mmm(p50)} | {non2xx} | {shared} |")
+        lines.append(f"| {label} | {len(rs)} | {mmm(rps)} | {mmm(p50)} | {non2xx} | {shared} |")
     lines.append("")
-    lines.append("Runs recorded before the load watcher existed cannot be marked as shared.")
+    lines.append("Runs recorded before the load watcher existed cannot be marked as shared; rows name the")
+    lines.append("sales count when the run recorded it; for `rollup-refresh` the p50 column is commit → refreshed.")
     lines.append("")
 
 
@@ -1316,6 +1778,21 @@ def main(argv: list[str]) -> None:
         print(json.dumps(insert_loop(args[0], float(args[1]), float(args[2]), int(args[3]), args[4])))
     elif cmd == "changes-summary":
         print(json.dumps(changes_summary(args[0], args[1], args[2], args[3], args[4])))
+    elif cmd == "rollup-builds":
+        print(json.dumps(rollup_builds(args[0], args[1])))
+    elif cmd == "rollups-wait":
+        print(json.dumps(rollups_wait(args[0], args[1], float(args[2]))))
+    elif cmd == "rollup-stats":
+        print(json.dumps(rollup_stats(args[0], args[1], args[2])))
+    elif cmd == "rollup-snapshot":
+        print(json.dumps(rollup_snapshot(args[0], args[1])))
+    elif cmd == "cold-compare":
+        print(json.dumps(cold_compare(args[0], args[1], args[2], args[3])))
+    elif cmd == "rollup-refresh":
+        print(json.dumps(rollup_refresh(args[0], args[1], args[2], int(args[3]), int(args[4]), args[5],
+                                        int(args[6]), float(args[7]))))
+    elif cmd == "rollup-settle":
+        print(json.dumps(rollup_settle(args[0], args[1], args[2], args[3], float(args[4]), float(args[5]))))
     elif cmd == "commit":
         print(git_commit())
     elif cmd == "record":

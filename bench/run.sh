@@ -6,13 +6,37 @@
 #   bench/run.sh setup             only install/build/seed/generate (no load)
 #
 # Scenarios: uncached uncached-distinct db-floor ceiling hot-l1 hot-redis mix mix-changes cold
-#            stampede staleness redis-down redis-benchmark   (bench/README.md describes each)
+#            cold-rollups rollup-refresh stampede staleness redis-down redis-benchmark
+#            (bench/README.md describes each)
+#
+# Rollups: every server runs with APP__ROLLUPS__ENABLED=false unless its
+# scenario passes APP__ROLLUPS__ENABLED=true, so every scenario but the two
+# below measures the raw table, as before rollups existed (`cold` is the raw
+# baseline of `cold-rollups`). Binaries from before rollups get no such
+# variable (their settings would refuse it) and cannot run the two.
+#   cold-rollups    builds every rollup with `analytics-api rollups build`, one
+#                   at a time and timed (the build time), starts a server with
+#                   rollups on, waits (bounded) until /cache/stats says every
+#                   rollup is ready, checks that a cold.lua-shaped query says
+#                   metadata.source = daily_store (fails otherwise), then runs
+#                   cold.lua as `cold` does; ratio to `cold` of the same run.
+#   rollup-refresh  a rollups server (rollups built by the CLI unless
+#                   cold-rollups built them in this run and they are still
+#                   ready); one INSERT of 1,000 sales over 5 days, then polls
+#                   until every rollup re-aggregated it: commit -> refreshed,
+#                   the refresh transactions' seconds, rows/bytes; then deletes
+#                   them (a change too) and awaits that re-aggregation.
+# Results are also kept per sales count (out/latest-by-sales/), so RESULTS.md
+# shows e.g. BENCH_SALES=2000000 and BENCH_SALES=10000000 side by side:
+#   BENCH_SALES=2000000 BENCH_DB=analytics_bench_2m bench/run.sh cold cold-rollups rollup-refresh
+#   BENCH_SALES=10000000 BENCH_DB=analytics_bench_10m bench/run.sh cold cold-rollups rollup-refresh
 #
 # Environment knobs:
 #   BENCH_SECONDS=20        measured seconds per load run
 #   WARMUP_SECONDS=5        warm-up seconds before each measured run
 #   MIX_WARMUP_SECONDS=10   warm-up seconds of the mix scenario
-#   BENCH_SALES=1000000     sales rows in the bench database
+#   BENCH_SALES=1000000     sales rows in the bench database (a different count reseeds
+#                           BENCH_DB: give each count its own BENCH_DB to keep both seeded)
 #   BENCH_DB=analytics_bench
 #   BENCH_SKIP_BUILD=1      use the existing target/bench/release/analytics-api
 #   BENCH_BIN=path          use this binary instead (no build); BENCH_BIN_COMMIT names it
@@ -55,8 +79,8 @@ CONFIG_DIR="${BENCH_CONFIG_DIR:-config}"
 BIN="$TARGET_DIR/release/analytics-api"
 
 TYPICAL_BODY='{"metrics":["revenue","average_ticket","sales_count"],"dimensions":["channel"],"date_range":{"start_date":"2026-10-01","end_date":"2026-10-31"}}'
-ALL_SCENARIOS=(uncached uncached-distinct db-floor ceiling hot-l1 hot-redis mix mix-changes cold stampede staleness
-  redis-down redis-benchmark)
+ALL_SCENARIOS=(uncached uncached-distinct db-floor ceiling hot-l1 hot-redis mix mix-changes cold cold-rollups
+  rollup-refresh stampede staleness redis-down redis-benchmark)
 
 # Change scenarios (staleness, mix-changes) insert sales with ids from
 # CHANGE_ID_MIN (the seed's are 1..BENCH_SALES) and delete them when they end.
@@ -66,6 +90,14 @@ STALENESS_CHANGES=100
 STALENESS_BODY='{"metrics":["revenue","sales_count"]}' # no date_range: every day, today included
 CHANGES_FIRST_ID=900100001
 CHANGES_RATE=10 # INSERT statements per second during mix-changes
+REFRESH_FIRST_ID=900200001 # rollup-refresh: REFRESH_ROWS sales in one INSERT,
+REFRESH_ROWS=1000          # spread over REFRESH_DAYS days ending 8 days before the anchor
+REFRESH_DAYS=5
+# Bounds of the rollup scenarios: each `rollups build` invocation, the wait for
+# a server to report every rollup ready, the wait for a refresh.
+ROLLUP_BUILD_TIMEOUT=7200
+ROLLUP_READY_TIMEOUT=120
+ROLLUP_REFRESH_TIMEOUT=300
 
 RUN_ID="$(date -u +%Y%m%dT%H%M%SZ)"
 RUN_DIR="$OUT/runs/$RUN_ID"
@@ -73,7 +105,7 @@ export BENCH_RUN_ID="$RUN_ID"
 export BENCH_RESULTS_JSONL="$OUT/results.jsonl"
 export BENCH_LUA_DIR="$LUA_DIR"
 export BENCH_MIX_FILE="$OUT/mix_queries.lua"
-export BENCH_SECONDS
+export BENCH_SECONDS BENCH_SALES
 
 SERVER_PID=""
 WRK_PID=""
@@ -233,6 +265,17 @@ build() {
   export BENCH_COMMIT="$commit"
 }
 
+# ROLLUPS_KNOWN=1 when the binary has rollups (`rollups --help` parses): only
+# then may a server get APP__ROLLUPS__* (the settings deny unknown sections, so
+# an older binary, e.g. the base side of bench/ab.sh, would refuse to start).
+ROLLUPS_KNOWN=0
+detect_rollups() {
+  if "$BIN" rollups --help >/dev/null 2>&1; then ROLLUPS_KNOWN=1; else ROLLUPS_KNOWN=0; fi
+}
+need_rollups() {
+  ((ROLLUPS_KNOWN)) || die "$BIN has no rollups (\`rollups --help\` fails): $1 needs a binary with rollups"
+}
+
 # Environment of every server: nothing inherited but PATH/HOME, so stray
 # APP__* variables in the caller's shell cannot skew a run.
 server_env() {
@@ -297,7 +340,10 @@ start_peer() {
 # launch_server SLOT NAME [VAR=value ...]: the work of start_server and
 # start_peer. SLOT (SERVER or PEER) names the variables it sets: SLOT_PORT,
 # SLOT_LOG, and SLOT_PID as soon as the process exists, so the EXIT trap
-# stops it even during start-up.
+# stops it even during start-up. Rollups are off (APP__ROLLUPS__ENABLED=false:
+# queries read the raw table, as every scenario measured before rollups)
+# unless the VARs set APP__ROLLUPS__ENABLED themselves (with a binary from
+# before rollups, nothing is added: it has no such setting and reads raw).
 launch_server() {
   local slot="$1" name="$2"
   shift 2
@@ -308,7 +354,9 @@ launch_server() {
   printf -v "${slot}_LOG" '%s' "$log"
   local -a envs
   mapfile -t envs < <(server_env)
-  envs+=("PORT=$port" "$@")
+  envs+=("PORT=$port")
+  if ((ROLLUPS_KNOWN)) && [[ " $* " != *" APP__ROLLUPS__ENABLED="* ]]; then envs+=("APP__ROLLUPS__ENABLED=false"); fi
+  envs+=("$@")
   printf '%s\n' "${envs[@]}" | grep -v -e '^PATH=' -e '^HOME=' >"$RUN_DIR/server-$name.env"
   local started=$SECONDS
   (cd "$ROOT" && exec env -i "${envs[@]}" "$BIN" --config-dir "$CONFIG_DIR" serve) >"$log" 2>&1 &
@@ -403,7 +451,7 @@ run_wrk() {
 }
 
 summary_line() { # summary_line RESULT_JSON_LINE
-  python3 -c 'import json,sys; r=json.loads(sys.argv[1]); print("  -> " + ", ".join(f"{k}={r[k]}" for k in ("rps","tps","p50_ms","p99_ms","hit_rate","non2xx","sql_count","ratio","rss_mb") if k in r))' "$1" >&2
+  python3 -c 'import json,sys; r=json.loads(sys.argv[1]); print("  -> " + ", ".join(f"{k}={r[k]}" for k in ("rps","tps","p50_ms","p99_ms","hit_rate","non2xx","sql_count","ratio","p50_speedup","rss_mb","build_total_s","refresh_ms","refresh_seconds_total","stats_ms","delete_refresh_ms") if k in r))' "$1" >&2
 }
 
 record() { # record SCENARIO args... (see bench.py record)
@@ -415,17 +463,29 @@ record() { # record SCENARIO args... (see bench.py record)
 # ------------------------------------------------------------------ changes
 
 # delete_inserted_sales: the rows the change scenarios inserted (ids >=
-# CHANGE_ID_MIN); the DELETE is itself a change the servers hear about. It is
-# slow: product_sales.sale_id has no index, so the foreign key check scans
-# product_sales once per deleted sale (~0.1-0.3 s each here); hence the
-# timeout grows with the count.
+# CHANGE_ID_MIN); the DELETE is itself a change the servers hear about (and,
+# with rollups on, re-aggregate). product_sales.sale_id has no index, so the
+# foreign key check scans product_sales once per deleted sale (~0.1-0.3 s
+# each at 1,000,000 sales; it grows with product_sales). From DELETE_INDEX_MIN
+# sales on, the DELETE runs in one transaction with a transient index on
+# product_sales (sale_id), created before it and dropped after it: no other
+# session ever sees the index, an interrupted transaction leaves nothing, and
+# the scans become index lookups (building it costs about one scan).
+DELETE_INDEX_MIN=20
 delete_inserted_sales() {
   local -a pg=(psql -X -q -At -v ON_ERROR_STOP=1 -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" -d "$BENCH_DB")
-  local n started=$SECONDS
+  local n started=$SECONDS how="one DELETE"
   n="$(timeout 60 "${pg[@]}" -c "SELECT count(*) FROM sales WHERE id >= $CHANGE_ID_MIN")"
   ((n > 0)) || return 0
-  timeout $((120 + n)) "${pg[@]}" -c "DELETE FROM sales WHERE id >= $CHANGE_ID_MIN" >/dev/null
-  log "deleted the $n inserted sales in $((SECONDS - started)) s"
+  local sql="DELETE FROM sales WHERE id >= $CHANGE_ID_MIN"
+  if ((n >= DELETE_INDEX_MIN)); then
+    sql="BEGIN; SET LOCAL statement_timeout = 0;
+      CREATE INDEX bench_product_sales_sale_id_tmp ON product_sales (sale_id);
+      $sql; DROP INDEX bench_product_sales_sale_id_tmp; COMMIT"
+    how="one transaction with a transient product_sales (sale_id) index"
+  fi
+  timeout $((120 + n)) "${pg[@]}" -c "$sql" >/dev/null
+  log "deleted the $n inserted sales in $((SECONDS - started)) s ($how)"
 }
 
 # start_inserts SECONDS RATE FIRST_ID OUT: bench.py insert-loop in the
@@ -631,25 +691,212 @@ mix_run() {
 scenario_mix() { mix_run mix 0; }
 scenario_mix_changes() { mix_run mix-changes "$CHANGES_RATE"; }
 
-scenario_cold() {
-  local first_epoch days
-  first_epoch="$(date -u -d "$ANCHOR - 3 years + 1 day" +%s)"
-  days=$((($(date -u -d "$ANCHOR" +%s) - first_epoch) / 86400 + 1))
-  start_server cold
+# ------------------------------------------------------------------ cold and rollups
+
+# cold_window: the seeded 3 years up to the anchor, which cold.lua draws its
+# ranges from; sets COLD_FIRST_EPOCH (unix seconds of the first day) and COLD_DAYS.
+COLD_FIRST_EPOCH=""
+COLD_DAYS=""
+cold_window() {
+  COLD_FIRST_EPOCH="$(date -u -d "$ANCHOR - 3 years + 1 day" +%s)"
+  COLD_DAYS=$((($(date -u -d "$ANCHOR" +%s) - COLD_FIRST_EPOCH) / 86400 + 1))
+}
+
+# cold_probe_body: one query shaped like cold.lua's (3 metrics by channel, a
+# no-op store_id filter, 15 days of the month before the anchor), asked once
+# before the load: its metadata.source says what answered the cold workload.
+cold_probe_body() {
+  printf '{"metrics":["revenue","average_ticket","sales_count"],"dimensions":["channel"],%s%s}' \
+    '"filters":{"store_id":{"ne":999999999}},' \
+    "\"date_range\":{\"start_date\":\"$(date -u -d "$ANCHOR - 31 days" +%F)\",\"end_date\":\"$(date -u -d "$ANCHOR - 17 days" +%F)\"}"
+}
+
+# rollup_cli SECONDS ARGS...: `analytics-api rollups ARGS`, at most SECONDS,
+# in the servers' clean environment (rollups on: the setting's default), from
+# the repository root.
+rollup_cli() {
+  local secs="$1"
+  shift
+  local -a envs
+  mapfile -t envs < <(server_env)
+  (cd "$ROOT" && exec timeout "$secs" env -i "${envs[@]}" "$BIN" --config-dir "$CONFIG_DIR" rollups "$@")
+}
+
+# rollups_status FILE: `rollups status` (rollup, state, rows, MB, pending,
+# refreshed_at) into FILE; ROLLUP_IDS gets the rollups' ids (dataset.rollup).
+ROLLUP_IDS=()
+rollups_status() {
+  rollup_cli 300 status >"$1" 2>"$1.stderr" || die "analytics-api rollups status failed: $(tail -n 5 "$1.stderr")"
+  mapfile -t ROLLUP_IDS < <(awk 'NR > 1 && NF { print $1 }' "$1")
+  ((${#ROLLUP_IDS[@]} > 0)) || die "the model declares no rollups ($CONFIG_DIR/model.toml; rollups status: $1)"
+}
+
+# rollups_all_ready FILE: whether every rollup's stored state in FILE (from
+# rollups_status) is `ready`.
+rollups_all_ready() {
+  awk 'NR > 1 && NF && $2 != "ready" { bad = 1 } END { exit bad }' "$1"
+}
+
+# rollups_build NAME: builds every rollup now with `analytics-api rollups
+# build <id>`, one invocation per rollup, no server running: the wall time of
+# each invocation is its build time (the build's own transaction time, as the
+# binary stored it in analytics_rollups.build_seconds, is kept beside it).
+# Writes $RUN_DIR/NAME-build.json (bench.py rollup-builds).
+rollups_build() {
+  local name="$1"
+  [[ -z "$SERVER_PID" && -z "$PEER_PID" ]] || die "internal: rollups_build with a server running"
+  rollups_status "$RUN_DIR/$name-status-before-build.txt"
+  local tsv="$RUN_DIR/$name-build.tsv" id out t0 secs rows
+  : >"$tsv"
+  for id in "${ROLLUP_IDS[@]}"; do
+    out="$RUN_DIR/$name-build-$id.txt"
+    log "$name: analytics-api rollups build $id (log: $out)"
+    t0=$EPOCHREALTIME
+    rollup_cli "$ROLLUP_BUILD_TIMEOUT" build "$id" >"$out" 2>"$out.stderr" ||
+      die "analytics-api rollups build $id failed: $(tail -n 5 "$out.stderr")"
+    secs="$(python3 -c "print(round($EPOCHREALTIME - $t0, 3))")"
+    rows="$(sed -n "s/^$id: \([0-9]*\) rows in .*/\1/p" "$out")"
+    [[ -n "$rows" ]] || die "analytics-api rollups build $id did not build it: $(tail -n 5 "$out")"
+    printf '%s\t%s\t%s\n' "$id" "$secs" "$rows" >>"$tsv"
+    log "  $id: $rows rows in $secs s"
+  done
+  rollups_status "$RUN_DIR/$name-status-after-build.txt"
+  rollups_all_ready "$RUN_DIR/$name-status-after-build.txt" ||
+    die "after rollups build, not every rollup is ready: $(cat "$RUN_DIR/$name-status-after-build.txt")"
+  py rollup-builds "$tsv" "$DATABASE_URL_BENCH" >"$RUN_DIR/$name-build.json"
+}
+
+# rollups_wait NAME: polls the server's /cache/stats until every rollup's
+# state is `ready`, at most ROLLUP_READY_TIMEOUT s (fails on `disabled`, on
+# no rollups, and on the timeout).
+rollups_wait() {
+  local name="$1"
+  timeout $((ROLLUP_READY_TIMEOUT + 60)) python3 "$BENCH_DIR/bench.py" rollups-wait "$(base_url)" \
+    "$ADMIN_TOKEN_VALUE" "$ROLLUP_READY_TIMEOUT" >"$RUN_DIR/$name-ready.json" ||
+    die "$name: the rollups did not all become ready (log: $SERVER_LOG)"
+  log "$name: every rollup ready after $(py get "$RUN_DIR/$name-ready.json" waited_ms) ms"
+}
+
+# cold_measure NAME SOURCE [VAR=value ...]: the cold workload (cold.lua, 16
+# connections, warm-up then BENCH_SECONDS) on a server started with VARs.
+# With SOURCE other than raw, waits for the rollups to be ready first. The
+# probe (cold_probe_body) must be answered from SOURCE (metadata.source), or
+# the scenario fails. Leaves $RUN_DIR/NAME-{probe,stats-before,stats-after}.json
+# and the wrk outputs in COLD_OUT and COLD_WARM; stops the server.
+COLD_OUT=""
+COLD_WARM=""
+cold_measure() {
+  local name="$1" expect="$2"
+  shift 2
+  cold_window
+  start_server "$name" "$@"
+  if [[ "$expect" != "raw" ]]; then rollups_wait "$name"; fi
   clear_cache
-  local warm out
-  run_wrk cold-warmup "$LUA_DIR/cold.lua" 16 "$WARMUP_SECONDS" /analytics/query 0 "$first_epoch" "$days"
-  warm="$RUN_WRK_OUT"
-  admin_stats "$RUN_DIR/cold-stats-before.json"
-  run_wrk cold "$LUA_DIR/cold.lua" 16 "$BENCH_SECONDS" /analytics/query 100000000 "$first_epoch" "$days"
-  out="$RUN_WRK_OUT"
-  admin_stats "$RUN_DIR/cold-stats-after.json"
-  local -a logs
-  mapfile -t logs < <(log_counts)
+  smoke_query "$RUN_DIR/$name-probe.json" "$(cold_probe_body)"
+  local source
+  source="$(py get "$RUN_DIR/$name-probe.json" metadata.source)"
+  if [[ -z "$source" && "$expect" == "raw" ]] && ((!ROLLUPS_KNOWN)); then
+    source=raw # a binary from before rollups: no metadata.source, always the raw table
+  fi
+  [[ "$source" == "$expect" ]] ||
+    die "$name: a cold.lua-shaped query was answered from '${source:-?}' (metadata.source), not '$expect' (response: $RUN_DIR/$name-probe.json, log: $SERVER_LOG)"
+  log "$name: the cold.lua-shaped probe was answered from $source"
+  run_wrk "$name-warmup" "$LUA_DIR/cold.lua" 16 "$WARMUP_SECONDS" /analytics/query 0 "$COLD_FIRST_EPOCH" "$COLD_DAYS"
+  COLD_WARM="$RUN_WRK_OUT"
+  admin_stats "$RUN_DIR/$name-stats-before.json"
+  run_wrk "$name" "$LUA_DIR/cold.lua" 16 "$BENCH_SECONDS" /analytics/query 100000000 "$COLD_FIRST_EPOCH" "$COLD_DAYS"
+  COLD_OUT="$RUN_WRK_OUT"
+  admin_stats "$RUN_DIR/$name-stats-after.json"
   clear_cache # do not leave thousands of one-off entries in the shared Redis
   stop_server
-  record cold --wrk "$out" --warmup "$warm" --stats "$RUN_DIR/cold-stats-before.json" "$RUN_DIR/cold-stats-after.json" \
-    connections=16 --watch "$RUN_DIR/watch-cold.json" "${logs[@]}"
+}
+
+scenario_cold() {
+  cold_measure cold raw
+  local -a logs
+  mapfile -t logs < <(log_counts)
+  record cold --wrk "$COLD_OUT" --warmup "$COLD_WARM" --stats "$RUN_DIR/cold-stats-before.json" "$RUN_DIR/cold-stats-after.json" \
+    connections=16 source=raw rollups_enabled=false --watch "$RUN_DIR/watch-cold.json" "${logs[@]}"
+}
+
+# cold with rollups: built now with the CLI (timed), a server that only
+# adopts them (build_on_start off, so no build competes with the load), the
+# probe must say daily_store; compared with `cold` of the same run.
+scenario_cold_rollups() {
+  need_rollups cold-rollups
+  rollups_build cold-rollups
+  cold_measure cold-rollups daily_store APP__ROLLUPS__ENABLED=true APP__ROLLUPS__BUILD_ON_START=false
+  local -a logs
+  mapfile -t logs < <(log_counts)
+  py rollup-stats "$RUN_DIR/cold-rollups-stats-before.json" "$RUN_DIR/cold-rollups-stats-after.json" daily_store \
+    >"$RUN_DIR/cold-rollups-rollups.json"
+  py cold-compare "$COLD_OUT" cold "$RUN_DIR/cold-rollups-probe.json" "$RUN_DIR/cold-probe.json" \
+    >"$RUN_DIR/cold-rollups-compare.json"
+  local share
+  share="$(py get "$RUN_DIR/cold-rollups-rollups.json" served_share)"
+  if ! python3 -c "import sys; sys.exit(0 if '$share' and float('$share') >= 0.99 else 1)"; then
+    log "WARNING: only ${share:-?} of the computed answers came from daily_store (see $RUN_DIR/cold-rollups-rollups.json)"
+  fi
+  record cold-rollups --wrk "$COLD_OUT" --warmup "$COLD_WARM" \
+    --stats "$RUN_DIR/cold-rollups-stats-before.json" "$RUN_DIR/cold-rollups-stats-after.json" \
+    --merge "$RUN_DIR/cold-rollups-build.json" --merge "$RUN_DIR/cold-rollups-rollups.json" \
+    --merge "$RUN_DIR/cold-rollups-compare.json" connections=16 source=daily_store rollups_enabled=true \
+    --watch "$RUN_DIR/watch-cold-rollups.json" "${logs[@]}"
+}
+
+# A rollups server with its rollups ready; one INSERT of REFRESH_ROWS sales,
+# then polled until every rollup re-aggregated it (bench.py rollup-refresh);
+# then the rows are deleted (a change too) and its re-aggregation awaited.
+scenario_rollup_refresh() {
+  need_rollups rollup-refresh
+  delete_inserted_sales # leftovers of an interrupted run
+  local -a build
+  rollups_status "$RUN_DIR/rollup-refresh-status-before.txt"
+  if [[ -s "$RUN_DIR/cold-rollups-build.json" ]] && rollups_all_ready "$RUN_DIR/rollup-refresh-status-before.txt"; then
+    log "rollup-refresh: rollups ready; build times from cold-rollups of this run"
+    build=(--merge "$RUN_DIR/cold-rollups-build.json" build_from=cold-rollups)
+  else
+    rollups_build rollup-refresh
+    build=(--merge "$RUN_DIR/rollup-refresh-build.json" build_from=rollup-refresh)
+  fi
+  start_server rollup-refresh APP__ROLLUPS__ENABLED=true APP__ROLLUPS__BUILD_ON_START=false
+  rollups_wait rollup-refresh
+  local first_day
+  first_day="$(date -u -d "$ANCHOR - $((REFRESH_DAYS + 7)) days" +%F)"
+  log "rollup-refresh: one INSERT of $REFRESH_ROWS sales over $REFRESH_DAYS days from $first_day, then poll until re-aggregated"
+  SALES_INSERTED=1
+  timeout $((ROLLUP_REFRESH_TIMEOUT * 2 + 120)) python3 "$BENCH_DIR/bench.py" rollup-refresh "$(base_url)" \
+    "$ADMIN_TOKEN_VALUE" "$DATABASE_URL_BENCH" "$REFRESH_FIRST_ID" "$REFRESH_ROWS" "$first_day" "$REFRESH_DAYS" \
+    "$ROLLUP_REFRESH_TIMEOUT" >"$RUN_DIR/rollup-refresh.json" &
+  DRIVER_PID=$!
+  watch_start rollup-refresh 5
+  local rc=0
+  wait "$DRIVER_PID" || rc=$?
+  DRIVER_PID=""
+  watch_end
+  ((rc == 0)) || die "rollup-refresh driver failed (status $rc; log: $SERVER_LOG)"
+  log "rollup-refresh: commit -> refreshed in $(py get "$RUN_DIR/rollup-refresh.json" refresh_ms) ms"
+  # The cleanup is a change as well: timed, and its re-aggregation awaited,
+  # so the rollups are exact and nothing is pending when the server stops.
+  py rollup-snapshot "$(base_url)" "$ADMIN_TOKEN_VALUE" >"$RUN_DIR/rollup-refresh-before-delete.json"
+  local t0 t1
+  t0=$EPOCHREALTIME
+  delete_inserted_sales
+  t1=$EPOCHREALTIME
+  SALES_INSERTED=0
+  python3 -c "import json; print(json.dumps({'delete_s': round($t1 - $t0, 3)}))" \
+    >"$RUN_DIR/rollup-refresh-delete-time.json"
+  timeout $((ROLLUP_REFRESH_TIMEOUT + 60)) python3 "$BENCH_DIR/bench.py" rollup-settle "$(base_url)" "$ADMIN_TOKEN_VALUE" \
+    "$DATABASE_URL_BENCH" "$RUN_DIR/rollup-refresh-before-delete.json" "$t1" "$ROLLUP_REFRESH_TIMEOUT" \
+    >"$RUN_DIR/rollup-refresh-delete.json" || die "the rollups did not re-aggregate the DELETE (log: $SERVER_LOG)"
+  log "rollup-refresh: the DELETE was re-aggregated $(py get "$RUN_DIR/rollup-refresh-delete.json" delete_refresh_ms) ms after it returned"
+  local -a logs
+  mapfile -t logs < <(log_counts)
+  stop_server
+  record rollup-refresh --merge "$RUN_DIR/rollup-refresh.json" --merge "$RUN_DIR/rollup-refresh-delete-time.json" \
+    --merge "$RUN_DIR/rollup-refresh-delete.json" "${build[@]}" rollups_enabled=true \
+    --watch "$RUN_DIR/watch-rollup-refresh.json" "${logs[@]}" \
+    "notes=one INSERT of $REFRESH_ROWS sales (ids from $REFRESH_FIRST_ID, $REFRESH_DAYS days from $first_day) on a kept-open psql session; refresh_ms runs from psql's answer (committed) to the first poll (every 10 ms) at which the change log is empty and every rollup's analytics_rollup_refresh_seconds count grew; stats_ms adds /cache/stats showing, for every rollup, pending_changes 0 in a measurement newer than the refresh (the server measures every refresh_interval_ms, so this includes up to that cadence); refresh_seconds is the histogram's sum delta (time inside the refresh transactions). The DELETE of those rows (the cleanup) is a change too: delete_refresh_ms runs from its return to the same condition, an upper bound (the poller starts after the DELETE returned, ~0.1-0.2 s)."
 }
 
 scenario_stampede() {
@@ -795,6 +1042,7 @@ main() {
   log "run $RUN_ID: ${scenarios[*]} (BENCH_SECONDS=$BENCH_SECONDS, output $RUN_DIR)"
   ensure_tools
   build
+  detect_rollups
   ensure_db
   gen_mix
   if ((setup_only)); then
