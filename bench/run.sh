@@ -77,6 +77,9 @@ PGBENCH="${PGBENCH:-/usr/lib/postgresql/15/bin/pgbench}"
 TARGET_DIR="$ROOT/target/bench"
 CONFIG_DIR="${BENCH_CONFIG_DIR:-config}"
 BIN="$TARGET_DIR/release/analytics-api"
+# Absolute: binaries read a relative MODEL_PATH from their config directory
+# (older ones from the working directory); this names the same file for both.
+MODEL_FILE="$(cd "$ROOT" && realpath -m "$CONFIG_DIR/model.toml")"
 
 TYPICAL_BODY='{"metrics":["revenue","average_ticket","sales_count"],"dimensions":["channel"],"date_range":{"start_date":"2026-10-01","end_date":"2026-10-31"}}'
 ALL_SCENARIOS=(uncached uncached-distinct db-floor ceiling hot-l1 hot-redis mix mix-changes cold cold-rollups
@@ -283,7 +286,7 @@ server_env() {
     "PATH=$PATH" "HOME=${HOME:-/root}" "APP_ENV=bench" \
     "DATABASE_URL=$DATABASE_URL_BENCH" "REDIS_URL=$SHARED_REDIS_URL" \
     "ADMIN_TOKEN=$ADMIN_TOKEN_VALUE" "HOST=127.0.0.1" "RUST_LOG=warn" \
-    "APP__DATABASE__SEED_DEMO_ON_EMPTY=false" "APP__CACHE__PREFIX=bench" "MODEL_PATH=$CONFIG_DIR/model.toml"
+    "APP__DATABASE__SEED_DEMO_ON_EMPTY=false" "APP__CACHE__PREFIX=bench" "MODEL_PATH=$MODEL_FILE"
 }
 
 ensure_db() {
