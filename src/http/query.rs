@@ -33,7 +33,7 @@ pub struct QueryMetadata<'a> {
     pub cached: bool,
     /// This response was served from the cache.
     pub from_cache: bool,
-    pub cache_key: String,
+    pub cache_key: &'a str,
     /// `l1`, `redis`, or null when not served from the cache.
     pub cache_tier: Option<&'static str>,
     pub ttl_seconds: u64,
@@ -83,8 +83,11 @@ pub async fn run_query(
             "send the query as a JSON body with `Content-Type: application/json`",
         ));
     }
-    let request = QueryRequest::from_json(&body)?;
-    execute(&state, caller, request, read_options(&headers, &params)).await
+    let answer = state
+        .queries
+        .run_body(&caller.tenant, &body, read_options(&headers, &params))
+        .await?;
+    Ok(respond(&caller, &answer))
 }
 
 /// Runs an analytics query given as `?q=<url-encoded JSON>`.
@@ -175,11 +178,16 @@ async fn execute(
     options: ReadOptions,
 ) -> Result<Response, ApiError> {
     let answer = state.queries.run(&caller.tenant, &request, options).await?;
-    let mut response = render(&answer);
+    Ok(respond(&caller, &answer))
+}
+
+/// The rendered answer with the caller's rate-limit headers.
+fn respond(caller: &Caller, answer: &Answer) -> Response {
+    let mut response = render(answer);
     if let Some(decision) = &caller.rate {
         response.headers_mut().extend(decision.headers());
     }
-    Ok(response)
+    response
 }
 
 /// Splices the cached `data` bytes with fresh metadata, without parsing them.
@@ -191,7 +199,7 @@ fn render(answer: &Answer) -> Response {
         query_time_ms: (answer.started.elapsed().as_secs_f64() * 1e6).round() / 1e3,
         cached: served.stored,
         from_cache,
-        cache_key: answer.key.clone(),
+        cache_key: &answer.key,
         cache_tier: match served.outcome {
             Outcome::L1 => Some("l1"),
             Outcome::Redis => Some("redis"),

@@ -2,10 +2,16 @@
 //! against the model (pure), name its entry in the key space, serve it from
 //! the cache or the database, and record it for the status page. HTTP
 //! handlers and cache warming both call [`QueryService::run`]; neither
-//! touches the model, the cache or the database on its own.
+//! touches the model, the cache or the database on its own. `memo` lets a
+//! repeated request body skip compilation.
+
+mod memo;
 
 use std::sync::Arc;
 use std::time::Instant;
+
+use bytes::Bytes;
+use chrono::{Datelike, NaiveDate};
 
 use crate::cache::keys::KeySpace;
 use crate::cache::{
@@ -68,7 +74,7 @@ pub struct ReadOptions {
 pub struct Answer {
     pub compiled: Arc<CompiledQuery>,
     /// The full cache key, as clients see it in `metadata.cache_key`.
-    pub key: String,
+    pub key: Arc<str>,
     pub served: Served,
     /// When the service started on it, for `query_time_ms`.
     pub started: Instant,
@@ -104,6 +110,8 @@ pub struct QueryService {
     ttl: TtlPolicy,
     stale: StaleWindows,
     cache: Arc<QueryCache<AnalyticsError>>,
+    /// Request bodies compiled a moment ago.
+    memo: memo::CompileMemo,
     db: Database,
     /// Which rollup (if any) answers a computation.
     rollups: Arc<Rollups>,
@@ -133,6 +141,7 @@ impl QueryService {
                 if_error_seconds: freshness.stale_if_error_seconds,
             },
             cache,
+            memo: memo::CompileMemo::default(),
             db,
             rollups,
             status,
@@ -157,10 +166,20 @@ impl QueryService {
 
     /// Compiles `request` for `tenant` as of now.
     fn compile(&self, tenant: &TenantScope, request: &QueryRequest) -> Result<(CompiledQuery, String), QueryError> {
+        self.compile_on(tenant, request, chrono::Utc::now().date_naive())
+    }
+
+    /// Compiles `request` for `tenant` as of `today` (UTC).
+    fn compile_on(
+        &self,
+        tenant: &TenantScope,
+        request: &QueryRequest,
+        today: NaiveDate,
+    ) -> Result<(CompiledQuery, String), QueryError> {
         let context = CompileContext {
             ttl: self.ttl,
             stale: self.stale,
-            today: chrono::Utc::now().date_naive(),
+            today,
         };
         let compiled = self.model.compile(&context, tenant, request)?;
         let key = self.keys.query_key(&compiled.tenant, &compiled.dataset, &compiled.hash);
@@ -181,7 +200,44 @@ impl QueryService {
     ) -> Result<Answer, AnalyticsError> {
         let started = Instant::now();
         let (compiled, key) = self.compile(tenant, request)?;
-        let compiled = Arc::new(compiled);
+        self.answer(started, Arc::new(compiled), Arc::from(key), options).await
+    }
+
+    /// Answers a JSON request `body` for `tenant`, as [`QueryService::run`]
+    /// does; a body compiled a moment ago (same tenant, same day) is not
+    /// parsed or compiled again (see `memo`).
+    pub async fn run_body(
+        &self,
+        tenant: &TenantScope,
+        body: &Bytes,
+        options: ReadOptions,
+    ) -> Result<Answer, AnalyticsError> {
+        let started = Instant::now();
+        let today = chrono::Utc::now().date_naive();
+        let day = today.num_days_from_ce();
+        let (compiled, key) = match self.memo.get(&tenant.id, body, day) {
+            Some(memo) => (Arc::clone(&memo.compiled), Arc::clone(&memo.key)),
+            None => {
+                let request = QueryRequest::from_json(body)?;
+                let (compiled, key) = self.compile_on(tenant, &request, today)?;
+                let (compiled, key) = (Arc::new(compiled), Arc::<str>::from(key));
+                self.memo
+                    .put(&tenant.id, body, day, Arc::clone(&compiled), Arc::clone(&key));
+                (compiled, key)
+            }
+        };
+        self.answer(started, compiled, key, options).await
+    }
+
+    /// L1, else Redis or the database, for a compiled query; recorded for
+    /// the status page.
+    async fn answer(
+        &self,
+        started: Instant,
+        compiled: Arc<CompiledQuery>,
+        key: Arc<str>,
+        options: ReadOptions,
+    ) -> Result<Answer, AnalyticsError> {
         let span = tracing::Span::current();
         span.record("tenant", compiled.tenant.as_str());
         let served = match self.cache.lookup_l1(&key, options.mode, options.accept).await {
