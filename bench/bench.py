@@ -26,7 +26,8 @@ Subcommands (all print to stdout, errors to stderr with a non-zero exit):
   rollup-stats BEFORE AFTER NAME    rows/bytes/state per rollup, answers served from NAME
   rollup-snapshot URL TOKEN         the rollup histograms of /metrics, refreshed_at per rollup (JSON)
   cold-compare WRK BASELINE PROBE BASE_PROBE
-                                    ratio/speedups of a cold-rollups run to BASELINE of the same run
+                                    ratio/speedups of a cold rollups run (cold-rollups,
+                                    cold-channel-rollups) to BASELINE of the same run
   rollup-refresh URL TOKEN DB_URL FIRST_ID ROWS FIRST_DAY DAYS TIMEOUT
                                     one INSERT of ROWS sales, then commit -> every rollup refreshed
   rollup-settle URL TOKEN DB_URL METRICS_BEFORE SINCE TIMEOUT
@@ -77,6 +78,8 @@ SCENARIO_ORDER = [
     "mix-changes",
     "cold",
     "cold-rollups",
+    "cold-channel",
+    "cold-channel-rollups",
     "rollup-refresh",
     "stampede",
     "staleness",
@@ -895,7 +898,7 @@ def rollup_stats(before_path: str, after_path: str, served_from: str) -> dict:
 
 
 def cold_compare(wrk_path: str, baseline: str, probe_path: str, base_probe_path: str) -> dict:
-    """The ratio to `baseline` (cold, from the raw table) when it was measured
+    """The ratio to `baseline` (cold or cold-channel: the raw table) when it was measured
     in this run on the same sales count; whether both probes' data agree."""
     w = wrk_json(wrk_path)
     out: dict = {"baseline": baseline}
@@ -1208,19 +1211,23 @@ def extra_text(name: str, r: dict) -> str:
         parts.append("data = API ✓" if v is True else ("data ≠ API ✗" if v is False else "data not verified"))
     if isinstance(r.get("sales"), int) and r["sales"] != 1000000:
         parts.append(f"{r['sales']:,} sales")
-    if name in ("hot-l1", "hot-redis", "mix", "mix-changes", "cold", "cold-rollups") and r.get("hit_rate") is not None:
+    if name in ("hot-l1", "hot-redis", "mix", "mix-changes") + COLD_SCENARIOS and r.get("hit_rate") is not None:
         parts.append(f"hit rate {pct(r.get('hit_rate'))}")
     if name == "hot-redis" and r.get("stats"):
         parts.append(f"redis hits {fmt(r['stats'].get('hits_redis'))}")
-    if name in ("mix", "mix-changes", "cold", "cold-rollups") and r.get("stats"):
+    if name in ("mix", "mix-changes") + COLD_SCENARIOS and r.get("stats"):
         parts.append(f"SQL {fmt(r['stats'].get('db_queries'))}")
-    if name == "cold-rollups":
+    if name in COLD_SCENARIOS and r.get("filter"):
+        parts.append(f"filter `{r['filter']}`")
+    if name in COLD_ROLLUP_BASELINE:
         if r.get("ratio") is not None:
-            parts.append(f"{fmt(r['ratio'], 1)}× cold rps, p50 {fmt(r.get('p50_speedup'), 1)}× faster (same run)")
+            parts.append(f"{fmt(r['ratio'], 1)}× {r.get('baseline') or COLD_ROLLUP_BASELINE[name]} rps, "
+                         f"p50 {fmt(r.get('p50_speedup'), 1)}× faster (same run)")
         if r.get("served_share") is not None:
             parts.append(f"{pct(r['served_share'])} answered from {r.get('served_from')}")
         if r.get("build_total_s") is not None:
-            parts.append(f"build {fmt(r['build_total_s'], 1)} s (all rollups)")
+            built = (f", by {r['build_from']} of this run" if r.get("build_from") not in (None, name) else "")
+            parts.append(f"build {fmt(r['build_total_s'], 1)} s (all rollups{built})")
     if name == "rollup-refresh":
         parts.append(f"{fmt(r.get('inserted'))} rows in one INSERT ({fmt(r.get('insert_ms'), 1)} ms): "
                      f"refreshed after {fmt(r.get('refresh_ms'), 1)} ms, "
@@ -1343,18 +1350,33 @@ def targets(res: dict) -> list[tuple[str, str, str]]:
     out.append(("RSS ≤ 200 MB after mix", verdict(m["rss_mb"] <= 200 if m and m.get("rss_mb") else None),
                 f"{m['rss_mb']:.1f} MB" if m and m.get("rss_mb") else ""))
 
-    cr = res.get("cold-rollups")
-    speed = cold_speedup(cr) if cr else None
-    out.append(("cold-rollups ≥ 20× faster than cold (raw), p50 and rps, same run",
-                verdict(speed >= 20 if speed is not None else None),
-                f"{fmt(cr.get('sales'))} sales: rps {fmt(cr.get('ratio'), 1)}×, p50 {fmt(cr.get('p50_speedup'), 1)}×"
-                if cr and speed is not None else ""))
+    for name, baseline in COLD_ROLLUP_BASELINE.items():
+        cr = res.get(name)
+        speed = cold_speedup(cr) if cr else None
+        out.append((f"{name} ≥ 20× faster than {baseline} (raw), p50 and rps, same run",
+                    verdict(speed >= 20 if speed is not None else None),
+                    f"{fmt(cr.get('sales'))} sales: rps {fmt(cr.get('ratio'), 1)}×, p50 {fmt(cr.get('p50_speedup'), 1)}×"
+                    if cr and speed is not None else ""))
     return out
 
 
+# The cold workload's two filter shapes (bench/lua/cold.lua's 4th argument):
+# (shape, raw scenario, rollups scenario, the rollup that must answer, filter).
+# `store_id ne <uid>` needs store_id, so only daily_store (day x channel x
+# store) covers it; `channel_id not_in [<uid>]` needs only channel_id, so
+# the much smaller daily_channel (day x channel x status) does.
+COLD_SHAPES = (
+    ("store", "cold", "cold-rollups", "daily_store", "store_id ne"),
+    ("channel", "cold-channel", "cold-channel-rollups", "daily_channel", "channel_id not_in"),
+)
+COLD_SCENARIOS = tuple(n for shape in COLD_SHAPES for n in shape[1:3])
+COLD_ROLLUP_BASELINE = {rollups: raw for _, raw, rollups, _, _ in COLD_SHAPES}
+
+
 def cold_speedup(r: dict) -> float | None:
-    """The smaller of the rps ratio and the p50 speedup of a cold-rollups
-    result over cold of the same run (None without both)."""
+    """The smaller of the rps ratio and the p50 speedup of a cold rollups
+    result (cold-rollups, cold-channel-rollups) over its raw baseline of the
+    same run (None without both)."""
     if not r or r.get("ratio") is None or r.get("p50_speedup") is None:
         return None
     return min(r["ratio"], r["p50_speedup"])
@@ -1368,8 +1390,10 @@ DESCRIPTIONS = {
     "hot-l1": "typical query, L1 + Redis (defaults)",
     "hot-redis": "typical query, L1 off (every hit from Redis)",
     "mix": "1,000 distinct queries, Zipf s=1.1, after 10 s warm-up",
-    "cold": "every request a never-seen query (raw table: rollups off)",
+    "cold": "every request a never-seen query, no-op store_id filter (raw table: rollups off)",
     "cold-rollups": "cold, answered from the daily_store rollup (built first with the CLI)",
+    "cold-channel": "cold with a no-op channel_id filter instead (raw table: rollups off)",
+    "cold-channel-rollups": "cold-channel, answered from the daily_channel rollup",
     "rollup-refresh": "one INSERT of 1,000 sales: commit → every rollup re-aggregated it",
     "stampede": "100 identical cold requests at once",
     "staleness": "2 instances; 100× INSERT a sale, poll both: commit → fresh answer",
@@ -1404,8 +1428,10 @@ def render() -> None:
     w("bench/run.sh report                # only re-render this file")
     w("bench/run.sh setup                 # only install wrk, build, seed, generate the mix")
     w("# rollups, one column per sales count in the Rollups section (each count its own database):")
-    w("BENCH_SALES=2000000 BENCH_DB=analytics_bench_2m bench/run.sh cold cold-rollups rollup-refresh")
-    w("BENCH_SALES=10000000 BENCH_DB=analytics_bench_10m bench/run.sh cold cold-rollups rollup-refresh")
+    w("BENCH_SALES=2000000 BENCH_DB=analytics_bench_2m bench/run.sh \\")
+    w("  cold cold-channel cold-rollups cold-channel-rollups rollup-refresh")
+    w("BENCH_SALES=10000000 BENCH_DB=analytics_bench_10m bench/run.sh \\")
+    w("  cold cold-channel cold-rollups cold-channel-rollups rollup-refresh")
     w("```")
     w("")
     w("Needs PostgreSQL 15 on 127.0.0.1:5432 (user postgres) and Redis on 127.0.0.1:6379;")
@@ -1495,96 +1521,169 @@ def render() -> None:
     print(f"wrote {path}", file=sys.stderr)
 
 
-ROLLUP_SCENARIOS = ("cold", "cold-rollups", "rollup-refresh")
+ROLLUP_SCENARIOS = COLD_SCENARIOS + ("rollup-refresh",)
 
 
 def rollups_section(lines: list[str]) -> None:
-    """cold (raw) vs cold-rollups, build, refresh and sizes, one column per
-    sales count (the latest result of each scenario at that count)."""
+    """The cold workload, raw vs rollups, for both filter shapes side by side
+    (store-filtered -> daily_store, channel-filtered -> daily_channel), then
+    build, refresh and sizes; one column (or, for the cold table, one column
+    per shape) per sales count, from the latest result of each scenario at
+    that count."""
     by_sales: dict[int, dict[str, dict]] = {}
     for path in glob.glob(os.path.join(BY_SALES, "*.json")):
         r = load_json(path)
         if r.get("scenario") in ROLLUP_SCENARIOS and isinstance(r.get("sales"), int):
             by_sales.setdefault(r["sales"], {})[r["scenario"]] = r
-    counts = sorted(n for n, rs in by_sales.items() if "cold-rollups" in rs or "rollup-refresh" in rs)
+    counts = sorted(n for n, rs in by_sales.items()
+                    if "rollup-refresh" in rs or any(shape[2] in rs for shape in COLD_SHAPES))
     if not counts:
         return
-    cols = [by_sales[n] for n in counts]
     w = lines.append
     w("## Rollups")
     w("")
-    w("The cold workload (`lua/cold.lua`: every request a never-seen query, 3 metrics by channel with a")
-    w("no-op `store_id ne` filter over 1–31 days, 16 connections) from the raw table (`cold`, rollups off)")
-    w("and from the rollups (`cold-rollups`: built first with `analytics-api rollups build`, one")
-    w("invocation per rollup, timed), and `rollup-refresh` (one INSERT of 1,000 sales over 5 days on a")
-    w("server with its rollups ready: commit → every rollup re-aggregated it). One column per")
-    w("`BENCH_SALES`: the latest result of each scenario at that sales count (`bench/out/latest-by-sales/`).")
-    w("Ratios come from `cold` and `cold-rollups` of the same run; *(runs differ)* marks a ratio")
-    w("computed across runs.")
+    w("The cold workload (`lua/cold.lua`: every request a never-seen query, 3 metrics by channel over")
+    w("1–31 days with a no-op filter on a unique id ≥ 10⁹, 16 connections) from the raw table (rollups off)")
+    w("and from the rollups (built first with `analytics-api rollups build`, one invocation per rollup,")
+    w("timed), in two filter shapes: `store_id ne <uid>` (`cold` / `cold-rollups`) needs store_id, so only")
+    w("`daily_store` (day × channel × store) covers it; `channel_id not_in [<uid>]` (`cold-channel` /")
+    w("`cold-channel-rollups`) needs only channel_id, so the much smaller `daily_channel` (day × channel ×")
+    w("status) covers it. Then `rollup-refresh` (one INSERT of 1,000 sales over 5 days on a server with")
+    w("its rollups ready: commit → every rollup re-aggregated it). Per `BENCH_SALES`: the latest result")
+    w("of each scenario at that sales count (`bench/out/latest-by-sales/`). Ratios come from the raw and")
+    w("rollups scenarios of the same run; *(runs differ)* marks a ratio computed across runs.")
     w("")
-    w("| | " + " | ".join(f"{n:,} sales" for n in counts) + " |")
+
+    def get(r: dict | None, key: str):
+        return (r or {}).get(key)
+
+    def lat(r: dict | None) -> str | None:
+        return f"{fmt(r.get('p50_ms'))} / {fmt(r.get('p99_ms'))}" if r and r.get("p50_ms") is not None else None
+
+    def window_days(rs: dict) -> int | None:
+        for r in rs.values():
+            if isinstance(r.get("window_days"), int) and r["window_days"] > 0:
+                return r["window_days"]
+        return None
+
+    def rollup_rows(r: dict | None, rollup: str) -> int | None:
+        """Rows of `rollup` (short name): exact from its build, else PostgreSQL's estimate."""
+        for n, v in (get(r, "build_rows") or {}).items():
+            if n == rollup or n.endswith("." + rollup):
+                return v
+        for n, v in (get(r, "rollups") or {}).items():
+            if (n == rollup or n.endswith("." + rollup)) and isinstance(v, dict):
+                return v.get("rows")
+        return None
+
+    # ---- cold: raw vs rollups, both shapes side by side
+    cells = [(n, shape) for n in counts for shape in COLD_SHAPES
+             if shape[1] in by_sales[n] or shape[2] in by_sales[n]]
+    if cells:
+        w("| cold workload | " + " | ".join(f"{n:,} sales: `{shape[4]}` → {shape[3]}" for n, shape in cells) + " |")
+        w("| --- |" + " ---: |" * len(cells))
+
+        def crow(label: str, fn) -> None:
+            out = []
+            for n, (_, raw_name, roll_name, rollup, _) in cells:
+                rs = by_sales[n]
+                try:
+                    v = fn(rs, rs.get(raw_name), rs.get(roll_name), rollup)
+                except (KeyError, TypeError, ZeroDivisionError):
+                    v = None
+                out.append("–" if v is None or v == "" else str(v))
+            if any(c != "–" for c in out):
+                w(f"| {label} | " + " | ".join(out) + " |")
+
+        def ratio(raw: dict | None, roll: dict | None, key: str, invert: bool) -> str | None:
+            if not roll:
+                return None
+            same = {"rps": "ratio", "p50_ms": "p50_speedup", "p99_ms": "p99_speedup"}[key]
+            if roll.get(same) is not None:
+                return f"**{roll[same]:.1f}×**"
+            if raw and raw.get(key) and roll.get(key):
+                v = raw[key] / roll[key] if invert else roll[key] / raw[key]
+                return f"{v:.1f}× *(runs differ)*"
+            return None
+
+        def per_day(rs: dict, raw: dict | None, roll: dict | None, rollup: str) -> str | None:
+            days = window_days(rs)
+            rows = rollup_rows(roll, rollup)
+            if rows is None:  # the other shape's rollups result at this count holds the sizes too
+                rows = next((rollup_rows(rs.get(s[2]), rollup) for s in COLD_SHAPES
+                             if rollup_rows(rs.get(s[2]), rollup) is not None), None)
+            sales = get(roll or raw, "sales")
+            if not days or not isinstance(sales, int):
+                return None
+            return f"{sales / days:,.0f} / {fmt(rows / days, 1) if rows is not None else '–'}"
+
+        crow("run (rollups)", lambda rs, raw, roll, ru: get(roll, "run_id"))
+        crow("commit", lambda rs, raw, roll, ru: get(roll or raw, "commit"))
+        crow("rows per day: sales (raw) / rollup", per_day)
+        crow("raw rps", lambda rs, raw, roll, ru: fmt(get(raw, "rps"), 1) if raw else None)
+        crow("raw p50 / p99 ms", lambda rs, raw, roll, ru: lat(raw))
+        crow("rollups rps", lambda rs, raw, roll, ru: fmt(get(roll, "rps"), 1) if roll else None)
+        crow("rollups p50 / p99 ms", lambda rs, raw, roll, ru: lat(roll))
+        crow("rps: rollups / raw", lambda rs, raw, roll, ru: ratio(raw, roll, "rps", False))
+        crow("p50: raw / rollups", lambda rs, raw, roll, ru: ratio(raw, roll, "p50_ms", True))
+        crow("p99: raw / rollups", lambda rs, raw, roll, ru: ratio(raw, roll, "p99_ms", True))
+        crow("goal ≥ 20× (rps and p50, same run)",
+             lambda rs, raw, roll, ru: None if cold_speedup(roll) is None
+             else ("met" if cold_speedup(roll) >= 20 else "**NOT met**"))
+        crow("answers from the rollup", lambda rs, raw, roll, ru:
+             f"{pct(roll['served_share'])} ({roll.get('served_from') or ru})"
+             if get(roll, "served_share") is not None else None)
+        crow("probe data = raw table's",
+             lambda rs, raw, roll, ru: {True: "✓", False: "**✗**"}.get(get(roll, "data_matches_raw")))
+        crow("non-2xx (raw / rollups)",
+             lambda rs, raw, roll, ru: f"{fmt(get(raw, 'non2xx'))} / {fmt(get(roll, 'non2xx'))}")
+        crow("rollups built by", lambda rs, raw, roll, ru: get(roll, "build_from"))
+        w("")
+        for _, raw_name, roll_name, rollup, _ in COLD_SHAPES:
+            speeds = [(n, cold_speedup(by_sales[n].get(roll_name))) for n in counts]
+            speeds = [(n, v) for n, v in speeds if v is not None]
+            if len(speeds) >= 2:
+                grows = all(b[1] > a[1] for a, b in zip(speeds, speeds[1:]))
+                w(f"`{roll_name}` ({rollup}): gap growing with the data (min of rps ratio and p50 speedup): "
+                  + " → ".join(f"{v:.1f}× at {n:,}" for n, v in speeds) + f": {'yes' if grows else '**no**'}.")
+                w("")
+        w("`rows per day`: sales per day of the seeded window / that rollup's rows per day (exact from its")
+        w("build, else PostgreSQL's estimate), i.e. what one day of a query reads from each.")
+        w("")
+
+    # ---- build, sizes, refresh: one column per sales count
+    cols = [by_sales[n] for n in counts]
+    w("| build and refresh | " + " | ".join(f"{n:,} sales" for n in counts) + " |")
     w("| --- |" + " ---: |" * len(counts))
 
     def row(label: str, fn) -> None:
-        cells = []
+        out = []
         for rs in cols:
             try:
                 v = fn(rs)
             except (KeyError, TypeError, ZeroDivisionError):
                 v = None
-            cells.append("–" if v is None or v == "" else str(v))
-        if any(c != "–" for c in cells):
-            w(f"| {label} | " + " | ".join(cells) + " |")
+            out.append("–" if v is None or v == "" else str(v))
+        if any(c != "–" for c in out):
+            w(f"| {label} | " + " | ".join(out) + " |")
 
-    def get(rs: dict, scenario: str, key: str):
+    def rget(rs: dict, scenario: str, key: str):
         return (rs.get(scenario) or {}).get(key)
 
-    def ratio(rs: dict, key: str, invert: bool) -> str | None:
-        cr, c = rs.get("cold-rollups"), rs.get("cold")
-        if not cr:
-            return None
-        same = {"rps": "ratio", "p50_ms": "p50_speedup", "p99_ms": "p99_speedup"}[key]
-        if cr.get(same) is not None:
-            return f"**{cr[same]:.1f}×**"
-        if c and c.get(key) and cr.get(key):
-            v = c[key] / cr[key] if invert else cr[key] / c[key]
-            return f"{v:.1f}× *(runs differ)*"
-        return None
-
-    def lat(r: dict | None) -> str | None:
-        return f"{fmt(r.get('p50_ms'))} / {fmt(r.get('p99_ms'))}" if r and r.get("p50_ms") is not None else None
-
-    row("run (cold-rollups)", lambda rs: get(rs, "cold-rollups", "run_id"))
-    row("commit", lambda rs: (rs.get("cold-rollups") or rs.get("rollup-refresh") or {}).get("commit"))
-    row("cold (raw) rps", lambda rs: fmt(get(rs, "cold", "rps"), 1) if rs.get("cold") else None)
-    row("cold (raw) p50 / p99 ms", lambda rs: lat(rs.get("cold")))
-    row("cold-rollups rps", lambda rs: fmt(get(rs, "cold-rollups", "rps"), 1) if rs.get("cold-rollups") else None)
-    row("cold-rollups p50 / p99 ms", lambda rs: lat(rs.get("cold-rollups")))
-    row("rps: rollups / raw", lambda rs: ratio(rs, "rps", False))
-    row("p50: raw / rollups", lambda rs: ratio(rs, "p50_ms", True))
-    row("p99: raw / rollups", lambda rs: ratio(rs, "p99_ms", True))
-    row("goal ≥ 20× (rps and p50, same run)",
-        lambda rs: None if cold_speedup(rs.get("cold-rollups")) is None
-        else ("met" if cold_speedup(rs["cold-rollups"]) >= 20 else "**NOT met**"))
-    row("cold-rollups answers from daily_store", lambda rs: pct(get(rs, "cold-rollups", "served_share"))
-        if get(rs, "cold-rollups", "served_share") is not None else None)
-    row("probe data = raw table's", lambda rs: {True: "✓", False: "**✗**"}.get(get(rs, "cold-rollups", "data_matches_raw")))
-    row("non-2xx (raw / rollups)", lambda rs: f"{fmt(get(rs, 'cold', 'non2xx'))} / {fmt(get(rs, 'cold-rollups', 'non2xx'))}")
-
     def builds(rs: dict) -> dict:
-        for scenario in ("cold-rollups", "rollup-refresh"):
-            r = rs.get(scenario) or {}
-            if r.get("build_s"):
-                return r
-        return {}
+        """The latest build recorded at this count (a reused build is recorded
+        by every scenario that used it, with build_from naming its builder)."""
+        found = [r for scenario in ("cold-rollups", "cold-channel-rollups", "rollup-refresh")
+                 for r in [rs.get(scenario) or {}] if r.get("build_s")]
+        return max(found, key=lambda r: r.get("timestamp") or "") if found else {}
 
     def sizes(rs: dict) -> dict:
-        for scenario in ("rollup-refresh", "cold-rollups"):
-            r = (rs.get(scenario) or {}).get("rollups")
-            if isinstance(r, dict) and r:
-                return r
-        return {}
+        found = [r for scenario in ("rollup-refresh", "cold-rollups", "cold-channel-rollups")
+                 for r in [rs.get(scenario) or {}] if isinstance(r.get("rollups"), dict) and r["rollups"]]
+        return max(found, key=lambda r: r.get("timestamp") or "")["rollups"] if found else {}
 
+    row("build from (scenario, run)", lambda rs: f"{builds(rs).get('build_from') or '–'}, {builds(rs).get('run_id')}"
+        if builds(rs) else None)
     names = sorted({n for rs in cols for n in list(builds(rs).get("build_s", {})) + list(sizes(rs))})
     for n in names:
         row(f"build {n} s (CLI wall / in transaction)",
@@ -1592,26 +1691,19 @@ def rollups_section(lines: list[str]) -> None:
     row("build, all rollups s", lambda rs: fmt(builds(rs).get("build_total_s"), 1) if builds(rs) else None)
     for n in names:
         row(f"{n} rows / MB", lambda rs, n=n: f"{fmt(sizes(rs)[n]['rows'])} / {sizes(rs)[n]['bytes'] / 1e6:.1f}")
-    row("refresh: INSERT of 1,000 sales ms", lambda rs: fmt(get(rs, "rollup-refresh", "insert_ms"), 1))
-    row("refresh: commit → refreshed ms", lambda rs: f"**{fmt(get(rs, 'rollup-refresh', 'refresh_ms'), 1)}**"
-        if get(rs, "rollup-refresh", "refresh_ms") is not None else None)
+    row("refresh: INSERT of 1,000 sales ms", lambda rs: fmt(rget(rs, "rollup-refresh", "insert_ms"), 1))
+    row("refresh: commit → refreshed ms", lambda rs: f"**{fmt(rget(rs, 'rollup-refresh', 'refresh_ms'), 1)}**"
+        if rget(rs, "rollup-refresh", "refresh_ms") is not None else None)
     for n in names:
         row(f"refresh: {n} done after ms / s in its transaction",
-            lambda rs, n=n: f"{fmt(get(rs, 'rollup-refresh', 'refreshed_ms_by_rollup')[n], 1)} / "
-                            f"{fmt(get(rs, 'rollup-refresh', 'refresh_seconds')[n], 3)}")
-    row("refresh: s in refresh transactions (all)", lambda rs: fmt(get(rs, "rollup-refresh", "refresh_seconds_total"), 3))
-    row("refresh: /cache/stats pending 0 after ms", lambda rs: fmt(get(rs, "rollup-refresh", "stats_ms"), 1))
+            lambda rs, n=n: f"{fmt(rget(rs, 'rollup-refresh', 'refreshed_ms_by_rollup')[n], 1)} / "
+                            f"{fmt(rget(rs, 'rollup-refresh', 'refresh_seconds')[n], 3)}")
+    row("refresh: s in refresh transactions (all)", lambda rs: fmt(rget(rs, "rollup-refresh", "refresh_seconds_total"), 3))
+    row("refresh: /cache/stats pending 0 after ms", lambda rs: fmt(rget(rs, "rollup-refresh", "stats_ms"), 1))
     row("cleanup: DELETE of the 1,000 s / re-aggregated ms later",
-        lambda rs: f"{fmt(get(rs, 'rollup-refresh', 'delete_s'), 1)} / {fmt(get(rs, 'rollup-refresh', 'delete_refresh_ms'), 1)}"
+        lambda rs: f"{fmt(rget(rs, 'rollup-refresh', 'delete_s'), 1)} / {fmt(rget(rs, 'rollup-refresh', 'delete_refresh_ms'), 1)}"
         if rs.get("rollup-refresh") else None)
     w("")
-    speeds = [(n, cold_speedup(by_sales[n].get("cold-rollups"))) for n in counts]
-    speeds = [(n, v) for n, v in speeds if v is not None]
-    if len(speeds) >= 2:
-        grows = all(b[1] > a[1] for a, b in zip(speeds, speeds[1:]))
-        w(f"Gap growing with the data (min of rps ratio and p50 speedup): "
-          + " → ".join(f"{v:.1f}× at {n:,}" for n, v in speeds) + f": {'yes' if grows else '**no**'}.")
-        w("")
     w("`build … s`: wall time of `analytics-api rollups build <rollup>` (process start to exit, no server")
     w("running) / the build transaction's own time (`analytics_rollups.build_seconds`). `commit → refreshed`:")
     w("from psql's answer to the INSERT until the change log is empty and every rollup's")

@@ -6,30 +6,44 @@
 #   bench/run.sh setup             only install/build/seed/generate (no load)
 #
 # Scenarios: uncached uncached-distinct db-floor ceiling hot-l1 hot-redis mix mix-changes cold
-#            cold-rollups rollup-refresh stampede staleness redis-down redis-benchmark
+#            cold-channel cold-rollups cold-channel-rollups rollup-refresh stampede staleness
+#            redis-down redis-benchmark
 #            (bench/README.md describes each)
 #
 # Rollups: every server runs with APP__ROLLUPS__ENABLED=false unless its
-# scenario passes APP__ROLLUPS__ENABLED=true, so every scenario but the two
+# scenario passes APP__ROLLUPS__ENABLED=true, so every scenario but the three
 # below measures the raw table, as before rollups existed (`cold` is the raw
-# baseline of `cold-rollups`). Binaries from before rollups get no such
-# variable (their settings would refuse it) and cannot run the two.
+# baseline of `cold-rollups`, `cold-channel` that of `cold-channel-rollups`).
+# Binaries from before rollups get no such variable (their settings would
+# refuse it) and cannot run the three.
 #   cold-rollups    builds every rollup with `analytics-api rollups build`, one
 #                   at a time and timed (the build time), starts a server with
 #                   rollups on, waits (bounded) until /cache/stats says every
 #                   rollup is ready, checks that a cold.lua-shaped query says
 #                   metadata.source = daily_store (fails otherwise), then runs
 #                   cold.lua as `cold` does; ratio to `cold` of the same run.
-#   rollup-refresh  a rollups server (rollups built by the CLI unless
-#                   cold-rollups built them in this run and they are still
+#   cold-channel-rollups
+#                   the same with cold.lua's `channel` filter shape (a no-op
+#                   `channel_id not_in [uid]` instead of `store_id ne uid`, so
+#                   store_id is not needed): the probe must say daily_channel
+#                   (~12 rows per day, vs up to ~300 for daily_store); ratio to
+#                   `cold-channel` (raw) of the same run. Reuses the rollups a
+#                   rollup scenario of this run built when they are still ready,
+#                   else builds them.
+#   rollup-refresh  a rollups server (rollups built by the CLI unless a rollup
+#                   scenario built them in this run and they are still
 #                   ready); one INSERT of 1,000 sales over 5 days, then polls
 #                   until every rollup re-aggregated it: commit -> refreshed,
 #                   the refresh transactions' seconds, rows/bytes; then deletes
 #                   them (a change too) and awaits that re-aggregation.
+# A server with rollups off marks the rollups stale, so run the raw baselines
+# first and the rollup scenarios after them (one build serves all three).
 # Results are also kept per sales count (out/latest-by-sales/), so RESULTS.md
 # shows e.g. BENCH_SALES=2000000 and BENCH_SALES=10000000 side by side:
-#   BENCH_SALES=2000000 BENCH_DB=analytics_bench_2m bench/run.sh cold cold-rollups rollup-refresh
-#   BENCH_SALES=10000000 BENCH_DB=analytics_bench_10m bench/run.sh cold cold-rollups rollup-refresh
+#   BENCH_SALES=2000000 BENCH_DB=analytics_bench_2m bench/run.sh \
+#     cold cold-channel cold-rollups cold-channel-rollups rollup-refresh
+#   BENCH_SALES=10000000 BENCH_DB=analytics_bench_10m bench/run.sh \
+#     cold cold-channel cold-rollups cold-channel-rollups rollup-refresh
 #
 # Environment knobs:
 #   BENCH_SECONDS=20        measured seconds per load run
@@ -82,8 +96,10 @@ BIN="$TARGET_DIR/release/analytics-api"
 MODEL_FILE="$(cd "$ROOT" && realpath -m "$CONFIG_DIR/model.toml")"
 
 TYPICAL_BODY='{"metrics":["revenue","average_ticket","sales_count"],"dimensions":["channel"],"date_range":{"start_date":"2026-10-01","end_date":"2026-10-31"}}'
-ALL_SCENARIOS=(uncached uncached-distinct db-floor ceiling hot-l1 hot-redis mix mix-changes cold cold-rollups
-  rollup-refresh stampede staleness redis-down redis-benchmark)
+# (the raw cold baselines before the rollup scenarios: a server with rollups
+# off marks the rollups stale, so in this order one build serves all three)
+ALL_SCENARIOS=(uncached uncached-distinct db-floor ceiling hot-l1 hot-redis mix mix-changes cold cold-channel
+  cold-rollups cold-channel-rollups rollup-refresh stampede staleness redis-down redis-benchmark)
 
 # Change scenarios (staleness, mix-changes) insert sales with ids from
 # CHANGE_ID_MIN (the seed's are 1..BENCH_SALES) and delete them when they end.
@@ -705,12 +721,26 @@ cold_window() {
   COLD_DAYS=$((($(date -u -d "$ANCHOR" +%s) - COLD_FIRST_EPOCH) / 86400 + 1))
 }
 
-# cold_probe_body: one query shaped like cold.lua's (3 metrics by channel, a
-# no-op store_id filter, 15 days of the month before the anchor), asked once
-# before the load: its metadata.source says what answered the cold workload.
+# cold_filter SHAPE ID: the `filters` object of cold.lua's SHAPE (its 4th wrk
+# argument) on ID: store -> store_id ne ID (needs store_id: daily_store),
+# channel -> channel_id not_in [ID] (needs only channel_id: daily_channel).
+cold_filter() {
+  case "$1" in
+    store) printf '{"store_id":{"ne":%s}}' "$2" ;;
+    channel) printf '{"channel_id":{"not_in":[%s]}}' "$2" ;;
+    *) die "internal: unknown cold filter shape '$1'" ;;
+  esac
+}
+
+# cold_probe_body SHAPE: one query shaped like cold.lua's with that filter
+# shape (3 metrics by channel, the no-op filter, 15 days of the month before
+# the anchor), asked once before the load: its metadata.source says what
+# answered the cold workload.
 cold_probe_body() {
+  local filter
+  filter="$(cold_filter "$1" 999999999)"
   printf '{"metrics":["revenue","average_ticket","sales_count"],"dimensions":["channel"],%s%s}' \
-    '"filters":{"store_id":{"ne":999999999}},' \
+    "\"filters\":$filter," \
     "\"date_range\":{\"start_date\":\"$(date -u -d "$ANCHOR - 31 days" +%F)\",\"end_date\":\"$(date -u -d "$ANCHOR - 17 days" +%F)\"}"
 }
 
@@ -767,6 +797,27 @@ rollups_build() {
   rollups_all_ready "$RUN_DIR/$name-status-after-build.txt" ||
     die "after rollups build, not every rollup is ready: $(cat "$RUN_DIR/$name-status-after-build.txt")"
   py rollup-builds "$tsv" "$DATABASE_URL_BENCH" >"$RUN_DIR/$name-build.json"
+  ROLLUPS_BUILT_BY="$name"
+}
+
+# rollups_ready_or_build NAME: makes every rollup ready for scenario NAME
+# without a server running. When a scenario of this run built them
+# (ROLLUPS_BUILT_BY) and `rollups status` still says every one is ready (no
+# server with rollups off ran since: it marks them stale), they are reused;
+# otherwise rollups_build NAME. ROLLUP_BUILD gets record's arguments for the
+# build's times: --merge <its build.json> build_from=<the scenario that built>.
+ROLLUPS_BUILT_BY=""
+ROLLUP_BUILD=()
+rollups_ready_or_build() {
+  local name="$1"
+  rollups_status "$RUN_DIR/$name-status-before.txt"
+  if [[ -n "$ROLLUPS_BUILT_BY" && -s "$RUN_DIR/$ROLLUPS_BUILT_BY-build.json" ]] &&
+    rollups_all_ready "$RUN_DIR/$name-status-before.txt"; then
+    log "$name: rollups ready; build times from $ROLLUPS_BUILT_BY of this run"
+  else
+    rollups_build "$name"
+  fi
+  ROLLUP_BUILD=(--merge "$RUN_DIR/$ROLLUPS_BUILT_BY-build.json" "build_from=$ROLLUPS_BUILT_BY")
 }
 
 # rollups_wait NAME: polls the server's /cache/stats until every rollup's
@@ -780,22 +831,22 @@ rollups_wait() {
   log "$name: every rollup ready after $(py get "$RUN_DIR/$name-ready.json" waited_ms) ms"
 }
 
-# cold_measure NAME SOURCE [VAR=value ...]: the cold workload (cold.lua, 16
-# connections, warm-up then BENCH_SECONDS) on a server started with VARs.
-# With SOURCE other than raw, waits for the rollups to be ready first. The
-# probe (cold_probe_body) must be answered from SOURCE (metadata.source), or
-# the scenario fails. Leaves $RUN_DIR/NAME-{probe,stats-before,stats-after}.json
+# cold_measure NAME SOURCE SHAPE [VAR=value ...]: the cold workload (cold.lua
+# with filter SHAPE, 16 connections, warm-up then BENCH_SECONDS) on a server
+# started with VARs. With SOURCE other than raw, waits for the rollups to be
+# ready first. The probe (cold_probe_body SHAPE) must be answered from SOURCE
+# (metadata.source), or the scenario fails. Leaves $RUN_DIR/NAME-{probe,stats-before,stats-after}.json
 # and the wrk outputs in COLD_OUT and COLD_WARM; stops the server.
 COLD_OUT=""
 COLD_WARM=""
 cold_measure() {
-  local name="$1" expect="$2"
-  shift 2
+  local name="$1" expect="$2" shape="$3"
+  shift 3
   cold_window
   start_server "$name" "$@"
   if [[ "$expect" != "raw" ]]; then rollups_wait "$name"; fi
   clear_cache
-  smoke_query "$RUN_DIR/$name-probe.json" "$(cold_probe_body)"
+  smoke_query "$RUN_DIR/$name-probe.json" "$(cold_probe_body "$shape")"
   local source
   source="$(py get "$RUN_DIR/$name-probe.json" metadata.source)"
   if [[ -z "$source" && "$expect" == "raw" ]] && ((!ROLLUPS_KNOWN)); then
@@ -803,49 +854,71 @@ cold_measure() {
   fi
   [[ "$source" == "$expect" ]] ||
     die "$name: a cold.lua-shaped query was answered from '${source:-?}' (metadata.source), not '$expect' (response: $RUN_DIR/$name-probe.json, log: $SERVER_LOG)"
-  log "$name: the cold.lua-shaped probe was answered from $source"
-  run_wrk "$name-warmup" "$LUA_DIR/cold.lua" 16 "$WARMUP_SECONDS" /analytics/query 0 "$COLD_FIRST_EPOCH" "$COLD_DAYS"
+  log "$name: the cold.lua-shaped probe ($shape filter) was answered from $source"
+  run_wrk "$name-warmup" "$LUA_DIR/cold.lua" 16 "$WARMUP_SECONDS" /analytics/query 0 "$COLD_FIRST_EPOCH" "$COLD_DAYS" "$shape"
   COLD_WARM="$RUN_WRK_OUT"
   admin_stats "$RUN_DIR/$name-stats-before.json"
-  run_wrk "$name" "$LUA_DIR/cold.lua" 16 "$BENCH_SECONDS" /analytics/query 100000000 "$COLD_FIRST_EPOCH" "$COLD_DAYS"
+  run_wrk "$name" "$LUA_DIR/cold.lua" 16 "$BENCH_SECONDS" /analytics/query 100000000 "$COLD_FIRST_EPOCH" "$COLD_DAYS" "$shape"
   COLD_OUT="$RUN_WRK_OUT"
   admin_stats "$RUN_DIR/$name-stats-after.json"
   clear_cache # do not leave thousands of one-off entries in the shared Redis
   stop_server
 }
 
-scenario_cold() {
-  cold_measure cold raw
+# cold_raw NAME SHAPE: the cold workload with cold.lua's filter SHAPE from
+# the raw table (rollups off); the baseline of the rollup run of that shape.
+cold_raw() {
+  local name="$1" shape="$2"
+  cold_measure "$name" raw "$shape"
   local -a logs
   mapfile -t logs < <(log_counts)
-  record cold --wrk "$COLD_OUT" --warmup "$COLD_WARM" --stats "$RUN_DIR/cold-stats-before.json" "$RUN_DIR/cold-stats-after.json" \
-    connections=16 source=raw rollups_enabled=false --watch "$RUN_DIR/watch-cold.json" "${logs[@]}"
+  record "$name" --wrk "$COLD_OUT" --warmup "$COLD_WARM" \
+    --stats "$RUN_DIR/$name-stats-before.json" "$RUN_DIR/$name-stats-after.json" \
+    connections=16 source=raw rollups_enabled=false "shape=$shape" "window_days=$COLD_DAYS" \
+    "filter=$(cold_filter "$shape" '<uid>')" --watch "$RUN_DIR/watch-$name.json" "${logs[@]}"
 }
 
-# cold with rollups: built now with the CLI (timed), a server that only
-# adopts them (build_on_start off, so no build competes with the load), the
-# probe must say daily_store; compared with `cold` of the same run.
-scenario_cold_rollups() {
-  need_rollups cold-rollups
-  rollups_build cold-rollups
-  cold_measure cold-rollups daily_store APP__ROLLUPS__ENABLED=true APP__ROLLUPS__BUILD_ON_START=false
+# cold_rollups NAME SHAPE SOURCE BASELINE BUILD: the cold workload of SHAPE
+# from the rollups: a server that only adopts them (build_on_start off, so no
+# build competes with the load), whose probe must say SOURCE; compared with
+# BASELINE (cold_raw of the same shape) of the same run. BUILD `build`: built
+# now with the CLI (timed); `reuse`: the build of an earlier rollup scenario
+# of this run when still ready, else built now (rollups_ready_or_build).
+cold_rollups() {
+  local name="$1" shape="$2" source="$3" baseline="$4" build="$5"
+  need_rollups "$name"
+  if [[ "$build" == "build" ]]; then
+    rollups_build "$name"
+    ROLLUP_BUILD=(--merge "$RUN_DIR/$name-build.json" "build_from=$name")
+  else
+    rollups_ready_or_build "$name"
+  fi
+  cold_measure "$name" "$source" "$shape" APP__ROLLUPS__ENABLED=true APP__ROLLUPS__BUILD_ON_START=false
   local -a logs
   mapfile -t logs < <(log_counts)
-  py rollup-stats "$RUN_DIR/cold-rollups-stats-before.json" "$RUN_DIR/cold-rollups-stats-after.json" daily_store \
-    >"$RUN_DIR/cold-rollups-rollups.json"
-  py cold-compare "$COLD_OUT" cold "$RUN_DIR/cold-rollups-probe.json" "$RUN_DIR/cold-probe.json" \
-    >"$RUN_DIR/cold-rollups-compare.json"
+  py rollup-stats "$RUN_DIR/$name-stats-before.json" "$RUN_DIR/$name-stats-after.json" "$source" \
+    >"$RUN_DIR/$name-rollups.json"
+  py cold-compare "$COLD_OUT" "$baseline" "$RUN_DIR/$name-probe.json" "$RUN_DIR/$baseline-probe.json" \
+    >"$RUN_DIR/$name-compare.json"
   local share
-  share="$(py get "$RUN_DIR/cold-rollups-rollups.json" served_share)"
+  share="$(py get "$RUN_DIR/$name-rollups.json" served_share)"
   if ! python3 -c "import sys; sys.exit(0 if '$share' and float('$share') >= 0.99 else 1)"; then
-    log "WARNING: only ${share:-?} of the computed answers came from daily_store (see $RUN_DIR/cold-rollups-rollups.json)"
+    log "WARNING: only ${share:-?} of the computed answers came from $source (see $RUN_DIR/$name-rollups.json)"
   fi
-  record cold-rollups --wrk "$COLD_OUT" --warmup "$COLD_WARM" \
-    --stats "$RUN_DIR/cold-rollups-stats-before.json" "$RUN_DIR/cold-rollups-stats-after.json" \
-    --merge "$RUN_DIR/cold-rollups-build.json" --merge "$RUN_DIR/cold-rollups-rollups.json" \
-    --merge "$RUN_DIR/cold-rollups-compare.json" connections=16 source=daily_store rollups_enabled=true \
-    --watch "$RUN_DIR/watch-cold-rollups.json" "${logs[@]}"
+  record "$name" --wrk "$COLD_OUT" --warmup "$COLD_WARM" \
+    --stats "$RUN_DIR/$name-stats-before.json" "$RUN_DIR/$name-stats-after.json" \
+    "${ROLLUP_BUILD[@]}" --merge "$RUN_DIR/$name-rollups.json" \
+    --merge "$RUN_DIR/$name-compare.json" connections=16 "source=$source" rollups_enabled=true \
+    "shape=$shape" "window_days=$COLD_DAYS" "filter=$(cold_filter "$shape" '<uid>')" \
+    --watch "$RUN_DIR/watch-$name.json" "${logs[@]}"
 }
+
+# store_id ne <uid>: only daily_store (day x channel x store) covers it.
+scenario_cold() { cold_raw cold store; }
+scenario_cold_rollups() { cold_rollups cold-rollups store daily_store cold build; }
+# channel_id not_in [<uid>]: covered by daily_channel (day x channel x status).
+scenario_cold_channel() { cold_raw cold-channel channel; }
+scenario_cold_channel_rollups() { cold_rollups cold-channel-rollups channel daily_channel cold-channel reuse; }
 
 # A rollups server with its rollups ready; one INSERT of REFRESH_ROWS sales,
 # then polled until every rollup re-aggregated it (bench.py rollup-refresh);
@@ -853,15 +926,7 @@ scenario_cold_rollups() {
 scenario_rollup_refresh() {
   need_rollups rollup-refresh
   delete_inserted_sales # leftovers of an interrupted run
-  local -a build
-  rollups_status "$RUN_DIR/rollup-refresh-status-before.txt"
-  if [[ -s "$RUN_DIR/cold-rollups-build.json" ]] && rollups_all_ready "$RUN_DIR/rollup-refresh-status-before.txt"; then
-    log "rollup-refresh: rollups ready; build times from cold-rollups of this run"
-    build=(--merge "$RUN_DIR/cold-rollups-build.json" build_from=cold-rollups)
-  else
-    rollups_build rollup-refresh
-    build=(--merge "$RUN_DIR/rollup-refresh-build.json" build_from=rollup-refresh)
-  fi
+  rollups_ready_or_build rollup-refresh
   start_server rollup-refresh APP__ROLLUPS__ENABLED=true APP__ROLLUPS__BUILD_ON_START=false
   rollups_wait rollup-refresh
   local first_day
@@ -897,7 +962,7 @@ scenario_rollup_refresh() {
   mapfile -t logs < <(log_counts)
   stop_server
   record rollup-refresh --merge "$RUN_DIR/rollup-refresh.json" --merge "$RUN_DIR/rollup-refresh-delete-time.json" \
-    --merge "$RUN_DIR/rollup-refresh-delete.json" "${build[@]}" rollups_enabled=true \
+    --merge "$RUN_DIR/rollup-refresh-delete.json" "${ROLLUP_BUILD[@]}" rollups_enabled=true \
     --watch "$RUN_DIR/watch-rollup-refresh.json" "${logs[@]}" \
     "notes=one INSERT of $REFRESH_ROWS sales (ids from $REFRESH_FIRST_ID, $REFRESH_DAYS days from $first_day) on a kept-open psql session; refresh_ms runs from psql's answer (committed) to the first poll (every 10 ms) at which the change log is empty and every rollup's analytics_rollup_refresh_seconds count grew; stats_ms adds /cache/stats showing, for every rollup, pending_changes 0 in a measurement newer than the refresh (the server measures every refresh_interval_ms, so this includes up to that cadence); refresh_seconds is the histogram's sum delta (time inside the refresh transactions). The DELETE of those rows (the cleanup) is a change too: delete_refresh_ms runs from its return to the same condition, an upper bound (the poller starts after the DELETE returned, ~0.1-0.2 s)."
 }
