@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::helpers::{spawn_app_with, TestApp};
+use crate::helpers::{spawn_app, spawn_app_with, TestApp};
 
 async fn connect(app: &TestApp) -> TcpStream {
     let address = app.address.trim_start_matches("http://").to_owned();
@@ -88,4 +88,100 @@ async fn a_flood_over_the_cap_is_refused_at_accept_and_the_server_keeps_answerin
         fresh.get(app.url("/health/live")).send().await.expect("live").status(),
         200
     );
+}
+
+/// Resident memory of a process, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+/// Memory stays bounded under a flood of half-sent requests: measured on
+/// the real binary in a process of its own, so its RSS is the server's alone.
+#[tokio::test]
+async fn a_connection_flood_costs_bounded_memory() {
+    const FLOOD: usize = 1_000;
+    let app = spawn_app().await; // for its database and key prefix
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let mut server = tokio::process::Command::new(env!("CARGO_BIN_EXE_analytics-api"))
+        .args(["--config-dir", concat!(env!("CARGO_MANIFEST_DIR"), "/config"), "serve"])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DATABASE_URL", app.database_url())
+        .env("REDIS_URL", &app.redis_url)
+        .env("HOST", "127.0.0.1")
+        .env("PORT", port.to_string())
+        .env("RUST_LOG", "error")
+        .env("APP__CACHE__PREFIX", &app.prefix)
+        .env("APP__SERVER__MAX_CONNECTIONS", (FLOOD + 100).to_string())
+        .env("APP__SERVER__HEADER_READ_TIMEOUT_MS", "60000")
+        .env("APP__DATABASE__SEED_DEMO_ON_EMPTY", "false")
+        .env("APP__FRESHNESS__ENABLED", "false")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("server process");
+    let pid = server.id().expect("pid");
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let live = || async {
+        client
+            .get(format!("{base}/health/live"))
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+    };
+    let started = Instant::now();
+    while live().await.ok() != Some(200) {
+        assert!(started.elapsed() < Duration::from_secs(30), "server did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let before = rss_kib(pid);
+    let mut flood = Vec::with_capacity(FLOOD);
+    for _ in 0..FLOOD {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
+        stream
+            .write_all(b"GET /health/live HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .expect("write");
+        flood.push(stream);
+    }
+    // Until the server has read every half-sent head.
+    let open = || async {
+        let text = client
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        text.lines()
+            .find_map(|l| l.strip_prefix("analytics_http_connections_open "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+    };
+    let started = Instant::now();
+    while open().await.unwrap_or(0.0) < FLOOD as f64 {
+        assert!(started.elapsed() < Duration::from_secs(20), "flood not accepted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let during = rss_kib(pid);
+    assert_eq!(live().await.ok(), Some(200), "still answering under the flood");
+    // hyper's read buffer and the connection task: tens of KiB each at most.
+    let per_connection = during.saturating_sub(before) / FLOOD as u64;
+    eprintln!("flood: RSS {before} -> {during} KiB for {FLOOD} held connections ({per_connection} KiB each)");
+    assert!(
+        per_connection < 48,
+        "{per_connection} KiB per held connection ({before} -> {during} KiB)"
+    );
+    drop(flood);
+    server.kill().await.expect("kill");
 }

@@ -49,6 +49,11 @@ pub struct TestApp {
 }
 
 impl TestApp {
+    /// The URL of the test's own database (for a server process of its own).
+    pub fn database_url(&self) -> String {
+        format!("{}/{}", server_url(), self.db_name)
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.address, path)
     }
