@@ -6,6 +6,7 @@
 //!
 //! - `query`: `/analytics/query`
 //! - `dry_run`: `/analytics/sql` (the plan of a query, not run)
+//! - `meta`: `/analytics/meta` (the model as clients may use it)
 //! - `health`: `/health*`
 //! - `cache_admin`: `/cache/stats`, `/cache/clear`, `/cache/key`
 //! - `cache_warm`: `/cache/warm`
@@ -22,6 +23,7 @@ pub mod cache_invalidate;
 pub mod cache_warm;
 pub mod dry_run;
 pub mod health;
+pub mod meta;
 pub mod middleware;
 pub mod observability;
 pub mod query;
@@ -51,7 +53,7 @@ use crate::state::AppState;
 #[openapi(
     info(title = "analytics-api", description = "Analytics queries over a semantic model, cached in L1 + Redis."),
     paths(
-        query::run_query, query::run_query_get, dry_run::explain_query,
+        query::run_query, query::run_query_get, dry_run::explain_query, meta::get_meta,
         health::get_health, health::get_live, health::get_ready,
         cache_admin::get_cache_stats, cache_admin::clear_cache, cache_admin::delete_cache_key,
         cache_admin::delete_cache_key_by_query, cache_warm::warm_cache, cache_invalidate::invalidate_cache,
@@ -120,6 +122,7 @@ pub fn routes() -> Vec<Route> {
         route(Method::POST, "/analytics/query", post(query::run_query)),
         route(Method::GET, "/analytics/query", get(query::run_query_get)),
         route(Method::POST, "/analytics/sql", post(dry_run::explain_query)),
+        route(Method::GET, "/analytics/meta", get(meta::get_meta)),
         route(Method::GET, "/cache/stats", get(cache_admin::get_cache_stats)),
         route(Method::POST, "/cache/clear", post(cache_admin::clear_cache)),
         route(

@@ -87,7 +87,7 @@ pub async fn run_query(
         .queries
         .run_body(&caller.tenant, &body, read_options(&headers, &params))
         .await?;
-    Ok(respond(&caller, &answer))
+    Ok(respond(&caller, &answer, None))
 }
 
 /// Runs an analytics query given as `?q=<url-encoded JSON>`.
@@ -96,6 +96,7 @@ pub async fn run_query(
     params(QueryParams),
     responses(
         (status = 200, description = "Result rows and metadata", body = QueryResponse),
+        (status = 304, description = "`If-None-Match` holds the answer's ETag: unchanged, no body"),
         (status = 400, description = "Missing or malformed `q`", body = crate::error::ErrorBody),
         (status = 422, description = "Unknown metric, dimension, operator; bad values", body = crate::error::ErrorBody),
     )
@@ -114,7 +115,7 @@ pub async fn run_query_get(
         .with_field("q")
     })?;
     let request = QueryRequest::from_json(q.as_bytes()).map_err(|e| ApiError::from(e).with_field("q"))?;
-    execute(&state, caller, request, read_options(&headers, &params)).await
+    execute(&state, caller, request, &headers, &params).await
 }
 
 pub(super) fn is_json(headers: &HeaderMap) -> bool {
@@ -175,19 +176,78 @@ async fn execute(
     state: &AppState,
     caller: Caller,
     request: QueryRequest,
-    options: ReadOptions,
+    headers: &HeaderMap,
+    params: &QueryParams,
 ) -> Result<Response, ApiError> {
-    let answer = state.queries.run(&caller.tenant, &request, options).await?;
-    Ok(respond(&caller, &answer))
+    let answer = state
+        .queries
+        .run(&caller.tenant, &request, read_options(headers, params))
+        .await?;
+    Ok(respond(&caller, &answer, headers.get(header::IF_NONE_MATCH)))
 }
 
 /// The rendered answer with the caller's rate-limit headers.
-fn respond(caller: &Caller, answer: &Answer) -> Response {
-    let mut response = render(answer);
+fn respond(caller: &Caller, answer: &Answer, if_none_match: Option<&HeaderValue>) -> Response {
+    let etag = entity_tag(answer);
+    let mut response = match if_none_match {
+        Some(tags) if matches_etag(tags, &etag) => not_modified(),
+        _ => render(answer),
+    };
+    caching_headers(response.headers_mut(), answer, etag);
     if let Some(decision) = &caller.rate {
         response.headers_mut().extend(decision.headers());
     }
     response
+}
+
+/// The answer's validator: its entry (the key's hash), when it was computed
+/// and the version counters it was computed under, so an answer recomputed
+/// after a change gets a new tag even within the same second.
+fn entity_tag(answer: &Answer) -> String {
+    let hash = answer.key.rsplit(':').next().unwrap_or_default();
+    let entry = &answer.served.entry;
+    format!(
+        "\"{hash}-{:x}-{:x}\"",
+        entry.created_at,
+        entry.versions.unwrap_or_default()
+    )
+}
+
+/// `If-None-Match`: `*` or a list of (possibly weak) tags (RFC 9110 13.1.2).
+fn matches_etag(header: &HeaderValue, etag: &str) -> bool {
+    let Ok(tags) = header.to_str() else { return false };
+    tags.split(',')
+        .map(|t| t.trim().trim_start_matches("W/"))
+        .any(|t| t == "*" || t == etag)
+}
+
+fn not_modified() -> Response {
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = axum::http::StatusCode::NOT_MODIFIED;
+    response
+}
+
+/// HTTP caching (RFC 9111): the tag, `Cache-Control: private` (answers are
+/// per tenant) with the entry's remaining TTL, its `Age`, and `Vary` on what
+/// changes the answer or its encoding.
+fn caching_headers(headers: &mut HeaderMap, answer: &Answer, etag: String) {
+    let served = &answer.served;
+    let remaining = if served.stale {
+        0
+    } else {
+        served.entry.ttl_seconds.saturating_sub(served.age_seconds)
+    };
+    if let Ok(etag) = HeaderValue::from_str(&etag) {
+        headers.insert(header::ETAG, etag);
+    }
+    if let Ok(control) = HeaderValue::from_str(&format!("private, max-age={remaining}")) {
+        headers.insert(header::CACHE_CONTROL, control);
+    }
+    headers.insert(header::AGE, HeaderValue::from(served.age_seconds));
+    headers.insert(
+        header::VARY,
+        HeaderValue::from_static("authorization, accept, accept-encoding"),
+    );
 }
 
 /// Splices the cached `data` bytes with fresh metadata, without parsing them.

@@ -7,6 +7,7 @@
 //! - `rollup_def`: rollup declarations, their tables' names (leaf)
 //! - `rollup`: pre-aggregated tables: checks, coverage, their SQL
 //! - `load`: the model file read, its datasets and rollups validated
+//! - `catalog`: the model as `GET /analytics/meta` shows it
 //! - `request`: the query as clients send it, and why one is refused
 //! - `names`: name lookups shared by resolution and filters
 //! - `resolve`: a request checked against a dataset, in canonical form
@@ -17,6 +18,7 @@
 //! - `ttl`: how long a result may be cached
 
 mod aggregate;
+pub mod catalog;
 mod compile;
 mod definition;
 mod filters;

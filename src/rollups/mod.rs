@@ -39,6 +39,10 @@ pub struct Reaggregated {
 const BUILD_RETRY: Duration = Duration::from_secs(30);
 /// How often another instance's build is looked for.
 const BUILD_POLL: Duration = Duration::from_secs(2);
+/// The periodic sweep takes only changes logged at least this long ago:
+/// younger ones belong to notifications on their way, whose own narrower
+/// invalidation (by tracked values) follows their refresh.
+const SWEEP_MIN_AGE_MS: u64 = 10_000;
 
 #[derive(Default)]
 struct State {
@@ -191,8 +195,10 @@ impl Rollups {
         let interval = Duration::from_millis(self.settings.refresh_interval_ms.max(100));
         loop {
             tokio::time::sleep(interval).await;
-            for dataset in self.model.datasets.keys() {
-                self.refresh_dataset(dataset, None).await;
+            for rollup in all(&self.model) {
+                if self.state(rollup).is_some_and(|s| s.built.load(Ordering::Acquire)) {
+                    self.refresh_one(rollup, None, SWEEP_MIN_AGE_MS).await;
+                }
             }
             for rollup in all(&self.model) {
                 let rebuild = self
@@ -262,14 +268,22 @@ impl Rollups {
         }
     }
 
-    /// Lets `rollup` answer, then re-aggregates what changed since its build
-    /// (reported for invalidation like any refresh).
+    /// Re-aggregates what changed during the build, then lets `rollup`
+    /// answer. Nothing has read it yet, so the first catch-up needs no
+    /// invalidation (entries computed meanwhile came from the raw table); a
+    /// change that slips in before `built` is set is caught by the second,
+    /// which is reported like any refresh.
     async fn mark_built(&self, rollup: &Rollup) {
-        if let Some(state) = self.state(rollup) {
-            state.built.store(true, Ordering::Release);
-            lock(&state.failing).take();
+        let nothing_read_it = Change::default();
+        self.refresh_one(rollup, Some(&nothing_read_it), 0).await;
+        let Some(state) = self.state(rollup) else { return };
+        if state.needs_build.load(Ordering::Acquire) {
+            return; // the loop rebuilds it
         }
-        self.refresh_one(rollup, None).await;
+        // A refresh that failed for a passing reason leaves it `failing`
+        // (no answers) until the sweep's next refresh succeeds.
+        state.built.store(true, Ordering::Release);
+        self.refresh_one(rollup, None, 0).await;
         self.measure_all().await;
     }
 
@@ -304,16 +318,18 @@ impl Rollups {
         };
         for rollup in &definition.rollups {
             if self.state(rollup).is_some_and(|s| s.built.load(Ordering::Acquire)) {
-                self.refresh_one(rollup, covered).await;
+                self.refresh_one(rollup, covered, 0).await;
             }
         }
     }
 
-    async fn refresh_one(&self, rollup: &Rollup, covered: Option<&Change>) {
+    /// Re-aggregates `rollup`'s logged changes at least `older_than_ms` old
+    /// and reports what it did for invalidation, unless `covered` includes it.
+    async fn refresh_one(&self, rollup: &Rollup, covered: Option<&Change>, older_than_ms: u64) {
         let Some(state) = self.state(rollup) else { return };
         let def = &self.model.datasets[&rollup.dataset].def;
         let started = std::time::Instant::now();
-        match store::refresh(&self.pool, def, rollup, self.settings.refresh_timeout_ms).await {
+        match store::refresh(&self.pool, def, rollup, self.settings.refresh_timeout_ms, older_than_ms).await {
             Ok(refreshed) => {
                 if let Some(error) = lock(&state.failing).take() {
                     tracing::info!(rollup = %rollup.id, %error, "rollup refreshes again; answering from it");

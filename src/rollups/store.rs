@@ -214,15 +214,17 @@ pub async fn build(
     Ok(Built::Done { rows })
 }
 
-/// Re-aggregates the days the change log names for `rollup`, in one
-/// transaction that also deletes those log rows. Refreshes of one rollup
-/// are serialized (its state row is locked), so an instance that finds
-/// nothing to do returns only once another's refresh has committed.
+/// Re-aggregates the days the change log names for `rollup` (rows logged
+/// at least `older_than_ms` ago), in one transaction that also deletes those
+/// log rows. Refreshes of one rollup are serialized (its state row is
+/// locked), so an instance that finds nothing to do returns only once
+/// another's refresh has committed.
 pub async fn refresh(
     pool: &PgPool,
     def: &DatasetDef,
     rollup: &Rollup,
     timeout_ms: u64,
+    older_than_ms: u64,
 ) -> Result<Refreshed, sqlx::Error> {
     let mut tx = pool.begin().await?;
     sqlx::query(&format!("SET LOCAL statement_timeout = '{}ms'", timeout_ms.max(1)))
@@ -244,9 +246,12 @@ pub async fn refresh(
         )));
     }
     let changes: Vec<(Option<NaiveDate>, Option<NaiveDate>)> = sqlx::query_as(&format!(
-        "DELETE FROM {CHANGE_LOG} WHERE rollup = $1 RETURNING first_day, last_day"
+        "DELETE FROM {CHANGE_LOG} WHERE rollup = $1
+           AND at <= clock_timestamp() - make_interval(secs => $2::float8 / 1000)
+         RETURNING first_day, last_day"
     ))
     .bind(&rollup.id)
+    .bind(older_than_ms as f64)
     .fetch_all(&mut *tx)
     .await?;
     if changes.is_empty() {

@@ -74,3 +74,44 @@ async fn the_plan_shows_the_statement_the_rollup_and_the_cache_state_without_run
         .expect("request");
     assert_eq!(response.status(), 415);
 }
+
+#[tokio::test]
+async fn meta_lists_what_a_caller_may_ask_for_without_sql() {
+    let app = spawn_app_with(two_tenants).await;
+    let response = app
+        .client
+        .get(app.url("/analytics/meta"))
+        .bearer_auth(KEY_A)
+        .send()
+        .await
+        .expect("meta");
+    assert_eq!(response.status(), 200);
+    let meta: Value = response.json().await.expect("json");
+    assert_eq!(meta["default_dataset"], "sales");
+    let sales = &meta["datasets"][0];
+    let metric = |name: &str| {
+        sales["metrics"]
+            .as_array()
+            .and_then(|m| m.iter().find(|m| m["name"] == name))
+            .cloned()
+            .unwrap_or_else(|| panic!("{name}"))
+    };
+    assert_eq!(metric("revenue")["aliases"], json!(["faturamento"]));
+    assert_eq!(metric("revenue")["aggregate"], "sum");
+    assert_eq!(metric("revenue")["decimals"], 2);
+    assert_eq!(metric("unique_customers")["aggregate"], Value::Null);
+    let day = sales["dimensions"]
+        .as_array()
+        .and_then(|d| d.iter().find(|d| d["name"] == "day"))
+        .cloned()
+        .expect("day");
+    assert_eq!(
+        (day["type"].as_str(), day["grain"].as_str()),
+        (Some("date"), Some("day"))
+    );
+    assert!(sales["rollups"].as_array().is_some_and(|r| r.len() == 3));
+    assert!(!meta.to_string().contains("sum(s."), "no SQL leaves the server");
+    // Like a query, it needs a key when keys are required.
+    let anonymous = app.client.get(app.url("/analytics/meta")).send().await.expect("meta");
+    assert_eq!(anonymous.status(), 401);
+}

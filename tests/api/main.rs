@@ -13,6 +13,7 @@ mod errors;
 mod faults;
 mod freshness;
 mod health;
+mod http_caching;
 mod injection;
 mod observability;
 mod outage;

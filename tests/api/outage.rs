@@ -167,20 +167,23 @@ async fn stale_if_error_serves_marked_entries_while_postgres_is_down_and_recover
     );
 
     // Three failures opened the database's breaker: now refused at once, and
-    // health answers from the breaker, without waiting on the pool.
+    // health answers from the breaker, without waiting on the pool. "At
+    // once" is checked against the pool's 2 s acquire timeout with a wide
+    // margin (a loaded CI machine must not fail it); the latencies themselves
+    // are measured by `bench/run.sh faults`.
     let started = Instant::now();
     let (status, _, retry_after, body) = ask(&app, &json!({"metrics": ["sales_count"], "dimensions": ["state"]})).await;
     let took = started.elapsed();
     assert_database_unavailable(status, retry_after, &body, "breaker open");
     assert!(
-        took < Duration::from_millis(100),
+        took < Duration::from_millis(1_000),
         "the open breaker still took {took:?}"
     );
     let started = Instant::now();
     let health: Value = app.client.get(app.url("/health")).json_body().await;
     assert_eq!(health["database"]["status"], json!("down"), "{health}");
     assert!(
-        started.elapsed() < Duration::from_millis(100),
+        started.elapsed() < Duration::from_millis(1_000),
         "health waited on the pool"
     );
 

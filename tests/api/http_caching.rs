@@ -1,0 +1,82 @@
+//! HTTP caching of query answers (RFC 9110/9111): `ETag`, `If-None-Match` →
+//! 304 without a body on GET, `Cache-Control: private, max-age=<remaining
+//! TTL>`, `Age`, `Vary`; a data change gives the answer a new tag.
+
+use serde_json::json;
+
+use crate::helpers::spawn_app;
+
+#[tokio::test]
+async fn a_polling_dashboard_costs_a_header_exchange() {
+    let app = spawn_app().await;
+    let query = json!({"metrics": ["revenue"], "dimensions": ["channel"],
+                       "date_range": {"start_date": "2024-05-01", "end_date": "2024-05-31"}})
+    .to_string();
+    let get = |etag: Option<String>| {
+        let mut request = app.client.get(app.url("/analytics/query")).query(&[("q", &query)]);
+        if let Some(etag) = etag {
+            request = request.header("if-none-match", etag);
+        }
+        request.send()
+    };
+    let first = get(None).await.expect("first");
+    assert_eq!(first.status(), 200);
+    let headers = first.headers().clone();
+    let etag = headers["etag"].to_str().expect("etag").to_owned();
+    assert!(etag.starts_with('"') && etag.ends_with('"'), "{etag}");
+    let control = headers["cache-control"].to_str().expect("cache-control");
+    let max_age: u64 = control
+        .strip_prefix("private, max-age=")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{control}"));
+    assert!(max_age > 0 && max_age <= 600, "{control}");
+    assert_eq!(headers["age"], "0");
+    assert!(headers["vary"].to_str().expect("vary").contains("authorization"));
+
+    // Unchanged: 304, no body, the same tag.
+    let again = get(Some(etag.clone())).await.expect("again");
+    assert_eq!(again.status(), 304);
+    assert_eq!(again.headers()["etag"].to_str().expect("etag"), etag);
+    assert!(again.bytes().await.expect("body").is_empty());
+    assert_eq!(
+        get(Some("\"other\", W/".to_owned() + &etag))
+            .await
+            .expect("list")
+            .status(),
+        304
+    );
+    assert_eq!(get(Some("\"other\"".into())).await.expect("other").status(), 200);
+
+    // POST answers carry the same tag for the same entry.
+    let post = app
+        .client
+        .post(app.url("/analytics/query"))
+        .header("content-type", "application/json")
+        .body(query.clone())
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(post.headers()["etag"].to_str().expect("etag"), etag);
+
+    // A change in May 2024: the answer is recomputed, with a new tag.
+    sqlx::query(
+        "INSERT INTO sales (id, store_id, channel_id, created_at, status, total_amount)
+         SELECT max(id) + 1, 1, 2, timestamptz '2024-05-15 12:00:00-03', 'COMPLETED', 10 FROM sales",
+    )
+    .execute(&app.db)
+    .await
+    .expect("insert");
+    let started = std::time::Instant::now();
+    loop {
+        let response = get(Some(etag.clone())).await.expect("after change");
+        if response.status() == 200 {
+            assert_ne!(response.headers()["etag"].to_str().expect("etag"), etag);
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(3),
+            "still 304 after a change"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
