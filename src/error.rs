@@ -82,6 +82,7 @@ error_codes! {
     RateLimited = "rate_limited" => TOO_MANY_REQUESTS,
     // 5xx: our side.
     InternalError = "internal_error" => INTERNAL_SERVER_ERROR,
+    ModelError = "model_error" => INTERNAL_SERVER_ERROR,
     DatabaseUnavailable = "database_unavailable" => SERVICE_UNAVAILABLE,
     CacheUnavailable = "cache_unavailable" => SERVICE_UNAVAILABLE,
     Overloaded = "overloaded" => SERVICE_UNAVAILABLE,
@@ -278,6 +279,14 @@ impl From<DbError> for ApiError {
                  or a number out of range); check the filter values",
             )
             .with_cause(cause),
+            DbError::Model(ref cause) => ApiError::new(
+                ErrorCode::ModelError,
+                format!(
+                    "the semantic model does not match the database ({}); the operator must fix the model or the schema",
+                    cause.split(": the database refuses it").next().unwrap_or("see the server log")
+                ),
+            )
+            .with_cause(&error),
             DbError::Query(_) => ApiError::internal(&error),
         }
     }

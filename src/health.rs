@@ -72,7 +72,7 @@ impl HealthChecker {
                         DbError::Timeout => "timeout",
                         DbError::Unavailable(_) => "unavailable",
                         DbError::Overloaded(_) => "overloaded",
-                        DbError::Query(_) | DbError::InvalidValue(_) => "query failed",
+                        DbError::Query(_) | DbError::InvalidValue(_) | DbError::Model(_) => "query failed",
                     }
                     .into(),
                 ),

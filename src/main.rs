@@ -180,6 +180,15 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
                 );
             }
             println!("{} tenants configured", settings.auth.tenants.len());
+            // With the database reachable, the model's SQL is planned against it.
+            let pool = db::pool(&settings.database)?;
+            match sqlx::query("SELECT 1").execute(&pool).await {
+                Ok(_) => {
+                    db::model_check::check(&pool, &model).await?;
+                    println!("model checked against the database");
+                }
+                Err(error) => println!("database not reachable ({error}); the model was not checked against it"),
+            }
             println!("configuration OK");
             Ok(())
         }

@@ -30,6 +30,8 @@ pub enum StartupError {
     Model(#[from] ModelError),
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
+    #[error("the model does not match the database: {0}")]
+    ModelMismatch(#[from] crate::db::model_check::ModelMismatch),
     #[error("migrations: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("redis settings: {0}")]
@@ -69,6 +71,17 @@ impl Application {
         let tenants = Tenants::from_settings(&settings.auth, &settings.rate_limit, &model)?;
         let pool = db::pool(&settings.database)?;
         prepare_database(&settings, &pool).await?;
+        // Every metric, dimension and join planned against the database: a
+        // typo in the model stops the start, naming the field. A database
+        // that cannot be asked now does not stop it (queries answer 503 and
+        // a schema mismatch is still named when one meets it).
+        match crate::db::model_check::check(&pool, &model).await {
+            Ok(()) => {}
+            Err(crate::db::model_check::CheckError::Mismatch(mismatch)) => return Err(mismatch.into()),
+            Err(error) => {
+                tracing::warn!(error = %crate::telemetry::ErrorChain(&error), "starting without the model check")
+            }
+        }
         // One Redis client for the process: the cache and the rate limiter share it.
         let redis = if settings.redis.enabled {
             Some(RedisClient::new(&settings.redis)?)

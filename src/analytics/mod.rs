@@ -3,9 +3,11 @@
 //! the cache or the database, and record it for the status page. HTTP
 //! handlers and cache warming both call [`QueryService::run`]; neither
 //! touches the model, the cache or the database on its own. `memo` lets a
-//! repeated request body skip compilation.
+//! repeated request body skip compilation; `model_health` names the field
+//! when the schema changed under the model.
 
 mod memo;
+pub mod model_health;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -115,6 +117,8 @@ pub struct QueryService {
     db: Database,
     /// Which rollup (if any) answers a computation.
     rollups: Arc<Rollups>,
+    /// Whether the model still fits the database.
+    model_health: Arc<model_health::ModelHealth>,
     status: Arc<StatusTracker>,
 }
 
@@ -127,8 +131,10 @@ impl QueryService {
         (db, rollups): (Database, Arc<Rollups>),
         status: Arc<StatusTracker>,
     ) -> Self {
+        let model_health = Arc::new(model_health::ModelHealth::new(Arc::clone(&model), db.pool().clone()));
         Self {
             model,
+            model_health,
             keys,
             ttl: TtlPolicy {
                 default_seconds: settings.default_ttl_seconds,
@@ -150,6 +156,11 @@ impl QueryService {
 
     pub fn rollups(&self) -> &Rollups {
         &self.rollups
+    }
+
+    /// `None` while the model fits the database; else what does not.
+    pub fn model_broken(&self) -> Option<String> {
+        self.model_health.broken()
     }
 
     pub fn model(&self) -> &SemanticModel {
@@ -335,6 +346,7 @@ impl QueryService {
         let model = Arc::clone(&self.model);
         let database = self.db.clone();
         let rollups = Arc::clone(&self.rollups);
+        let health = Arc::clone(&self.model_health);
         let for_compute = Arc::clone(compiled);
         // The statement is built inside the computation: hits never pay for
         // it, and the rollup is chosen as of the moment the statement runs.
@@ -345,11 +357,17 @@ impl QueryService {
             let result = match database.fetch(&for_compute.tenant, sql.builder).await {
                 // A rollup statement PostgreSQL refuses (an expression that
                 // reads a column the rollup lacks) is answered from raw.
-                Err(DbError::Query(error)) if rollup.is_some() => {
+                Err(DbError::Query(error) | DbError::Model(error)) if rollup.is_some() => {
                     tracing::warn!(%error, rollup = rollup.map(|r| r.id.as_str()), "rollup statement failed; answering from the raw table");
                     rollup = None;
                     let sql = model.sql_for(&for_compute, None).ok_or_else(vanished)?;
-                    database.fetch(&for_compute.tenant, sql.builder).await?
+                    database.fetch(&for_compute.tenant, sql.builder).await
+                }
+                other => other,
+            };
+            let result = match result {
+                Err(DbError::Model(cause)) => {
+                    return Err(DbError::Model(health.diagnose(&for_compute.dataset, &cause).await).into())
                 }
                 other => other?,
             };

@@ -3,10 +3,12 @@
 //!
 //! - `capture`: trigger install and the LISTEN connection
 //! - `guard`: admission control (load shedding) and the breaker
+//! - `model_check`: the model's SQL planned against the database
 //! - `seed`: the demo dataset generator
 
 pub mod capture;
 pub mod guard;
+pub mod model_check;
 pub mod seed;
 
 use std::sync::Arc;
@@ -37,7 +39,11 @@ pub enum DbError {
     /// fault, so a 422, never a 500.
     #[error("the database refused a value: {0}")]
     InvalidValue(String),
-    /// Anything else; a bug or a model expression PostgreSQL refuses (500).
+    /// The model's SQL does not fit the schema (a column renamed under a
+    /// running server): the operator's to fix (500 `model_error`).
+    #[error("the model does not match the database: {0}")]
+    Model(String),
+    /// Anything else; a bug (500).
     #[error("database error: {0}")]
     Query(String),
 }
@@ -52,6 +58,9 @@ impl From<sqlx::Error> for DbError {
             // 57P01..57P03: admin shutdown, crash shutdown, cannot connect now.
             sqlx::Error::Database(db) if db.code().is_some_and(|c| c.starts_with("57P") || c.starts_with("08")) => {
                 Self::Unavailable(error.to_string())
+            }
+            sqlx::Error::Database(db) if db.code().is_some_and(|c| model_check::is_model_error(&c)) => {
+                Self::Model(error.to_string())
             }
             sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => {
                 Self::Unavailable(error.to_string())

@@ -12,8 +12,8 @@ use crate::state::AppState;
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct HealthResponse {
-    /// `ok`, `degraded` (cache down or a rollup failing, still serving) or
-    /// `down` (database down).
+    /// `ok`, `degraded` (cache down, a rollup failing or the model broken by
+    /// a schema change; still serving) or `down` (database down).
     pub status: &'static str,
     pub database: ComponentHealth,
     pub cache: CacheHealth,
@@ -22,6 +22,9 @@ pub struct HealthResponse {
     /// Rollups whose refresh fails (their queries go to the raw table,
     /// exact but slower): `degraded` while any.
     pub rollups_failing: Vec<String>,
+    /// `ok`, or the model field the database refuses since the schema
+    /// changed (its queries answer `model_error`): `degraded` meanwhile.
+    pub model: String,
     pub version: &'static str,
     pub uptime_seconds: u64,
 }
@@ -40,9 +43,10 @@ pub struct SimpleStatus {
 pub async fn get_health(State(state): State<AppState>) -> (StatusCode, Json<HealthResponse>) {
     let (database, cache) = tokio::join!(state.health.database(), state.health.cache());
     let rollups_failing = state.queries.rollups().failing();
+    let model_broken = state.queries.model_broken();
     let (code, status) = if !database.is_up() {
         (StatusCode::SERVICE_UNAVAILABLE, "down")
-    } else if cache.redis == "down" || !rollups_failing.is_empty() {
+    } else if cache.redis == "down" || !rollups_failing.is_empty() || model_broken.is_some() {
         (StatusCode::OK, "degraded")
     } else {
         (StatusCode::OK, "ok")
@@ -53,6 +57,7 @@ pub async fn get_health(State(state): State<AppState>) -> (StatusCode, Json<Heal
         cache,
         freshness: state.freshness.health(),
         rollups_failing,
+        model: model_broken.unwrap_or_else(|| "ok".into()),
         version: env!("CARGO_PKG_VERSION"),
         uptime_seconds: state.started_at.elapsed().as_secs(),
     };

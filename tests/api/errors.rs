@@ -334,3 +334,69 @@ async fn errors_made_below_the_router_are_json_too() {
     .await;
     assert!(response.starts_with("HTTP/1.1 200 "), "{response}");
 }
+
+/// A model whose SQL does not fit the database: `(field, broken model text)`.
+fn broken_models() -> Vec<(&'static str, String)> {
+    let model = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/model.toml")).expect("model");
+    vec![
+        (
+            "metrics.revenue",
+            model.replacen("of = \"s.total_amount\"", "of = \"s.total_amout\"", 1),
+        ),
+        (
+            "joins.channels",
+            model.replace("on = \"ch.id = s.channel_id\"", "on = \"ch.id = s.chanel_id\""),
+        ),
+        ("table", model.replace("table = \"sales\"", "table = \"sale\"")),
+    ]
+}
+
+#[tokio::test]
+async fn a_model_the_database_refuses_stops_the_start_naming_the_field() {
+    for (field, text) in broken_models() {
+        let path = std::env::temp_dir().join(format!("model-{}.toml", uuid::Uuid::new_v4().simple()));
+        std::fs::write(&path, text).expect("model file");
+        let error = crate::helpers::startup_error(|s| s.model.path = path.clone()).await;
+        let _ = std::fs::remove_file(&path);
+        assert!(
+            error.contains("dataset `sales`") && error.contains(field) && error.contains("does not exist"),
+            "{field}: {error}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_schema_change_under_a_running_server_names_the_field() {
+    let app = crate::helpers::spawn_app_with(|s| s.rollups.enabled = false).await;
+    sqlx::query("ALTER TABLE sales RENAME COLUMN total_discount TO total_discount_renamed")
+        .execute(&app.db)
+        .await
+        .expect("rename");
+    let (status, body) = error_of(app.query(json!({"metrics": ["discount_total"]})).await).await;
+    assert_eq!(status, 500);
+    assert_eq!(body["code"], "model_error", "{body}");
+    let message = body["message"].as_str().expect("message");
+    assert!(message.contains("metrics.discount_total"), "{message}");
+    assert!(
+        !message.contains("total_discount_renamed"),
+        "no schema details to clients: {message}"
+    );
+    let health: Value = app
+        .client
+        .get(app.url("/health"))
+        .send()
+        .await
+        .expect("health")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(health["status"], "degraded", "{health}");
+    assert!(
+        health["model"]
+            .as_str()
+            .is_some_and(|m| m.contains("metrics.discount_total")),
+        "{health}"
+    );
+    // Other metrics still answer.
+    assert_eq!(app.query(json!({"metrics": ["revenue"]})).await.status(), 200);
+}

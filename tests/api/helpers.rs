@@ -159,6 +159,26 @@ pub async fn spawn_app_until(
     start_instance(db_name, prefix, true, customize, shutdown).await
 }
 
+/// Why the server refuses to start with these settings (on a test database
+/// of its own), as its error message.
+pub async fn startup_error(customize: impl FnOnce(&mut Settings)) -> String {
+    init_test_logging();
+    let db_name = format!("t_{}", uuid::Uuid::new_v4().simple());
+    create_test_database(&db_name).await;
+    let mut settings = test_settings(&db_name, "tstartup");
+    customize(&mut settings);
+    let error = match Application::build(settings).await {
+        Ok(_) => panic!("the server started"),
+        Err(error) => error.to_string(),
+    };
+    if let Ok(mut admin) = PgConnection::connect(&format!("{}/postgres", server_url())).await {
+        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{db_name}\" WITH (FORCE)"))
+            .execute(&mut admin)
+            .await;
+    }
+    error
+}
+
 impl TestApp {
     /// A second instance of the server on this test's database and cache
     /// prefix (sharing its Redis), as behind a load balancer.
