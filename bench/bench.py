@@ -35,7 +35,21 @@ Subcommands (all print to stdout, errors to stderr with a non-zero exit):
   watch OUT SECONDS DB [PID...]     while a run lasts: CPU used by processes other than the
                                     benchmark's own (PIDs, postgres, wrk, redis, pgbench) and
                                     active PostgreSQL queries in databases other than DB
-  record SCENARIO [--wrk FILE] [--stats BEFORE AFTER] [key=value ...]
+  fault-snapshot URL TOKEN PID LOG  the `faults` scenario's counters now: /cache/stats (status, breaker,
+                                    app.*), /metrics (breakers, stale served, shed, connections),
+                                    RSS, the server log's size; failures are noted, not fatal
+  fault-watch URL PID SECONDS OUT   every 0.5 s for SECONDS: /health/live, /health (database and
+                                    redis states over time) and the RSS peak
+  fault-phase WRK SNAP_START SNAP_END WATCH LOG [--since SNAP] [--flood FILE] [--machine FILE]
+                                    one fault phase: wrk's rps/p50/p99/non-2xx/error kinds, counter
+                                    deltas, breaker states, log lines, RSS, the watcher, the flood
+  fault-line PHASE_JSON             that phase in one line (for the log)
+  delay-proxy LISTEN TARGET DELAY_MS OUT
+                                    TCP proxy LISTEN -> TARGET on 127.0.0.1; SIGUSR1 adds DELAY_MS
+                                    per direction, SIGUSR2 removes it (OUT.ready once listening)
+  flood HOST PORT N HOLD_S OUT      N connections holding half a request line (reopened when the
+                                    server closes one) until SIGTERM or HOLD_S (OUT.ready once open)
+  record SCENARIO [--wrk FILE] [--stats BEFORE AFTER] [--phase NAME FILE] [key=value ...]
                                     write out/latest/SCENARIO.json (and, with BENCH_SALES,
                                     out/latest-by-sales/SCENARIO@SALES.json), append to the JSONL
   render                            (re)write bench/RESULTS.md from out/latest/*.json
@@ -1057,6 +1071,480 @@ def rollup_settle(base_url: str, token: str, db_url: str, before_path: str, sinc
             "delete_refresh_seconds_total": r["refresh_seconds_total"]}
 
 
+# ---------------------------------------------------------------- faults
+#
+# The `faults` scenario (run.sh): a delay proxy, a connection flood, and per
+# phase (before / during / after a fault) a snapshot of the server's counters
+# at each end, a watcher of /health/live, /health and the RSS while it runs,
+# and one JSON summary per phase.
+
+FAULT_METRICS = (
+    "analytics_redis_breaker_opened_total",
+    "analytics_db_breaker_open",
+    "analytics_cache_stale_served_total",
+    "analytics_db_shed_total",
+    "analytics_freshness_listener_up",
+    "analytics_http_connections_open",
+    "analytics_http_connections_rejected_total",
+)
+FAULT_APP_KEYS = ("hits", "hits_l1", "hits_redis", "misses", "db_queries", "stale_served", "errors", "timeouts",
+                  "invalidations", "total_requests")
+# Server log lines (RUST_LOG=warn) counted per phase: key -> substrings that must all be in the line.
+FAULT_LOG_PATTERNS = {
+    "log_redis_breaker_opened": ("redis failing", "breaker opened"),
+    "log_db_breaker_opened": ("database unreachable", "breaker opened"),
+    "log_db_unavailable": ("database unavailable",),
+    "log_capture_lost": ("change-capture connection",),
+    "log_accept_failed": ("accept failed",),
+}
+
+
+def rss_mb(pid: int) -> float | None:
+    try:
+        for line in open(f"/proc/{pid}/status", encoding="utf-8"):
+            if line.startswith("VmRSS:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def metric_values(text: str, names=FAULT_METRICS) -> dict:
+    """Prometheus text -> {name: value summed over its label sets} for NAMES."""
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        name = line.split("{", 1)[0].split(" ", 1)[0]
+        if name in names:
+            try:
+                out[name] = out.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
+            except (IndexError, ValueError):
+                continue
+    return out
+
+
+def fault_snapshot(url: str, token: str, pid: int, log_path: str) -> dict:
+    """/cache/stats (status, breaker, app counters, L1), the FAULT_METRICS of
+    /metrics, the RSS and the log's size now; a failed request is noted, never fatal."""
+    snap: dict = {"t": round(time.time(), 3), "rss_mb": rss_mb(pid)}
+    try:
+        snap["log_bytes"] = os.path.getsize(log_path)
+    except OSError:
+        snap["log_bytes"] = None
+    t0 = time.monotonic()
+    try:
+        code, stats = http_json("GET", f"{url}/cache/stats", token, timeout=5)
+        snap["stats"] = {"code": code, "status": stats.get("status"), "breaker": stats.get("breaker"),
+                         "app": stats.get("app") or {}, "l1": stats.get("l1") or {}}
+    except (OSError, ValueError, http.client.HTTPException) as e:
+        snap["stats_error"] = f"{type(e).__name__}: {e}"
+    snap["stats_ms"] = round((time.monotonic() - t0) * 1000, 1)
+    try:
+        req = urllib.request.Request(f"{url}/metrics", headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(req, timeout=5) as r:
+            snap["metrics"] = metric_values(r.read().decode("utf-8", "replace"))
+    except (OSError, ValueError, http.client.HTTPException) as e:
+        snap["metrics_error"] = f"{type(e).__name__}: {e}"
+    return snap
+
+
+def http_probe(host: str, port: int, path: str, timeout: float) -> tuple[int | None, bytes, float]:
+    """One GET on a fresh connection: (status or None, body, ms)."""
+    t0 = time.monotonic()
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        conn.request("GET", path, headers={"Connection": "close"})
+        r = conn.getresponse()
+        body = r.read()
+        return r.status, body, (time.monotonic() - t0) * 1000
+    except (OSError, http.client.HTTPException):
+        return None, b"", (time.monotonic() - t0) * 1000
+    finally:
+        conn.close()
+
+
+# The cold probe's query: cold.lua's shape (3 metrics by channel over a week
+# of October 2026, a no-op `store_id ne <unique id>` filter), so every probe
+# is a miss that needs the database.
+COLD_PROBE_BODY = ('{{"metrics":["revenue","average_ticket","sales_count"],"dimensions":["channel"],'
+                   '"filters":{{"store_id":{{"ne":{uid}}}}},'
+                   '"date_range":{{"start_date":"2026-10-01","end_date":"2026-10-07"}}}}')
+
+
+def cold_probe(host: str, port: int, seconds: float, t0: float, out: dict) -> None:
+    """Every 0.5 s (one at a time, 5 s timeout) a never-seen query: whether
+    misses are answered, how fast, and from when on (s from t0)."""
+    n = 0
+    ms_ok: list[float] = []
+    ms_fail: list[float] = []
+    kinds: dict[str, int] = {}
+    changes: list[list] = []
+    last = None
+    while time.monotonic() - t0 < seconds:
+        tick = time.monotonic()
+        uid = 1_000_000_000 + (int(time.time() * 1000) + n) % 1_000_000_000
+        n += 1
+        conn = http.client.HTTPConnection(host, port, timeout=5.0)
+        try:
+            conn.request("POST", "/analytics/query", body=COLD_PROBE_BODY.format(uid=uid).encode(),
+                         headers={"Content-Type": "application/json", "Connection": "close"})
+            r = conn.getresponse()
+            body = r.read()
+            code = r.status
+        except (OSError, http.client.HTTPException):
+            code, body = None, b""
+        finally:
+            conn.close()
+        ms = (time.monotonic() - tick) * 1000
+        if code == 200:
+            kind = "200"
+            ms_ok.append(ms)
+        else:
+            ms_fail.append(ms)
+        if code == 200:
+            pass
+        elif code is None:
+            kind = "no answer in 5 s"
+        else:
+            m = re.search(rb'"code"\s*:\s*"([^"]+)"', body)
+            kind = f"{code} {m.group(1).decode() if m else '?'}"
+        kinds[kind] = kinds.get(kind, 0) + 1
+        ok = code == 200
+        if ok != last:
+            changes.append([round(tick - t0, 2), "ok" if ok else kind, round(ms, 1)])
+            last = ok
+        time.sleep(max(0.0, tick + 0.5 - time.monotonic()))
+    ms_ok.sort()
+    ms_fail.sort()
+    out.update({"cold_fail_p50_ms": round(percentile(ms_fail, 50), 1) if ms_fail else None,
+                "cold_fail_max_ms": round(ms_fail[-1], 1) if ms_fail else None})
+    out.update({"cold_sent": n, "cold_ok": len(ms_ok), "cold_kinds": kinds, "cold_changes": changes[:10],
+                "cold_p50_ms": round(percentile(ms_ok, 50), 1) if ms_ok else None,
+                "cold_max_ms": round(ms_ok[-1], 1) if ms_ok else None})
+
+
+def fault_watch(url: str, pid: int, seconds: float, out_path: str) -> None:
+    """For SECONDS, every 0.5 s: GET /health/live and GET /health (fresh
+    connections, 2 s timeout each) and the server's RSS; beside them the cold
+    probe (cold_probe). Writes to OUT: how many /health/live answered 200 and
+    how fast, the changes of /health's (database, redis) states with their
+    times (s from the start), the RSS peak, the cold probe's counts."""
+    host, port = url.replace("http://", "").split(":")
+    t0 = time.monotonic()
+    cold: dict = {}
+    prober = threading.Thread(target=cold_probe, args=(host, int(port), seconds, t0, cold), daemon=True)
+    prober.start()
+    live_ms: list[float] = []
+    live_total = live_ok = 0
+    changes: list[list] = []
+    last = None
+    rss_max = None
+    while time.monotonic() - t0 < seconds:
+        tick = time.monotonic()
+        code, _, ms = http_probe(host, int(port), "/health/live", 2.0)
+        live_total += 1
+        if code == 200:
+            live_ok += 1
+            live_ms.append(ms)
+        code, body, _ = http_probe(host, int(port), "/health", 2.0)
+        try:
+            h = json.loads(body) if body else {}
+            state = (h.get("database", {}).get("status", "?"), h.get("cache", {}).get("redis", "?"))
+        except ValueError:
+            state = ("?", "?")
+        if code is None:
+            state = ("no answer", "no answer")
+        if state != last:
+            changes.append([round(tick - t0, 2), state[0], state[1]])
+            last = state
+        r = rss_mb(pid)
+        if r is not None:
+            rss_max = r if rss_max is None else max(rss_max, r)
+        time.sleep(max(0.0, tick + 0.5 - time.monotonic()))
+    live_ms.sort()
+    prober.join(timeout=10)
+    result = {
+        **cold,
+        "live_total": live_total,
+        "live_ok": live_ok,
+        "live_p50_ms": round(percentile(live_ms, 50), 1) if live_ms else None,
+        "live_max_ms": round(live_ms[-1], 1) if live_ms else None,
+        "health_changes": changes[:20],
+        "rss_max_mb": rss_max,
+    }
+    with open(out_path, "w", encoding="utf-8") as f:
+        json.dump(result, f)
+
+
+def log_slice_counts(path: str, start: int | None, end: int | None) -> dict:
+    try:
+        with open(path, "rb") as f:
+            f.seek(start or 0)
+            text = f.read(max(0, (end or 0) - (start or 0)) if end is not None else -1).decode("utf-8", "replace")
+    except OSError:
+        return {}
+    out = {k: 0 for k in FAULT_LOG_PATTERNS}
+    out["log_warn_lines"] = out["log_error_lines"] = out["log_slow_statements"] = 0
+    for line in text.splitlines():
+        if "WARN" in line and "slow statement" in line:
+            out["log_slow_statements"] += 1
+        elif "WARN" in line:
+            out["log_warn_lines"] += 1
+        if "ERROR" in line:
+            out["log_error_lines"] += 1
+        for key, needles in FAULT_LOG_PATTERNS.items():
+            if all(n in line for n in needles):
+                out[key] += 1
+    return out
+
+
+def fault_phase(argv: list[str]) -> dict:
+    """fault-phase WRK SNAP_START SNAP_END WATCH LOG [--since SNAP] [--flood FILE] [--machine FILE]:
+    one phase's summary (--machine: bench.py watch's file of the phase's wrk run). Counters (cache stats, /metrics, log lines) run from --since (the end of the
+    previous phase, so what the fault did right when applied counts in this phase) or from
+    SNAP_START; wrk's numbers cover the phase's load only."""
+    if len(argv) < 5:
+        die("usage: fault-phase WRK SNAP_START SNAP_END WATCH LOG [--since SNAP] [--flood FILE]")
+    wrk_path, start_path, end_path, watch_path, log_path = argv[:5]
+    opts = dict(zip(argv[5::2], argv[6::2]))
+    w = wrk_json(wrk_path)
+    s0, s1 = load_json(start_path), load_json(end_path)
+    since = load_json(opts["--since"]) if opts.get("--since") else s0
+    r: dict = {k: w.get(k) for k in ("requests", "rps", "p50_ms", "p99_ms", "max_ms", "non2xx")}
+    if w.get("statuses"):
+        r["statuses"] = w["statuses"]
+    if w.get("error_kinds"):
+        r["error_kinds"] = w["error_kinds"]
+    r["socket_errors"] = sum(int(w.get(k) or 0) for k in ("connect_errors", "read_errors", "write_errors", "timeouts"))
+    if since.get("stats") and s1.get("stats"):
+        a0, a1 = since["stats"]["app"], s1["stats"]["app"]
+        d = {k: int(a1.get(k, 0)) - int(a0.get(k, 0)) for k in FAULT_APP_KEYS}
+        looked = d["hits"] + d["misses"]
+        d["hit_rate"] = round(d["hits"] / looked, 4) if looked else None
+        r["app"] = d
+    r["redis_breaker"] = [s.get("stats", {}).get("breaker") for s in (s0, s1)]
+    r["redis_status"] = [s.get("stats", {}).get("status") for s in (s0, s1)]
+    for key, snap in (("stats_error", s0), ("stats_error_end", s1)):
+        if snap.get("stats_error"):
+            r[key] = snap["stats_error"]
+    r["stats_ms_end"] = s1.get("stats_ms")
+    m0, m1 = since.get("metrics"), s1.get("metrics")
+    if m0 is not None and m1 is not None:
+        def delta(name: str):
+            return int(m1.get(name, 0) - m0.get(name, 0))
+        r["redis_breaker_opened"] = delta("analytics_redis_breaker_opened_total")
+        r["stale_served_metric"] = delta("analytics_cache_stale_served_total")
+        r["db_shed"] = delta("analytics_db_shed_total")
+        r["connections_rejected"] = delta("analytics_http_connections_rejected_total")
+    r["db_breaker_open"] = [(s.get("metrics") or {}).get("analytics_db_breaker_open") for s in (s0, s1)]
+    r["listener_up"] = [(s.get("metrics") or {}).get("analytics_freshness_listener_up") for s in (s0, s1)]
+    r["connections_open_end"] = (s1.get("metrics") or {}).get("analytics_http_connections_open")
+    r.update(log_slice_counts(log_path, since.get("log_bytes"), s1.get("log_bytes")))
+    r["rss_mb"] = s1.get("rss_mb")
+    watch = load_json(watch_path) if os.path.exists(watch_path) else {}
+    r["watch"] = watch
+    peaks = [v for v in (watch.get("rss_max_mb"), s0.get("rss_mb"), s1.get("rss_mb")) if v is not None]
+    r["rss_max_mb"] = max(peaks) if peaks else None
+    if opts.get("--flood"):
+        r["flood"] = load_json(opts["--flood"])
+    if opts.get("--machine") and os.path.exists(opts["--machine"]):
+        m = load_json(opts["--machine"])
+        if m.get("other_cores", 0) >= 0.1:
+            top = ", ".join(f"{c} {v}s" for c, v in m.get("top_other", [])[:3])
+            r["machine_busy"] = f"other processes used {m['other_cores']} cores ({top})"
+    return r
+
+
+def fault_line(path: str) -> str:
+    """A one-line summary of a phase (for run.sh's log)."""
+    p = load_json(path)
+    app = p.get("app") or {}
+    return (f"rps {fmt(p.get('rps'))}, p50 {fmt(p.get('p50_ms'))} ms, p99 {fmt(p.get('p99_ms'))} ms, "
+            f"non-2xx {p.get('non2xx')}, hit rate {pct(app.get('hit_rate'))}, "
+            f"redis breaker {'/'.join(str(b) for b in p.get('redis_breaker', []))}, "
+            f"db breaker {'/'.join(str(b) for b in p.get('db_breaker_open', []))}, RSS {p.get('rss_mb')} MB"
+            + (f", errors {p['error_kinds']}" if p.get("error_kinds") else ""))
+
+
+class _DelayState:
+    def __init__(self, delay_ms: float):
+        self.delay = delay_ms / 1000
+        self.on = False
+        self.connections = 0
+        self.chunks = 0
+        self.delayed_chunks = 0
+        self.bytes = 0
+        self.switches: list[list] = []
+
+
+def delay_proxy(listen_port: int, target_port: int, delay_ms: float, out_path: str) -> None:
+    """delay-proxy LISTEN TARGET DELAY_MS OUT: a TCP proxy 127.0.0.1:LISTEN ->
+    127.0.0.1:TARGET. Off at start; SIGUSR1 adds DELAY_MS to every chunk in
+    each direction (held, in order, until received + DELAY_MS: latency without
+    a throughput cap), SIGUSR2 removes it; connections are never touched.
+    Creates OUT.ready once listening; on SIGTERM (or once its parent, run.sh,
+    is gone) writes its counters to OUT."""
+    import asyncio
+
+    state = _DelayState(delay_ms)
+    t0 = time.monotonic()
+    parent = os.getppid()
+
+    async def pipe(reader, writer) -> None:
+        queue: asyncio.Queue = asyncio.Queue()
+
+        async def pump_in() -> None:
+            try:
+                while True:
+                    data = await reader.read(65536)
+                    if data:
+                        state.chunks += 1
+                        state.bytes += len(data)
+                        if state.on:
+                            state.delayed_chunks += 1
+                    queue.put_nowait((time.monotonic() + (state.delay if state.on else 0.0), data))
+                    if not data:
+                        return
+            except (OSError, asyncio.IncompleteReadError):
+                queue.put_nowait((0.0, b""))
+
+        async def pump_out() -> None:
+            try:
+                while True:
+                    due, data = await queue.get()
+                    wait = due - time.monotonic()
+                    if wait > 0:
+                        await asyncio.sleep(wait)
+                    if not data:
+                        return
+                    writer.write(data)
+                    await writer.drain()
+            except OSError:
+                return
+            finally:
+                writer.close()
+
+        reading = asyncio.ensure_future(pump_in())
+        try:
+            await pump_out()
+        finally:
+            reading.cancel()
+
+    async def handle(client_reader, client_writer) -> None:
+        try:
+            target_reader, target_writer = await asyncio.open_connection("127.0.0.1", target_port)
+        except OSError:
+            client_writer.close()
+            return
+        state.connections += 1
+        await asyncio.gather(pipe(client_reader, target_writer), pipe(target_reader, client_writer),
+                             return_exceptions=True)
+
+    def switch(on: bool) -> None:
+        state.on = on
+        state.switches.append([round(time.monotonic() - t0, 2), "on" if on else "off"])
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        loop.add_signal_handler(signal.SIGUSR1, switch, True)
+        loop.add_signal_handler(signal.SIGUSR2, switch, False)
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+        server = await asyncio.start_server(handle, "127.0.0.1", listen_port, backlog=1024)
+        open(out_path + ".ready", "w").close()
+        while not stop.is_set() and os.getppid() == parent:
+            try:
+                await asyncio.wait_for(stop.wait(), 1.0)
+            except asyncio.TimeoutError:
+                pass
+        server.close()
+
+    asyncio.run(main())
+    with open(out_path, "w", encoding="utf-8") as f:
+        json.dump({"listen_port": listen_port, "target_port": target_port, "delay_ms": delay_ms,
+                   "connections": state.connections, "chunks": state.chunks,
+                   "delayed_chunks": state.delayed_chunks, "bytes": state.bytes,
+                   "switches": state.switches}, f)
+
+
+def flood(host: str, port: int, n: int, hold_s: float, out_path: str) -> None:
+    """flood HOST PORT N HOLD_S OUT: opens N connections (200 connecting at a
+    time), each sending half a request line and then nothing; one the server
+    closes (or answers) is opened again, so N stay held. Creates OUT.ready once
+    N are open (or after 30 s with fewer); holds until SIGTERM (or HOLD_S after
+    ready), then closes them all and writes its counters to OUT."""
+    import asyncio
+
+    half = b"GET /analytics/query HT"
+    s = {"target": n, "opened": 0, "open_failures": 0, "closed_by_server": 0, "server_answers": {},
+         "open_now": 0, "open_peak": 0, "ready_s": None, "first_close_s": None}
+    t0 = time.monotonic()
+
+    async def one(gate) -> None:
+        while True:
+            writer = None
+            async with gate:
+                try:
+                    reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 5)
+                    writer.write(half)
+                    await writer.drain()
+                    failed = False
+                except (OSError, asyncio.TimeoutError):
+                    failed = True
+                    if writer is not None:
+                        writer.close()
+            if failed:
+                s["open_failures"] += 1
+                await asyncio.sleep(0.5)
+                continue
+            s["opened"] += 1
+            s["open_now"] += 1
+            s["open_peak"] = max(s["open_peak"], s["open_now"])
+            try:
+                data = await reader.read(64)
+                status = data.split(b"\r\n", 1)[0].decode("latin-1")[:40] if data else "closed"
+            except OSError as e:
+                status = type(e).__name__
+            finally:
+                s["open_now"] -= 1
+                writer.close()
+            s["closed_by_server"] += 1
+            s["server_answers"][status] = s["server_answers"].get(status, 0) + 1
+            if s["first_close_s"] is None and s["ready_s"] is not None:
+                s["first_close_s"] = round(time.monotonic() - t0 - s["ready_s"], 2)
+            await asyncio.sleep(0.2)  # bounds the churn should the server close them at once
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+        gate = asyncio.Semaphore(200)
+        tasks = [asyncio.ensure_future(one(gate)) for _ in range(n)]
+        deadline = time.monotonic() + 30
+        while s["open_now"] < n and time.monotonic() < deadline and not stop.is_set():
+            await asyncio.sleep(0.05)
+        s["ready_s"] = round(time.monotonic() - t0, 2)
+        s["open_at_ready"] = s["open_now"]
+        open(out_path + ".ready", "w").close()
+        try:
+            await asyncio.wait_for(stop.wait(), hold_s)
+        except asyncio.TimeoutError:
+            pass
+        s["open_at_end"] = s["open_now"]
+        s["held_s"] = round(time.monotonic() - t0 - s["ready_s"], 2)
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    asyncio.run(main())
+    del s["open_now"]
+    with open(out_path, "w", encoding="utf-8") as f:
+        json.dump(s, f)
+
+
 # ---------------------------------------------------------------- record
 
 
@@ -1111,6 +1599,9 @@ def record(argv: list[str]) -> None:
         elif arg == "--merge":
             result.update(load_json(rest[i + 1]))
             i += 2
+        elif arg == "--phase":  # --phase NAME FILE: a fault phase's summary (bench.py fault-phase)
+            result.setdefault("phases", {})[rest[i + 1]] = load_json(rest[i + 2])
+            i += 3
         elif "=" in arg:
             k, v = arg.split("=", 1)
             result[k] = parse_value(v)
@@ -1427,6 +1918,7 @@ def render() -> None:
     w("BENCH_SKIP_BUILD=1 bench/run.sh    # reuse target/bench/release/analytics-api")
     w("bench/run.sh report                # only re-render this file")
     w("bench/run.sh setup                 # only install wrk, build, seed, generate the mix")
+    w("bench/run.sh faults                # rps/p50/p99 before, during, after each fault (~6 min)")
     w("# rollups, one column per sales count in the Rollups section (each count its own database):")
     w("BENCH_SALES=2000000 BENCH_DB=analytics_bench_2m bench/run.sh \\")
     w("  cold cold-channel cold-rollups cold-channel-rollups rollup-refresh")
@@ -1477,6 +1969,7 @@ def render() -> None:
         w(f"| {target} | {verdict} | {numbers} |")
     w("")
     rollups_section(lines)
+    faults_section(lines)
     notes = [(n, res[n]["notes"]) for n in SCENARIO_ORDER if n in res and res[n].get("notes")]
     if notes:
         w("## Notes")
@@ -1519,6 +2012,131 @@ def render() -> None:
     with open(path, "w", encoding="utf-8") as f:
         f.write("\n".join(lines) + "\n")
     print(f"wrote {path}", file=sys.stderr)
+
+
+FAULT_ORDER = ("redis-kill", "redis-freeze", "redis-slow", "pg-stop", "pg-slow", "flood")
+
+
+def fault_notes(fault: str, phase: str, p: dict) -> str:
+    """The notes cell of one fault phase: misses (and how many requests
+    failed), errors, breakers, stale answers, shedding, /health, RSS, flood."""
+    parts = []
+    app = p.get("app") or {}
+    if app:
+        parts.append(f"hit {pct(app.get('hit_rate'))}, misses {fmt(app.get('misses'))}, SQL {fmt(app.get('db_queries'))}")
+    if p.get("error_kinds"):
+        parts.append("errors " + ", ".join(f"{k} ×{v:,}" for k, v in sorted(p["error_kinds"].items())))
+    if p.get("socket_errors"):
+        parts.append(f"socket errors {fmt(p['socket_errors'])}")
+    opened = p.get("redis_breaker_opened") or p.get("log_redis_breaker_opened")
+    rb = p.get("redis_breaker") or []
+    if opened:
+        parts.append(f"Redis breaker opened ×{opened}" + (f" ({rb[-1]} at end)" if rb and rb[-1] else ""))
+    elif "open" in rb:
+        parts.append(f"Redis breaker {'/'.join(str(b) for b in rb)}")
+    db_open = p.get("db_breaker_open") or []
+    if p.get("log_db_breaker_opened") or any(v for v in db_open if v):
+        parts.append(f"DB breaker opened ×{p.get('log_db_breaker_opened') or 0}"
+                     f" ({'open' if db_open and db_open[-1] else 'closed'} at end)")
+    stale = p.get("stale_served_metric") if p.get("stale_served_metric") is not None else app.get("stale_served")
+    if stale:
+        parts.append(f"stale served {fmt(stale)}")
+    if p.get("db_shed"):
+        parts.append(f"shed {fmt(p['db_shed'])}")
+    if p.get("log_db_unavailable"):
+        parts.append(f"log: {fmt(p['log_db_unavailable'])}× database unavailable")
+    if app.get("invalidations"):
+        parts.append(f"invalidations {fmt(app['invalidations'])}")
+    listener = p.get("listener_up") or []
+    if p.get("log_capture_lost") or any(v == 0 for v in listener if v is not None):
+        parts.append("change capture " + ("lost, " if p.get("log_capture_lost") else "")
+                     + f"{'up' if listener and listener[-1] else 'down'} at end")
+    watch = p.get("watch") or {}
+    if watch.get("cold_sent"):
+        cold = f"cold probe {watch['cold_ok']}/{watch['cold_sent']} ok"
+        if watch.get("cold_p50_ms") is not None:
+            cold += f" (p50 {fmt(watch['cold_p50_ms'], 1)} ms)"
+        bad = {k: v for k, v in (watch.get("cold_kinds") or {}).items() if k != "200"}
+        if bad:
+            cold += ", " + ", ".join(f"{k} ×{v}" for k, v in sorted(bad.items()))
+            if watch.get("cold_fail_p50_ms") is not None:
+                cold += f" (failed after p50 {fmt(watch['cold_fail_p50_ms'], 0)} ms)"
+        cc = watch.get("cold_changes") or []
+        if len(cc) > 1 or (cc and cc[0][1] != "ok"):
+            cold += ": " + " → ".join(f"{c[1]} @{c[0]:g} s" for c in cc[:4]) + (" …" if len(cc) > 4 else "")
+        parts.append(cold)
+    changes = watch.get("health_changes") or []
+    if changes and (len(changes) > 1 or changes[0][1:] != ["up", "up"]):
+        parts.append("/health db/redis " + " → ".join(f"{c[1]}/{c[2]} @{c[0]:g} s" for c in changes[:4])
+                     + (" …" if len(changes) > 4 else ""))
+    if watch.get("live_total") and (fault == "flood" or watch.get("live_ok") != watch.get("live_total")):
+        parts.append(f"/health/live {watch.get('live_ok')}/{watch.get('live_total')} answered"
+                     + (f", max {fmt(watch.get('live_max_ms'), 1)} ms" if watch.get("live_max_ms") is not None else ""))
+    fl = p.get("flood")
+    if fl:
+        closes = (f"; the server closed {fmt(fl.get('closed_by_server'))} (first after {fmt(fl.get('first_close_s'), 1)} s; "
+                  + ", ".join(f"{k} ×{v:,}" for k, v in sorted((fl.get("server_answers") or {}).items())) + ") and they were reopened"
+                  if fl.get("closed_by_server") else "; none closed by the server")
+        parts.append(f"{fmt(fl.get('open_at_ready'))} of {fmt(fl.get('target'))} half-sent connections held "
+                     f"(open in {fmt(fl.get('ready_s'), 1)} s, {fmt(fl.get('open_failures'))} failed opens{closes})")
+    if p.get("connections_rejected"):
+        parts.append(f"connections refused over max_connections {fmt(p['connections_rejected'])}")
+    if p.get("stats_error_end"):
+        parts.append(f"/cache/stats failed: {p['stats_error_end']}")
+    elif p.get("stats_ms_end") and p["stats_ms_end"] > 1000:
+        parts.append(f"/cache/stats took {fmt(p['stats_ms_end'], 0)} ms")
+    if p.get("machine_busy"):
+        parts.append(f"machine shared: {p['machine_busy']}")
+    if p.get("rss_mb") is not None:
+        peak = p.get("rss_max_mb")
+        parts.append(f"RSS {p['rss_mb']:.1f} MB" + (f" (peak {peak:.1f})" if peak and peak > p["rss_mb"] + 0.5 else ""))
+    return "; ".join(parts)
+
+
+def faults_section(lines: list[str]) -> None:
+    """One row per fault x phase (before / during / after) of the latest
+    `faults` run of each fault (out/latest/fault-<fault>.json)."""
+    res = {}
+    for path in glob.glob(os.path.join(LATEST, "fault-*.json")):
+        r = load_json(path)
+        res[r.get("fault")] = r
+    faults = [f for f in FAULT_ORDER if f in res] + sorted(f for f in res if f not in FAULT_ORDER)
+    if not faults:
+        return
+    w = lines.append
+    any_r = res[faults[0]]
+    w("## Faults")
+    w("")
+    w("`bench/run.sh faults`: for each fault a server of its own (with a private `redis-server`; for the")
+    w("PostgreSQL faults also a private PostgreSQL 15 cluster) runs the `mix` (`lua/mix.lua`, "
+      f"{fmt(any_r.get('connections'))} connections, after a {fmt(any_r.get('warmup_s'))} s warm-up)")
+    w(f"for {fmt(any_r.get('phase_seconds'))} s **before** the fault, **during** it (applied just before) and **after** it")
+    w("(removed just before; the server is not restarted). Counters of *during*/*after* include what happened")
+    w("as the fault was applied/removed. `hit` is the cache hit rate (L1 + Redis), `misses` the lookups that")
+    w("found nothing usable and `SQL` the statements run, from `/cache/stats` (its `misses` leaves out lookups")
+    w("whose computation failed: those are in `non-2xx`). Beside wrk, every 0.5 s: `/health/live`, `/health` (`db/redis`")
+    w("lists the states it reported, seconds from the phase's start) and the *cold probe*, one never-seen query")
+    w("at a time (cold.lua's shape, so always a miss that needs the database; its misses are in `misses`,")
+    w("its answers are not in wrk's columns): when misses fail and when they are answered again. RSS at the")
+    w("phase's end (peak if higher).")
+    w("")
+    for f in faults:
+        r = res[f]
+        w(f"- `{f}`: {r.get('what', '')} Database: {r.get('db', '?')}. Run {r.get('run_id')}, binary {r.get('commit')}.")
+    w("")
+    w("| fault | phase | rps | p50 ms | p99 ms | non-2xx | notes |")
+    w("| --- | --- | ---: | ---: | ---: | ---: | --- |")
+    for f in faults:
+        phases = res[f].get("phases") or {}
+        for ph in ("before", "during", "after"):
+            p = phases.get(ph)
+            label = f"**{f}**" if ph == "before" else ""
+            if not p:
+                w(f"| {label} | {ph} | not run | | | | |")
+                continue
+            w(f"| {label} | {ph} | {fmt(p.get('rps'))} | {fmt(p.get('p50_ms'))} | {fmt(p.get('p99_ms'))} | "
+              f"{fmt(p.get('non2xx'))} | {fault_notes(f, ph, p)} |")
+    w("")
 
 
 ROLLUP_SCENARIOS = COLD_SCENARIOS + ("rollup-refresh",)
@@ -1885,6 +2503,18 @@ def main(argv: list[str]) -> None:
                                         int(args[6]), float(args[7]))))
     elif cmd == "rollup-settle":
         print(json.dumps(rollup_settle(args[0], args[1], args[2], args[3], float(args[4]), float(args[5]))))
+    elif cmd == "fault-snapshot":
+        print(json.dumps(fault_snapshot(args[0], args[1], int(args[2]), args[3])))
+    elif cmd == "fault-watch":
+        fault_watch(args[0], int(args[1]), float(args[2]), args[3])
+    elif cmd == "fault-phase":
+        print(json.dumps(fault_phase(args)))
+    elif cmd == "fault-line":
+        print(fault_line(args[0]))
+    elif cmd == "delay-proxy":
+        delay_proxy(int(args[0]), int(args[1]), float(args[2]), args[3])
+    elif cmd == "flood":
+        flood(args[0], int(args[1]), int(args[2]), float(args[3]), args[4])
     elif cmd == "commit":
         print(git_commit())
     elif cmd == "record":

@@ -7,7 +7,7 @@
 #
 # Scenarios: uncached uncached-distinct db-floor ceiling hot-l1 hot-redis mix mix-changes cold
 #            cold-channel cold-rollups cold-channel-rollups rollup-refresh stampede staleness
-#            redis-down redis-benchmark
+#            redis-down redis-benchmark faults
 #            (bench/README.md describes each)
 #
 # Rollups: every server runs with APP__ROLLUPS__ENABLED=false unless its
@@ -58,6 +58,38 @@
 #   BENCH_REDIS_URL=redis://127.0.0.1:6379   the shared Redis (keys under bench:*)
 #   BENCH_OUT=bench/out     where results go; with BENCH_RESULTS_MD=... a scratch run
 #                           leaves bench/out and bench/RESULTS.md untouched
+#   (faults) FAULTS="redis-kill redis-freeze redis-slow pg-stop pg-slow flood"  which faults
+#   FAULT_PHASE_SECONDS=10  seconds of each phase (before, during, after)
+#   FAULT_WARMUP_SECONDS=10 warm-up of each fault's server
+#   FAULT_PG_SALES=200000   sales seeded into the private PostgreSQL cluster
+#   FAULT_FLOOD_CONNECTIONS=3000
+#
+# faults: for each fault in FAULTS, a server of its own with a private
+# redis-server (free port, --save '' --appendonly no) runs the mix (mix.lua,
+# 64 connections) after a warm-up, in three bounded phases of
+# FAULT_PHASE_SECONDS: before, during (the fault applied just before) and
+# after (removed just before; the server is not restarted). Per phase:
+# rps/p50/p99/non-2xx and error kinds (wrk), /cache/stats and /metrics at both
+# ends (counters, breakers, stale served, shed), the log's breaker lines,
+# /health/live + /health every 0.5 s and a "cold probe" (one never-seen query
+# at a time, every 0.5 s: the miss path), the RSS (bench.py fault-snapshot,
+# fault-watch, fault-phase). The faults:
+#   redis-kill    SIGKILL to the redis-server; after: restarted (empty) on the same port
+#   redis-freeze  SIGSTOP; after: SIGCONT
+#   redis-slow    the server reaches Redis through bench.py delay-proxy from the
+#                 start; during: +100 ms per direction (SIGUSR1), after: off (SIGUSR2)
+#   pg-stop       a private PostgreSQL 15 cluster (initdb as postgres under a
+#                 temp dir, free port, trust auth, fsync off; migrated and seeded
+#                 with FAULT_PG_SALES sales once for both PG faults), the server
+#                 with APP__FRESHNESS__STALE_IF_ERROR_SECONDS=600; during: pg_ctl
+#                 stop -m fast, after: started again
+#   pg-slow       that cluster behind a delay proxy: +50 ms per direction
+#   flood         the bench database; during: FAULT_FLOOD_CONNECTIONS connections
+#                 holding half a request line (bench.py flood; reopened when
+#                 the server closes them), ended after the phase
+# The shared PostgreSQL and Redis are never stopped, paused or slowed: every
+# fault hits a process the scenario started itself, stopped by PID (the
+# private cluster's postmaster by the PID in its postmaster.pid).
 #
 # Every server runs on a free port of 127.0.0.1 with a clean environment and
 # APP_ENV=bench (no config/local.toml overlay); every load loop is bounded in
@@ -99,7 +131,7 @@ TYPICAL_BODY='{"metrics":["revenue","average_ticket","sales_count"],"dimensions"
 # (the raw cold baselines before the rollup scenarios: a server with rollups
 # off marks the rollups stale, so in this order one build serves all three)
 ALL_SCENARIOS=(uncached uncached-distinct db-floor ceiling hot-l1 hot-redis mix mix-changes cold cold-channel
-  cold-rollups cold-channel-rollups rollup-refresh stampede staleness redis-down redis-benchmark)
+  cold-rollups cold-channel-rollups rollup-refresh stampede staleness redis-down redis-benchmark faults)
 
 # Change scenarios (staleness, mix-changes) insert sales with ids from
 # CHANGE_ID_MIN (the seed's are 1..BENCH_SALES) and delete them when they end.
@@ -117,6 +149,18 @@ REFRESH_DAYS=5
 ROLLUP_BUILD_TIMEOUT=7200
 ROLLUP_READY_TIMEOUT=120
 ROLLUP_REFRESH_TIMEOUT=300
+# The faults scenario (see the header).
+FAULTS="${FAULTS:-redis-kill redis-freeze redis-slow pg-stop pg-slow flood}"
+KNOWN_FAULTS=(redis-kill redis-freeze redis-slow pg-stop pg-slow flood)
+FAULT_PHASE_SECONDS="${FAULT_PHASE_SECONDS:-10}"
+FAULT_WARMUP_SECONDS="${FAULT_WARMUP_SECONDS:-$MIX_WARMUP_SECONDS}"
+FAULT_PG_SALES="${FAULT_PG_SALES:-200000}"
+FAULT_FLOOD_CONNECTIONS="${FAULT_FLOOD_CONNECTIONS:-3000}"
+FAULT_CONNECTIONS=64
+FAULT_REDIS_DELAY_MS=100
+FAULT_PG_DELAY_MS=50
+FAULT_STALE_IF_ERROR_SECONDS=600
+PG_BIN_DIR="$(dirname "$PGBENCH")" # initdb, pg_ctl of the same PostgreSQL 15
 
 RUN_ID="$(date -u +%Y%m%dT%H%M%SZ)"
 RUN_DIR="$OUT/runs/$RUN_ID"
@@ -139,6 +183,15 @@ PEER_LOG=""
 REDIS_PID=""
 INSERT_PID=""    # bench.py insert-loop (start_inserts)
 SALES_INSERTED=0 # 1 while rows with ids >= CHANGE_ID_MIN may exist
+REDIS_PORT=""    # the private redis-server's port (start_private_redis)
+PROXY_PID=""     # bench.py delay-proxy (faults)
+PROXY_OUT=""
+FLOOD_PID=""     # bench.py flood (faults)
+FLOOD_OUT=""
+FWATCH_PID=""    # bench.py fault-watch (faults)
+PRIV_PG_DIR=""   # the private PostgreSQL cluster's temp dir (faults): data/, socket, log
+PRIV_PG_PORT=""
+PRIV_PG_DB=analytics_faults
 
 # ------------------------------------------------------------------ helpers
 
@@ -187,17 +240,70 @@ stop_peer() {
 
 stop_redis() {
   if [[ -n "$REDIS_PID" ]]; then
+    kill -CONT "$REDIS_PID" 2>/dev/null || true # frozen by the faults scenario?
     stop_process "$REDIS_PID" 50
     REDIS_PID=""
   fi
 }
 
+stop_proxy() { # the delay proxy; it writes its counters to PROXY_OUT on SIGTERM
+  if [[ -n "$PROXY_PID" ]]; then
+    stop_process "$PROXY_PID" 50
+    PROXY_PID=""
+  fi
+}
+
+stop_flood() { # the connection flood; it closes them all and writes FLOOD_OUT on SIGTERM
+  if [[ -n "$FLOOD_PID" ]]; then
+    stop_process "$FLOOD_PID" 100
+    FLOOD_PID=""
+  fi
+}
+
+# stop_private_pg: the private cluster of the faults scenario, by the PID in
+# its postmaster.pid (checked to be that data directory's): SIGINT (fast
+# shutdown), after 15 s SIGQUIT (immediate), then SIGKILL; then its temp dir
+# is removed (its log kept in RUN_DIR).
+stop_private_pg() {
+  [[ -n "$PRIV_PG_DIR" ]] || return 0
+  local pid
+  pid="$(priv_pg_pid)"
+  if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then
+    kill -INT "$pid" 2>/dev/null || true
+    local i
+    for ((i = 0; i < 150; i++)); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+      log "private PostgreSQL (pid $pid) still running after 15 s; SIGQUIT"
+      kill -QUIT "$pid" 2>/dev/null || true
+      sleep 5
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
+  fi
+  cp "$PRIV_PG_DIR/postgres.log" "$RUN_DIR/faults-private-postgres.log" 2>/dev/null || true
+  rm -rf "$PRIV_PG_DIR"
+  PRIV_PG_DIR=""
+}
+
+# priv_pg_pid: the postmaster PID of the private cluster, if its
+# postmaster.pid names our data directory; empty otherwise.
+priv_pg_pid() {
+  local file="$PRIV_PG_DIR/data/postmaster.pid" pid dir
+  [[ -s "$file" ]] || return 0
+  pid="$(sed -n 1p "$file")"
+  dir="$(sed -n 2p "$file")"
+  if [[ "$dir" == "$PRIV_PG_DIR/data" && "$pid" =~ ^[0-9]+$ ]]; then printf '%s\n' "$pid"; fi
+}
+
 cleanup() {
   local rc=$?
   local pid
-  for pid in "$WRK_PID" "$WATCH_PID" "$PGBENCH_PID"; do
+  for pid in "$WRK_PID" "$WATCH_PID" "$PGBENCH_PID" "$FWATCH_PID"; do
     if [[ -n "$pid" ]]; then kill -TERM "$pid" 2>/dev/null || true; fi
   done
+  stop_flood
   # The writers first, awaited: no INSERT may commit after the DELETE below.
   for pid in "$DRIVER_PID" "$INSERT_PID"; do
     if [[ -n "$pid" ]]; then stop_process "$pid"; fi
@@ -207,7 +313,9 @@ cleanup() {
   fi
   stop_peer
   stop_server
+  stop_proxy
   stop_redis
+  stop_private_pg
   if ((rc != 0)); then
     log "exited with status $rc; partial results stay in $OUT"
   fi
@@ -1014,21 +1122,33 @@ scenario_staleness() {
     "notes=two instances, same database and cache prefix; each change is one INSERT (created_at = now()) on a kept-open psql session; a sample runs from psql's answer (committed) to the first response carrying the new sales_count, polling every 5 ms; the query has no date_range, so a fresh answer is a full-table statement (see fresh_miss_query_time_p50_ms)."
 }
 
-scenario_redis_down() {
+# start_private_redis NAME [PORT]: a redis-server of the scenario's own on
+# 127.0.0.1:PORT (default: a free port), no persistence, in the foreground as
+# our child (REDIS_PID; stop_redis stops it); waits for PING (at most 5 s).
+# Sets REDIS_PORT. Its output is appended to $RUN_DIR/NAME-redis.log.
+start_private_redis() {
+  local name="$1" port="${2:-}"
   need redis-server "apt-get install -y redis-server"
-  local rport
-  rport="$(py free-port)"
-  redis-server --port "$rport" --bind 127.0.0.1 --save "" --appendonly no --daemonize no \
-    >"$RUN_DIR/redis-down-redis.log" 2>&1 &
+  need redis-cli "apt-get install -y redis-tools"
+  [[ -z "$REDIS_PID" ]] || die "internal: a private redis-server is already running ($REDIS_PID)"
+  [[ -n "$port" ]] || port="$(py free-port)"
+  redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --daemonize no \
+    >>"$RUN_DIR/$name-redis.log" 2>&1 &
   REDIS_PID=$!
+  REDIS_PORT="$port"
   local i
   for ((i = 0; i < 50; i++)); do
-    redis-cli -p "$rport" ping >/dev/null 2>&1 && break
-    kill -0 "$REDIS_PID" 2>/dev/null || die "private redis-server exited (see $RUN_DIR/redis-down-redis.log)"
+    redis-cli -p "$port" ping >/dev/null 2>&1 && break
+    kill -0 "$REDIS_PID" 2>/dev/null || die "private redis-server exited (see $RUN_DIR/$name-redis.log)"
     sleep 0.1
   done
-  redis-cli -p "$rport" ping >/dev/null 2>&1 || die "private redis-server on :$rport did not answer PING in 5 s"
-  log "private redis-server on :$rport (pid $REDIS_PID)"
+  redis-cli -p "$port" ping >/dev/null 2>&1 || die "private redis-server on :$port did not answer PING in 5 s"
+  log "private redis-server on :$port (pid $REDIS_PID)"
+}
+
+scenario_redis_down() {
+  start_private_redis redis-down
+  local rport="$REDIS_PORT"
 
   start_server redis-down "REDIS_URL=redis://127.0.0.1:$rport"
   admin_stats "$RUN_DIR/redis-down-stats-up.json"
@@ -1083,6 +1203,277 @@ scenario_redis_benchmark() {
   py redis-benchmark "$RUN_DIR/redis-benchmark.txt" >"$RUN_DIR/redis-benchmark.json"
   record redis-benchmark --merge "$RUN_DIR/redis-benchmark.json" connections=50 --watch "$RUN_DIR/watch-redis-benchmark.json" \
     "notes=redis-benchmark defaults: 50 clients, no pipelining, 3-byte values."
+}
+
+# ------------------------------------------------------------------ faults
+
+# start_proxy NAME TARGET_PORT DELAY_MS: bench.py delay-proxy on a free port in
+# front of 127.0.0.1:TARGET_PORT, delay off until SIGUSR1 (PROXY_PID, PROXY_PORT;
+# its counters go to PROXY_OUT when stopped); waits until it listens (10 s).
+# It also exits by itself when this script's shell is gone.
+PROXY_PORT=""
+start_proxy() {
+  local name="$1" target="$2" delay="$3"
+  [[ -z "$PROXY_PID" ]] || die "internal: a delay proxy is already running ($PROXY_PID)"
+  PROXY_PORT="$(py free-port)"
+  PROXY_OUT="$RUN_DIR/faults-$name-proxy.json"
+  rm -f "$PROXY_OUT" "$PROXY_OUT.ready"
+  python3 "$BENCH_DIR/bench.py" delay-proxy "$PROXY_PORT" "$target" "$delay" "$PROXY_OUT" \
+    2>"$RUN_DIR/faults-$name-proxy.log" &
+  PROXY_PID=$!
+  local i
+  for ((i = 0; i < 100; i++)); do
+    if [[ -e "$PROXY_OUT.ready" ]]; then
+      log "delay proxy :$PROXY_PORT -> :$target (pid $PROXY_PID, ${delay} ms per direction when on)"
+      return 0
+    fi
+    kill -0 "$PROXY_PID" 2>/dev/null || die "the delay proxy exited (see $RUN_DIR/faults-$name-proxy.log)"
+    sleep 0.1
+  done
+  die "the delay proxy did not listen within 10 s"
+}
+
+# start_flood: bench.py flood against the server, FAULT_FLOOD_CONNECTIONS
+# connections holding half a request line (FLOOD_PID; fault_phase ends it
+# after the phase's wrk); returns once they are open (at most 40 s).
+start_flood() {
+  [[ -z "$FLOOD_PID" ]] || die "internal: a flood is already running ($FLOOD_PID)"
+  FLOOD_OUT="$RUN_DIR/faults-flood-connections.json"
+  rm -f "$FLOOD_OUT" "$FLOOD_OUT.ready"
+  timeout $((FAULT_PHASE_SECONDS + 120)) python3 "$BENCH_DIR/bench.py" flood 127.0.0.1 "$SERVER_PORT" \
+    "$FAULT_FLOOD_CONNECTIONS" $((FAULT_PHASE_SECONDS + 60)) "$FLOOD_OUT" 2>"$RUN_DIR/faults-flood-connections.log" &
+  FLOOD_PID=$!
+  local i
+  for ((i = 0; i < 400; i++)); do
+    if [[ -e "$FLOOD_OUT.ready" ]]; then
+      log "flood: $FAULT_FLOOD_CONNECTIONS half-sent connections requested, open (pid $FLOOD_PID)"
+      return 0
+    fi
+    kill -0 "$FLOOD_PID" 2>/dev/null || die "the flood exited (see $RUN_DIR/faults-flood-connections.log)"
+    sleep 0.1
+  done
+  die "the flood was not ready within 40 s"
+}
+
+# pg_ctl_priv ARGS...: pg_ctl of the private cluster, as user postgres.
+pg_ctl_priv() {
+  (cd "$PRIV_PG_DIR" && runuser -u postgres -- "$PG_BIN_DIR/pg_ctl" -D "$PRIV_PG_DIR/data" "$@") \
+    >>"$RUN_DIR/faults-pg_ctl.log" 2>&1
+}
+
+# priv_pg_start: starts the private cluster (listening on 127.0.0.1:PRIV_PG_PORT,
+# its socket in its temp dir; fsync off: a throwaway cluster), waits (60 s).
+priv_pg_start() {
+  pg_ctl_priv -w -t 60 -l "$PRIV_PG_DIR/postgres.log" \
+    -o "-p $PRIV_PG_PORT -c listen_addresses=127.0.0.1 -k $PRIV_PG_DIR -c fsync=off -c synchronous_commit=off -c full_page_writes=off" \
+    start || die "the private PostgreSQL did not start (see $RUN_DIR/faults-pg_ctl.log, $PRIV_PG_DIR/postgres.log)"
+  log "private PostgreSQL up on :$PRIV_PG_PORT (pid $(priv_pg_pid))"
+}
+
+priv_pg_url() { printf 'postgres://postgres@127.0.0.1:%s/%s' "$1" "$PRIV_PG_DB"; }
+
+# ensure_private_pg: once per run, the private cluster of the PostgreSQL
+# faults: initdb as postgres in a temp dir (trust auth), started on a free
+# port, database PRIV_PG_DB migrated and seeded with FAULT_PG_SALES sales (the
+# bench's seed and anchor, so the mix's queries find data). stop_private_pg
+# (also on exit) stops it by PID and removes the temp dir.
+ensure_private_pg() {
+  [[ -z "$PRIV_PG_DIR" ]] || return 0
+  [[ -x "$PG_BIN_DIR/initdb" && -x "$PG_BIN_DIR/pg_ctl" ]] || die "initdb/pg_ctl not found in $PG_BIN_DIR"
+  need runuser "install util-linux"
+  PRIV_PG_DIR="$(mktemp -d /tmp/bench-faults-pg.XXXXXX)"
+  chown postgres:postgres "$PRIV_PG_DIR"
+  PRIV_PG_PORT="$(py free-port)"
+  log "private PostgreSQL cluster in $PRIV_PG_DIR: initdb"
+  (cd "$PRIV_PG_DIR" && runuser -u postgres -- "$PG_BIN_DIR/initdb" -D "$PRIV_PG_DIR/data" -U postgres -A trust \
+    -E UTF8 --locale=C --no-sync) >"$RUN_DIR/faults-initdb.log" 2>&1 ||
+    die "initdb failed (see $RUN_DIR/faults-initdb.log)"
+  priv_pg_start
+  psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PRIV_PG_PORT" -U postgres -d postgres \
+    -c "CREATE DATABASE $PRIV_PG_DB" >/dev/null
+  local started=$SECONDS url
+  url="$(priv_pg_url "$PRIV_PG_PORT")"
+  local -a envs
+  mapfile -t envs < <(server_env)
+  envs+=("DATABASE_URL=$url")
+  log "seeding the private cluster with $FAULT_PG_SALES sales"
+  (cd "$ROOT" && env -i "${envs[@]}" RUST_LOG=info timeout 900 "$BIN" --config-dir "$CONFIG_DIR" migrate) \
+    >"$RUN_DIR/faults-migrate.log" 2>&1 || die "migrate failed (see $RUN_DIR/faults-migrate.log)"
+  (cd "$ROOT" && env -i "${envs[@]}" RUST_LOG=info timeout 900 \
+    "$BIN" --config-dir "$CONFIG_DIR" seed --sales "$FAULT_PG_SALES" --seed "$SEED" --anchor "$ANCHOR") \
+    >"$RUN_DIR/faults-seed.log" 2>&1 || die "seed failed (see $RUN_DIR/faults-seed.log)"
+  psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PRIV_PG_PORT" -U postgres -d "$PRIV_PG_DB" \
+    -c 'VACUUM (ANALYZE) sales' >/dev/null
+  log "private cluster seeded in $((SECONDS - started)) s"
+}
+
+# fault_server FAULT [VAR=value ...]: the fault's server (start_server
+# faults-FAULT VARs), one query that must answer 200, then the mix's warm-up.
+FAULT_PREV_SNAP=""
+fault_server() {
+  local fault="$1"
+  shift
+  start_server "faults-$fault" "$@"
+  smoke_query "$RUN_DIR/faults-$fault-first.json"
+  run_wrk "faults-$fault-warmup" "$LUA_DIR/mix.lua" "$FAULT_CONNECTIONS" "$FAULT_WARMUP_SECONDS" /analytics/query 1
+  FAULT_PREV_SNAP=""
+}
+
+# fault_phase FAULT PHASE SEED: the mix for FAULT_PHASE_SECONDS (wrk seed
+# SEED) between two bench.py fault-snapshot calls, with bench.py fault-watch
+# polling /health/live, /health and the RSS meanwhile. A flood in progress
+# (FLOOD_PID) is ended after the final snapshot and its counters added.
+# Writes $RUN_DIR/faults-FAULT-PHASE.json (bench.py fault-phase); its
+# counters run from the previous phase's end, so what the fault did as it was
+# applied counts in this phase.
+fault_phase() {
+  local fault="$1" phase="$2" seed="$3" base="$RUN_DIR/faults-$1-$2"
+  py fault-snapshot "$(base_url)" "$ADMIN_TOKEN_VALUE" "$SERVER_PID" "$SERVER_LOG" >"$base-start.json"
+  timeout $((FAULT_PHASE_SECONDS + 30)) python3 "$BENCH_DIR/bench.py" fault-watch "$(base_url)" "$SERVER_PID" \
+    "$FAULT_PHASE_SECONDS" "$base-watch.json" &
+  FWATCH_PID=$!
+  run_wrk "faults-$fault-$phase" "$LUA_DIR/mix.lua" "$FAULT_CONNECTIONS" "$FAULT_PHASE_SECONDS" /analytics/query "$seed"
+  local out="$RUN_WRK_OUT"
+  wait "$FWATCH_PID" || log "fault watcher failed (ignored)"
+  FWATCH_PID=""
+  py fault-snapshot "$(base_url)" "$ADMIN_TOKEN_VALUE" "$SERVER_PID" "$SERVER_LOG" >"$base-end.json"
+  local -a extra=(--machine "$RUN_DIR/watch-faults-$fault-$phase.json")
+  if [[ -n "$FAULT_PREV_SNAP" ]]; then extra+=(--since "$FAULT_PREV_SNAP"); fi
+  if [[ -n "$FLOOD_PID" ]]; then
+    stop_flood
+    if [[ -s "$FLOOD_OUT" ]]; then extra+=(--flood "$FLOOD_OUT"); else log "the flood left no summary"; fi
+  fi
+  py fault-phase "$out" "$base-start.json" "$base-end.json" "$base-watch.json" "$SERVER_LOG" "${extra[@]}" >"$base.json"
+  FAULT_PREV_SNAP="$base-end.json"
+  log "  $fault $phase: $(py fault-line "$base.json")"
+}
+
+# fault_record FAULT [key=value ...]: stops the fault's server, proxy and
+# redis-server, records fault-FAULT (out/latest/fault-FAULT.json) with its
+# three phases.
+fault_record() {
+  local fault="$1"
+  shift
+  local -a logs extra=()
+  mapfile -t logs < <(log_counts)
+  stop_server
+  stop_proxy
+  if [[ -n "$PROXY_OUT" && -s "$PROXY_OUT" ]]; then extra+=("proxy=$(cat "$PROXY_OUT")"); fi
+  PROXY_OUT=""
+  stop_redis
+  py record "fault-$fault" "fault=$fault" --phase before "$RUN_DIR/faults-$fault-before.json" \
+    --phase during "$RUN_DIR/faults-$fault-during.json" --phase after "$RUN_DIR/faults-$fault-after.json" \
+    "connections=$FAULT_CONNECTIONS" "phase_seconds=$FAULT_PHASE_SECONDS" "warmup_s=$FAULT_WARMUP_SECONDS" \
+    "${logs[@]}" "${extra[@]}" "$@" >/dev/null
+}
+
+shared_db_text() { printf '%s on the shared PostgreSQL (%s sales)' "$BENCH_DB" "$BENCH_SALES"; }
+private_db_text() {
+  printf '%s on a private PostgreSQL 15 cluster (%s sales); APP__FRESHNESS__STALE_IF_ERROR_SECONDS=%s' \
+    "$PRIV_PG_DB" "$FAULT_PG_SALES" "$FAULT_STALE_IF_ERROR_SECONDS"
+}
+
+fault_redis_kill() {
+  start_private_redis faults-redis-kill
+  local port="$REDIS_PORT"
+  fault_server redis-kill "REDIS_URL=redis://127.0.0.1:$port"
+  fault_phase redis-kill before 2
+  log "redis-kill: SIGKILL to the private redis-server (pid $REDIS_PID)"
+  kill -KILL "$REDIS_PID" 2>/dev/null || true
+  wait "$REDIS_PID" 2>/dev/null || true
+  REDIS_PID=""
+  fault_phase redis-kill during 3
+  start_private_redis faults-redis-kill "$port"
+  fault_phase redis-kill after 4
+  fault_record redis-kill "db=$(shared_db_text)" \
+    "what=the private redis-server gets SIGKILL just before *during*; just before *after* a new one starts, empty, on the same port."
+}
+
+fault_redis_freeze() {
+  start_private_redis faults-redis-freeze
+  fault_server redis-freeze "REDIS_URL=redis://127.0.0.1:$REDIS_PORT"
+  fault_phase redis-freeze before 2
+  log "redis-freeze: SIGSTOP to the private redis-server (pid $REDIS_PID)"
+  kill -STOP "$REDIS_PID"
+  fault_phase redis-freeze during 3
+  kill -CONT "$REDIS_PID"
+  fault_phase redis-freeze after 4
+  fault_record redis-freeze "db=$(shared_db_text)" \
+    "what=SIGSTOP to the private redis-server (connections stay open, nothing answers); SIGCONT just before *after*."
+}
+
+fault_redis_slow() {
+  start_private_redis faults-redis-slow
+  start_proxy redis-slow "$REDIS_PORT" "$FAULT_REDIS_DELAY_MS"
+  fault_server redis-slow "REDIS_URL=redis://127.0.0.1:$PROXY_PORT"
+  fault_phase redis-slow before 2
+  log "redis-slow: +$FAULT_REDIS_DELAY_MS ms per direction"
+  kill -USR1 "$PROXY_PID"
+  fault_phase redis-slow during 3
+  kill -USR2 "$PROXY_PID"
+  fault_phase redis-slow after 4
+  fault_record redis-slow "db=$(shared_db_text)" "delay_ms=$FAULT_REDIS_DELAY_MS" \
+    "what=the server reaches its redis-server through bench.py delay-proxy from the start (so *before* includes the proxy); *during* adds $FAULT_REDIS_DELAY_MS ms per direction to every chunk, *after* removes it."
+}
+
+fault_pg_stop() {
+  ensure_private_pg
+  start_private_redis faults-pg-stop
+  fault_server pg-stop "REDIS_URL=redis://127.0.0.1:$REDIS_PORT" "DATABASE_URL=$(priv_pg_url "$PRIV_PG_PORT")" \
+    "APP__FRESHNESS__STALE_IF_ERROR_SECONDS=$FAULT_STALE_IF_ERROR_SECONDS"
+  fault_phase pg-stop before 2
+  log "pg-stop: pg_ctl stop -m fast (private cluster, pid $(priv_pg_pid))"
+  pg_ctl_priv -m fast -w -t 60 stop || die "pg_ctl stop failed (see $RUN_DIR/faults-pg_ctl.log)"
+  fault_phase pg-stop during 3
+  priv_pg_start
+  fault_phase pg-stop after 4
+  fault_record pg-stop "db=$(private_db_text)" "stale_if_error_seconds=$FAULT_STALE_IF_ERROR_SECONDS" \
+    "what=\`pg_ctl stop -m fast\` of the private cluster just before *during*, \`pg_ctl start\` just before *after*."
+}
+
+fault_pg_slow() {
+  ensure_private_pg
+  start_private_redis faults-pg-slow
+  start_proxy pg-slow "$PRIV_PG_PORT" "$FAULT_PG_DELAY_MS"
+  fault_server pg-slow "REDIS_URL=redis://127.0.0.1:$REDIS_PORT" "DATABASE_URL=$(priv_pg_url "$PROXY_PORT")" \
+    "APP__FRESHNESS__STALE_IF_ERROR_SECONDS=$FAULT_STALE_IF_ERROR_SECONDS"
+  fault_phase pg-slow before 2
+  log "pg-slow: +$FAULT_PG_DELAY_MS ms per direction"
+  kill -USR1 "$PROXY_PID"
+  fault_phase pg-slow during 3
+  kill -USR2 "$PROXY_PID"
+  fault_phase pg-slow after 4
+  fault_record pg-slow "db=$(private_db_text)" "stale_if_error_seconds=$FAULT_STALE_IF_ERROR_SECONDS" \
+    "delay_ms=$FAULT_PG_DELAY_MS" \
+    "what=the server reaches the private cluster through bench.py delay-proxy from the start; *during* adds $FAULT_PG_DELAY_MS ms per direction, *after* removes it."
+}
+
+fault_flood() {
+  start_private_redis faults-flood
+  fault_server flood "REDIS_URL=redis://127.0.0.1:$REDIS_PORT"
+  fault_phase flood before 2
+  start_flood
+  fault_phase flood during 3
+  fault_phase flood after 4
+  fault_record flood "db=$(shared_db_text)" "flood_connections=$FAULT_FLOOD_CONNECTIONS" \
+    "what=$FAULT_FLOOD_CONNECTIONS connections that send half a request line (\`GET /analytics/query HT\`) and nothing more, opened before *during* (one the server closes is opened again) and closed after it; the mix runs beside them."
+}
+
+scenario_faults() {
+  local -a faults
+  read -r -a faults <<<"$FAULTS"
+  ((${#faults[@]} > 0)) || die "FAULTS is empty"
+  local f k known
+  for f in "${faults[@]}"; do
+    known=0
+    for k in "${KNOWN_FAULTS[@]}"; do [[ "$f" == "$k" ]] && known=1; done
+    ((known)) || die "unknown fault '$f' in FAULTS (known: ${KNOWN_FAULTS[*]})"
+  done
+  for f in "${faults[@]}"; do
+    log "--- fault $f: the mix ${FAULT_PHASE_SECONDS} s before, during and after"
+    "fault_${f//-/_}"
+  done
+  stop_private_pg
 }
 
 # ------------------------------------------------------------------ main

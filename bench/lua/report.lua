@@ -21,6 +21,16 @@ function M.count(status)
   status_counts[k] = (status_counts[k] or 0) + 1
 end
 
+-- Error kinds: for a status >= 400, "<status> <code>" with the `code` of the
+-- server's error body ({"error": {"code": ...}}), "?" when it has none; done()
+-- adds them as "error_kinds" (only when there were any).
+error_kinds = {}
+function M.count_kind(status, body)
+  local code = body and body:match('"code"%s*:%s*"([^"]+)"') or "?"
+  local k = tostring(status) .. " " .. code
+  error_kinds[k] = (error_kinds[k] or 0) + 1
+end
+
 -- Defines wrk's setup() and response() for scripts that want per-status
 -- counts and a `thread_number` global in each thread (used to seed PRNGs).
 function M.install_status_tracking()
@@ -30,18 +40,23 @@ function M.install_status_tracking()
     thread:set("thread_number", thread_count)
     M.track(thread)
   end
-  response = function(status, _headers, _body)
+  response = function(status, _headers, body)
     M.count(status)
+    if status >= 400 then
+      M.count_kind(status, body)
+    end
   end
 end
 
-local function statuses_json()
+-- ,"FIELD":{...} with the per-thread tables named GLOBAL summed over the
+-- threads; "" without tracked threads, or (optional) when they are all empty.
+local function counts_json(global, field, optional)
   if #M.threads == 0 then
     return ""
   end
   local agg = {}
   for _, t in ipairs(M.threads) do
-    local c = t:get("status_counts")
+    local c = t:get(global)
     if type(c) == "table" then
       for k, v in pairs(c) do
         agg[k] = (agg[k] or 0) + v
@@ -52,8 +67,15 @@ local function statuses_json()
   for k, v in pairs(agg) do
     table.insert(parts, string.format('"%s":%d', k, v))
   end
+  if optional and #parts == 0 then
+    return ""
+  end
   table.sort(parts)
-  return ',"statuses":{' .. table.concat(parts, ",") .. "}"
+  return ',"' .. field .. '":{' .. table.concat(parts, ",") .. "}"
+end
+
+local function statuses_json()
+  return counts_json("status_counts", "statuses", false) .. counts_json("error_kinds", "error_kinds", true)
 end
 
 local function ms(us)
