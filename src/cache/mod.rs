@@ -243,11 +243,19 @@ impl<E: ComputeError> QueryCache<E> {
             .flights
             .run(&key, flight.run(compute), || Err(E::from(ComputePanicked)))
             .await;
-        if let Ok(served) = &mut result {
-            if mode == ReadMode::Refresh || !enabled {
-                served.outcome = Outcome::Bypass;
+        match &mut result {
+            Ok(served) => {
+                if mode == ReadMode::Refresh || !enabled {
+                    served.outcome = Outcome::Bypass;
+                }
+                self.stats.record_lookup(served.outcome, started.elapsed());
             }
-            self.stats.record_lookup(served.outcome, started.elapsed());
+            // A lookup whose computation failed was still a miss: counting
+            // it keeps the hit rate honest during an outage.
+            Err(_) => self.stats.record_lookup(
+                if enabled { Outcome::Miss } else { Outcome::Bypass },
+                started.elapsed(),
+            ),
         }
         result
     }

@@ -71,7 +71,14 @@ impl Guard {
         Arc::new(Self {
             breaker: Breaker::new(
                 settings.breaker_failure_threshold,
-                Duration::from_millis(settings.breaker_window_ms),
+                // A failure to connect takes up to the acquire timeout to
+                // show; the window must hold `threshold` of them even when
+                // they come one after another (a lone dashboard's misses).
+                Duration::from_millis(
+                    settings
+                        .breaker_window_ms
+                        .max(settings.acquire_timeout_ms * u64::from(settings.breaker_failure_threshold)),
+                ),
             ),
             connect,
             probe_interval: Duration::from_millis(settings.breaker_probe_interval_ms.max(10)),
