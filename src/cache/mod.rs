@@ -252,10 +252,9 @@ impl<E: ComputeError> QueryCache<E> {
             }
             // A lookup whose computation failed was still a miss: counting
             // it keeps the hit rate honest during an outage.
-            Err(_) => self.stats.record_lookup(
-                if enabled { Outcome::Miss } else { Outcome::Bypass },
-                started.elapsed(),
-            ),
+            Err(_) => self
+                .stats
+                .record_lookup(if enabled { Outcome::Miss } else { Outcome::Bypass }, started.elapsed()),
         }
         result
     }
