@@ -5,6 +5,7 @@
 //!
 //! - `info`: the INFO fields `/cache/stats` reports
 
+pub mod busy;
 mod info;
 
 use std::future::Future;
@@ -93,6 +94,8 @@ pub struct RedisClient {
     /// When the pool was last replaced (ms since `created`), to rate-limit it.
     pool_refreshed_at_ms: AtomicU64,
     created: Instant,
+    /// Whether our own runtime is starved (timeouts then say nothing of Redis).
+    busy: Arc<busy::Busy>,
 }
 
 impl RedisClient {
@@ -114,11 +117,17 @@ impl RedisClient {
             settings: settings.clone(),
             pool_refreshed_at_ms: AtomicU64::new(0),
             created: Instant::now(),
+            busy: busy::Busy::start(),
         }))
     }
 
     pub fn breaker(&self) -> &Breaker {
         &self.breaker
+    }
+
+    /// The starvation signal (tests mark it to show its effect).
+    pub fn busy(&self) -> &busy::Busy {
+        &self.busy
     }
 
     fn current_pool(&self) -> Pool<RedisConnectionManager> {
@@ -167,12 +176,22 @@ impl RedisClient {
     }
 
     fn on_failure(self: &Arc<Self>, caller: RedisCaller, error: &RedisUnavailable) {
-        let kind = if matches!(error, RedisUnavailable::Timeout) {
-            "timeout"
-        } else {
-            "error"
+        let timeout = matches!(error, RedisUnavailable::Timeout);
+        // A timeout while our own runtime runs late is our CPU, not Redis.
+        let busy = timeout && self.busy.is_busy();
+        let kind = match (timeout, busy) {
+            (true, true) => "timeout_busy",
+            (true, false) => "timeout",
+            (false, _) => "error",
         };
         metrics::counter!("analytics_redis_errors_total", "caller" => caller.as_str(), "kind" => kind).increment(1);
+        if busy {
+            tracing::debug!(
+                caller = caller.as_str(),
+                "redis command timed out while this process was starved of CPU; not counted against redis"
+            );
+            return;
+        }
         if matches!(error, RedisUnavailable::Connection(_)) {
             self.refresh_pool();
         }

@@ -129,7 +129,7 @@ pub const CATALOG: &[Entry] = &[
     (
         Kind::Counter,
         "analytics_redis_errors_total",
-        "Failed Redis commands, by caller (cache, ratelimit, admin) and kind.",
+        "Failed Redis commands, by caller (cache, ratelimit, admin) and kind (timeout, timeout_busy: timed out while this process was starved of CPU, not counted by the breaker; error).",
         NONE,
     ),
     (

@@ -183,3 +183,47 @@ async fn a_slowed_redis_never_fails_a_request_and_is_used_again_once_fast() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// The same slow Redis while this process is starved of CPU (a task that
+/// blocks the runtime's worker 50 ms at a time): its timeouts are our CPU's,
+/// not Redis', so they do not open the breaker; the control above shows the
+/// same timeouts open it when the process is not starved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn timeouts_while_our_own_cpu_is_starved_do_not_open_the_breaker() {
+    let redis = RedisProcess::start().await;
+    let proxy = DelayProxy::start(redis.port, Duration::ZERO).await;
+    let url = proxy.url();
+    let app = spawn_app_with(move |s| {
+        s.redis.url = analytics_api::config::Secret::new(url);
+        s.cache.l1_enabled = false;
+    })
+    .await;
+    assert_eq!(app.query(query(0)).await.status(), 200);
+    let hog = tokio::spawn(async {
+        loop {
+            std::thread::sleep(Duration::from_millis(50));
+            tokio::task::yield_now().await;
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    proxy.set_delay(Duration::from_millis(100));
+    for i in 0..12 {
+        assert_eq!(app.query(query(i)).await.status(), 200, "request {i}");
+    }
+    hog.abort();
+    let stats = app.cache_stats().await;
+    assert_eq!(stats["breaker"], json!("closed"), "starved, not down: {stats}");
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains("kind=\"timeout_busy\""),
+        "the timeouts were seen, as busy"
+    );
+}
