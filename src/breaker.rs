@@ -1,6 +1,9 @@
 //! Circuit breaker around a dependency (Redis, PostgreSQL). It opens when,
 //! within one window, at least `threshold` calls failed and they were at
-//! least half of all calls; then every caller skips the dependency (no
+//! least half of all calls, or when `threshold` calls in a row failed with
+//! no success between (however far apart: a dependency that never answers
+//! is down, even for a lone client whose calls each wait a long timeout);
+//! then every caller skips the dependency (no
 //! per-request timeout tax) until its owner's background probe sees it answer
 //! again. The rate matters as much as the count: a process starved of CPU
 //! sees a few of its many commands time out, which must not read as the
@@ -21,6 +24,8 @@ pub struct Breaker {
     window_started_ms: AtomicU64,
     failures: AtomicU32,
     calls: AtomicU32,
+    /// Failures since the last success.
+    in_a_row: AtomicU32,
     created: Instant,
 }
 
@@ -41,6 +46,7 @@ impl Breaker {
             window_started_ms: AtomicU64::new(0),
             failures: AtomicU32::new(0),
             calls: AtomicU32::new(0),
+            in_a_row: AtomicU32::new(0),
             created: Instant::now(),
         }
     }
@@ -75,6 +81,7 @@ impl Breaker {
     fn record_success_at(&self, now_ms: u64) {
         self.roll(now_ms);
         self.calls.fetch_add(1, Ordering::Relaxed);
+        self.in_a_row.store(0, Ordering::Release);
     }
 
     pub fn record_failure(&self) -> Transition {
@@ -85,10 +92,11 @@ impl Breaker {
         self.roll(now_ms);
         let calls = self.calls.fetch_add(1, Ordering::AcqRel) + 1;
         let failures = self.failures.fetch_add(1, Ordering::AcqRel) + 1;
+        let in_a_row = self.in_a_row.fetch_add(1, Ordering::AcqRel) + 1;
+        let by_rate = failures >= self.threshold && failures.saturating_mul(2) >= calls;
         // compare_exchange makes exactly one caller the one that opened it,
         // so the probe starts once and the warning is logged once.
-        if failures >= self.threshold
-            && failures.saturating_mul(2) >= calls
+        if (by_rate || in_a_row >= self.threshold)
             && self
                 .open
                 .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
@@ -102,6 +110,7 @@ impl Breaker {
     /// Called by the probe when the dependency answers again.
     pub fn close(&self) {
         self.failures.store(0, Ordering::Release);
+        self.in_a_row.store(0, Ordering::Release);
         self.calls.store(0, Ordering::Release);
         self.window_started_ms.store(self.now_ms(), Ordering::Release);
         self.open.store(false, Ordering::Release);
@@ -148,10 +157,11 @@ mod tests {
     }
 
     #[test]
-    fn failures_further_apart_than_the_window_never_open_it() {
+    fn failures_further_apart_than_the_window_with_successes_between_never_open_it() {
         let breaker = Breaker::new(3, Duration::from_secs(10));
         for minute in 0..10 {
             assert_eq!(breaker.record_failure_at(minute * 60_000), Transition::None);
+            breaker.record_success_at(minute * 60_000 + 1);
         }
         assert!(!breaker.is_open());
         assert_eq!(breaker.record_failure_at(600_001), Transition::None);
@@ -161,6 +171,17 @@ mod tests {
             Transition::Opened,
             "three within the window"
         );
+    }
+
+    #[test]
+    fn failures_in_a_row_open_it_however_far_apart() {
+        // A lone client against a database that refuses: each call waits
+        // the pool's 2 s before it fails, more than the window.
+        let breaker = Breaker::new(3, Duration::from_secs(1));
+        breaker.record_success_at(0);
+        assert_eq!(breaker.record_failure_at(2_000), Transition::None);
+        assert_eq!(breaker.record_failure_at(4_000), Transition::None);
+        assert_eq!(breaker.record_failure_at(6_000), Transition::Opened);
     }
 
     #[test]

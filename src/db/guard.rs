@@ -71,14 +71,7 @@ impl Guard {
         Arc::new(Self {
             breaker: Breaker::new(
                 settings.breaker_failure_threshold,
-                // A failure to connect takes up to the acquire timeout to
-                // show; the window must hold `threshold` of them even when
-                // they come one after another (a lone dashboard's misses).
-                Duration::from_millis(
-                    settings
-                        .breaker_window_ms
-                        .max(settings.acquire_timeout_ms * u64::from(settings.breaker_failure_threshold)),
-                ),
+                Duration::from_millis(settings.breaker_window_ms),
             ),
             connect,
             probe_interval: Duration::from_millis(settings.breaker_probe_interval_ms.max(10)),
