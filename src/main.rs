@@ -303,18 +303,19 @@ async fn manage_keys(action: KeysAction, settings: &Settings) -> anyhow::Result<
         KeysAction::List { tenant } => {
             let rows = keys::list(&pool, tenant.as_deref()).await?;
             println!(
-                "{:<6} {:<14} {:<20} {:<25} {:<25} revoked_at",
-                "id", "prefix", "tenant", "created_at", "last_used_at"
+                "{:<6} {:<14} {:<20} {:<20} {:<20} revoked_at",
+                "id", "prefix", "tenant", "created_at (UTC)", "last_used_at"
             );
-            let show =
-                |t: Option<chrono::DateTime<chrono::Utc>>| t.map(|t| t.to_rfc3339()).unwrap_or_else(|| "-".into());
+            // Fixed-width times, so the columns line up.
+            let at = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%d %H:%M:%S").to_string();
+            let show = |t: Option<chrono::DateTime<chrono::Utc>>| t.map(at).unwrap_or_else(|| "-".into());
             for row in rows {
                 println!(
-                    "{:<6} {:<14} {:<20} {:<25} {:<25} {}",
+                    "{:<6} {:<14} {:<20} {:<20} {:<20} {}",
                     row.id,
                     row.key_prefix,
                     row.tenant,
-                    row.created_at.to_rfc3339(),
+                    at(row.created_at),
                     show(row.last_used_at),
                     show(row.revoked_at)
                 );
