@@ -70,7 +70,7 @@ impl Application {
         let model = Arc::new(SemanticModel::load(&settings.model.path)?);
         let tenants = Tenants::from_settings(&settings.auth, &settings.rate_limit, &model)?;
         let pool = db::pool(&settings.database)?;
-        prepare_database(&settings, &pool).await?;
+        prepare_database_when_up(&settings, &pool).await?;
         // Every metric, dimension and join planned against the database: a
         // typo in the model stops the start, naming the field. A database
         // that cannot be asked now does not stop it (queries answer 503 and
@@ -174,6 +174,45 @@ impl Application {
         };
         let app = crate::http::router(self.state);
         crate::http::server::serve(self.listener, app, limits, shutdown).await
+    }
+}
+
+/// Whether a start-up error means "the database is not up yet" (refused,
+/// unreachable, starting up), worth waiting for.
+fn not_up_yet(error: &StartupError) -> bool {
+    let sqlx_error = match error {
+        StartupError::Database(error) => error,
+        StartupError::Migrate(sqlx::migrate::MigrateError::Execute(error)) => error,
+        _ => return false,
+    };
+    match sqlx_error {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::Tls(_) => true,
+        // 57P03 cannot_connect_now: the server is starting up.
+        sqlx::Error::Database(db) => db.code().is_some_and(|c| c == "57P03" || c.starts_with("08")),
+        _ => false,
+    }
+}
+
+/// Prepares the database, waiting (with backoff, at most
+/// `database.startup_wait_seconds`) while it is not up yet: `docker compose
+/// up` on a fresh volume starts the API before PostgreSQL accepts TCP.
+async fn prepare_database_when_up(settings: &Settings, pool: &sqlx::PgPool) -> Result<(), StartupError> {
+    let deadline = Instant::now() + Duration::from_secs(settings.database.startup_wait_seconds);
+    let mut pause = Duration::from_millis(250);
+    loop {
+        match prepare_database(settings, pool).await {
+            Err(error) if not_up_yet(&error) && Instant::now() + pause < deadline => {
+                tracing::warn!(
+                    database = %db::describe(&settings.database),
+                    error = %error,
+                    retry_in_ms = pause.as_millis() as u64,
+                    "the database is not up yet; waiting (database.startup_wait_seconds)"
+                );
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+            other => return other,
+        }
     }
 }
 

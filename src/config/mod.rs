@@ -108,6 +108,9 @@ pub struct DatabaseSettings {
     pub breaker_window_ms: u64,
     /// How often the probe tries the database while the breaker is open.
     pub breaker_probe_interval_ms: u64,
+    /// How long start-up waits for a database that is not up yet (refused,
+    /// starting) before it gives up; 0 fails at once.
+    pub startup_wait_seconds: u64,
 }
 
 impl Default for DatabaseSettings {
@@ -128,6 +131,7 @@ impl Default for DatabaseSettings {
             breaker_failure_threshold: 3,
             breaker_window_ms: 1_000,
             breaker_probe_interval_ms: 250,
+            startup_wait_seconds: 60,
         }
     }
 }

@@ -70,6 +70,20 @@ impl From<sqlx::Error> for DbError {
     }
 }
 
+/// `host:port/database` of the configured database, for messages (never the
+/// password).
+pub fn describe(settings: &DatabaseSettings) -> String {
+    match url::Url::parse(settings.url.expose()) {
+        Ok(url) => format!(
+            "{}:{}{}",
+            url.host_str().unwrap_or("localhost"),
+            url.port().unwrap_or(5432),
+            url.path()
+        ),
+        Err(_) => "an unparseable DATABASE_URL".into(),
+    }
+}
+
 /// Connection options shared by every pool: the statement timeout is set per
 /// connection at connect time, so no query pays an extra round trip for it.
 pub fn connect_options(settings: &DatabaseSettings) -> Result<PgConnectOptions, sqlx::Error> {

@@ -230,3 +230,25 @@ async fn stale_if_error_serves_marked_entries_while_postgres_is_down_and_recover
     })
     .await;
 }
+
+/// `docker compose up` on a fresh volume: the API starts before PostgreSQL
+/// accepts connections. Start-up waits for it (bounded), then serves.
+#[tokio::test]
+async fn start_up_waits_for_a_database_that_is_not_up_yet() {
+    let cluster = seeded_cluster().await;
+    cluster.stop();
+    let url = cluster.url("analytics");
+    let (started, up) = tokio::join!(
+        spawn_app_with(move |s| {
+            s.database.url = analytics_api::config::Secret::new(url);
+            s.database.startup_wait_seconds = 60;
+        }),
+        async {
+            tokio::time::sleep(Duration::from_millis(1_500)).await;
+            cluster.start_again().await;
+        }
+    );
+    let _ = up;
+    let (status, _, _, body) = ask(&started, &uncached()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
