@@ -238,7 +238,7 @@ async fn start_up_waits_for_a_database_that_is_not_up_yet() {
     let cluster = seeded_cluster().await;
     cluster.stop();
     let url = cluster.url("analytics");
-    let (started, up) = tokio::join!(
+    let (started, ()) = tokio::join!(
         spawn_app_with(move |s| {
             s.database.url = analytics_api::config::Secret::new(url);
             s.database.startup_wait_seconds = 60;
@@ -248,7 +248,6 @@ async fn start_up_waits_for_a_database_that_is_not_up_yet() {
             cluster.start_again().await;
         }
     );
-    let _ = up;
     let (status, _, _, body) = ask(&started, &uncached()).await;
     assert_eq!(status, StatusCode::OK, "{body}");
 }
