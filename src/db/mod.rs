@@ -194,9 +194,12 @@ impl Database {
             return Err(DbError::Unavailable("breaker open".into()));
         }
         let started = Instant::now();
+        // No answer within the limit is the database unreachable (waiting
+        // for a connection), not a statement PostgreSQL cancelled: it must
+        // count against the breaker, never for it.
         let outcome = tokio::time::timeout(PING_LIMIT, sqlx::query("SELECT 1").execute(&self.pool))
             .await
-            .map_err(|_| DbError::Timeout)
+            .map_err(|_| DbError::Unavailable(format!("no answer to a ping within {PING_LIMIT:?}")))
             .and_then(|result| result.map_err(DbError::from));
         self.guard.record(&outcome);
         outcome.map(|_| started.elapsed())
