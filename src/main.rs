@@ -118,14 +118,20 @@ async fn main() -> ExitCode {
         }
     };
     let _log_guard = telemetry::init_logging(&settings.log);
+    let json_logs = settings.log.format == analytics_api::config::LogFormat::Json;
     let files: Vec<String> = settings.sources.iter().map(|f| f.display().to_string()).collect();
     tracing::info!(files = ?files, model = %settings.model.path.display(), "settings loaded (then the environment)");
     match run(cli.command.unwrap_or(Command::Serve), settings).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            // `{:#}` prints the whole context chain on one line.
-            tracing::error!("{error:#}");
-            eprintln!("error: {error:#}");
+            // Once: into the JSON log where log shippers read it, else on
+            // stderr for the person at the terminal. `{:#}` prints the whole
+            // context chain on one line.
+            if json_logs {
+                tracing::error!("{error:#}");
+            } else {
+                eprintln!("error: {error:#}");
+            }
             ExitCode::FAILURE
         }
     }

@@ -32,6 +32,10 @@ pub enum StartupError {
     Database(#[from] sqlx::Error),
     #[error("the model does not match the database: {0}")]
     ModelMismatch(#[from] crate::db::model_check::ModelMismatch),
+    #[error(
+        "the database at {at} (DATABASE_URL) did not answer within database.startup_wait_seconds ({waited} s): {cause}"
+    )]
+    DatabaseUnreachable { at: String, waited: u64, cause: String },
     #[error("migrations: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("redis settings: {0}")]
@@ -84,7 +88,9 @@ impl Application {
         }
         // One Redis client for the process: the cache and the rate limiter share it.
         let redis = if settings.redis.enabled {
-            Some(RedisClient::new(&settings.redis)?)
+            let client = RedisClient::new(&settings.redis)?;
+            client.report_at_start();
+            Some(client)
         } else {
             None
         };
@@ -210,6 +216,13 @@ async fn prepare_database_when_up(settings: &Settings, pool: &sqlx::PgPool) -> R
                 );
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_secs(5));
+            }
+            Err(error) if not_up_yet(&error) => {
+                return Err(StartupError::DatabaseUnreachable {
+                    at: db::describe(&settings.database),
+                    waited: settings.database.startup_wait_seconds,
+                    cause: error.to_string(),
+                })
             }
             other => return other,
         }

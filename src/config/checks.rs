@@ -211,8 +211,15 @@ fn ranges(s: &Settings) -> Vec<Range> {
     ]
 }
 
-/// The first setting out of its range, as a message naming the variable.
+/// The first setting out of its range (or a log filter that does not
+/// parse), as a message naming the variable.
 pub fn out_of_range(settings: &Settings) -> Option<String> {
+    if let Err(error) = tracing_subscriber::EnvFilter::try_new(&settings.log.level) {
+        return Some(format!(
+            "RUST_LOG (log.level) `{}` is not a valid filter ({error}); e.g. `info,sqlx=warn`",
+            settings.log.level
+        ));
+    }
     ranges(settings)
         .into_iter()
         .find(|(_, value, least, most)| value < least || value > most)

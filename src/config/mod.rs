@@ -410,10 +410,24 @@ impl Default for LogSettings {
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
+#[serde(try_from = "String")]
 pub enum LogFormat {
     Pretty,
     Json,
+}
+
+impl TryFrom<String> for LogFormat {
+    type Error = String;
+
+    fn try_from(value: String) -> Result<Self, String> {
+        match value.to_ascii_lowercase().as_str() {
+            "pretty" => Ok(Self::Pretty),
+            "json" => Ok(Self::Json),
+            other => Err(format!(
+                "LOG_FORMAT (log.format) must be `pretty` or `json`, not `{other}`"
+            )),
+        }
+    }
 }
 
 /// A string that never shows itself in `Debug` output or logs.

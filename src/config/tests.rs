@@ -130,3 +130,19 @@ fn secrets_do_not_appear_in_debug_output() {
     assert!(!debug.contains("hunter2"));
     assert!(!debug.contains("pw@"));
 }
+
+#[test]
+fn log_settings_that_cannot_work_say_what_would() {
+    let dir = empty_dir();
+    let message = refused(&dir, &[("LOG_FORMAT", "text")]);
+    assert!(
+        message.contains("`pretty` or `json`") && message.contains("text"),
+        "{message}"
+    );
+    let message = refused(&dir, &[("RUST_LOG", "foo=[")]);
+    assert!(
+        message.contains("RUST_LOG") && message.contains("info,sqlx=warn"),
+        "{message}"
+    );
+    assert_eq!(load(&[("LOG_FORMAT", "JSON")]).log.format, LogFormat::Json);
+}

@@ -252,6 +252,35 @@ impl RedisClient {
         Duration::from_millis(self.settings.connect_timeout_ms + self.settings.command_timeout_ms.max(100))
     }
 
+    /// `host:port` of the configured Redis, for messages (never the password).
+    pub fn address(&self) -> String {
+        match url::Url::parse(self.settings.url.expose()) {
+            Ok(url) => format!(
+                "{}:{}",
+                url.host_str().unwrap_or("localhost"),
+                url.port().unwrap_or(6379)
+            ),
+            Err(_) => "an unparseable REDIS_URL".into(),
+        }
+    }
+
+    /// Says once, at start, whether Redis answers, naming where it was
+    /// looked for: an unreachable Redis otherwise shows only when the
+    /// breaker opens on the first requests.
+    pub fn report_at_start(self: &Arc<Self>) {
+        let client = Arc::clone(self);
+        tokio::spawn(async move {
+            match client.ping_fresh().await {
+                Ok(latency) => tracing::info!(redis = %client.address(), ?latency, "redis answers"),
+                Err(error) => tracing::warn!(
+                    redis = %client.address(),
+                    %error,
+                    "redis does not answer (REDIS_URL); serving from L1 and the database until it does"
+                ),
+            }
+        });
+    }
+
     /// PING over a new connection (not the pool), bounded by connect + command timeouts.
     pub async fn ping_fresh(&self) -> Result<Duration, RedisUnavailable> {
         use bb8::ManageConnection;

@@ -400,3 +400,22 @@ async fn a_schema_change_under_a_running_server_names_the_field() {
     // Other metrics still answer.
     assert_eq!(app.query(json!({"metrics": ["revenue"]})).await.status(), 200);
 }
+
+#[tokio::test]
+async fn a_database_that_never_comes_up_is_named_by_address() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let error = crate::helpers::startup_error(|s| {
+        s.database.url =
+            analytics_api::config::Secret::new(format!("postgres://postgres:s3cret@127.0.0.1:{port}/nowhere"));
+        s.database.startup_wait_seconds = 1;
+    })
+    .await;
+    assert!(
+        error.contains(&format!("127.0.0.1:{port}/nowhere")) && error.contains("DATABASE_URL"),
+        "{error}"
+    );
+    assert!(!error.contains("s3cret"), "no password in messages: {error}");
+}
