@@ -49,6 +49,10 @@ enum Command {
         /// Last day of the 3-year window (YYYY-MM-DD); today by default.
         #[arg(long)]
         anchor: Option<chrono::NaiveDate>,
+        /// Seed even while servers are connected to the database (their
+        /// uncached queries then wait on the seed's locks and time out).
+        #[arg(long)]
+        force: bool,
     },
     /// Validate the settings, the semantic model and the tenants, then exit.
     CheckConfig,
@@ -153,9 +157,21 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             tracing::info!("migrations applied");
             Ok(())
         }
-        Command::Seed { sales, seed, anchor } => {
-            let pool = db::pool(&settings.database)?;
+        Command::Seed {
+            sales,
+            seed,
+            anchor,
+            force,
+        } => {
+            let pool = db::cli_pool(&settings.database)?;
             db::migrate(&pool).await?;
+            let serving = db::seed::serving_connections(&pool).await?;
+            if serving > 0 && !force {
+                bail!(
+                    "{serving} server connection(s) are open on this database: seeding replaces every sale under a \
+                     table lock, so their uncached queries would wait and time out. Stop the servers first, or pass --force"
+                );
+            }
             let options = db::seed::SeedOptions {
                 sales,
                 seed,

@@ -102,6 +102,15 @@ pub fn pool(settings: &DatabaseSettings) -> Result<PgPool, sqlx::Error> {
         .connect_lazy_with(connect_options(settings)?))
 }
 
+/// A small pool for a command-line task, named apart from the servers'
+/// connections (`analytics-api-cli`), so it can tell them from its own.
+pub fn cli_pool(settings: &DatabaseSettings) -> Result<PgPool, sqlx::Error> {
+    Ok(PgPoolOptions::new()
+        .max_connections(2)
+        .acquire_timeout(Duration::from_millis(settings.acquire_timeout_ms))
+        .connect_lazy_with(connect_options(settings)?.application_name("analytics-api-cli")))
+}
+
 /// Creates the database named in the URL when it does not exist yet.
 pub async fn create_database_if_missing(settings: &DatabaseSettings) -> Result<bool, sqlx::Error> {
     let url = settings.url.expose();

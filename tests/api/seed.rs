@@ -78,3 +78,49 @@ async fn seeded_data_has_the_documented_shape() {
         assert_eq!(violations, 0, "{what}");
     }
 }
+
+/// `seed` replaces every sale under a table lock: while a server is
+/// connected it refuses (with the way out), instead of turning the server's
+/// uncached queries into statement timeouts.
+#[tokio::test]
+async fn seeding_under_a_running_server_is_refused() {
+    let app = crate::helpers::spawn_app().await;
+    // The server holds at least one pooled connection once it has answered.
+    assert_eq!(
+        app.query(serde_json::json!({"metrics": ["revenue"]})).await.status(),
+        200
+    );
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_analytics-api"))
+        .args([
+            "--config-dir",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/config"),
+            "seed",
+            "--sales",
+            "10",
+        ])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DATABASE_URL", app.database_url())
+        .env("RUST_LOG", "error")
+        .output()
+        .await
+        .expect("seed runs");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("server connection(s) are open") && stderr.contains("--force"),
+        "{stderr}"
+    );
+    // Nothing was replaced.
+    assert_eq!(
+        app.query(serde_json::json!({"metrics": ["sales_count"]}))
+            .await
+            .status(),
+        200
+    );
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM sales")
+        .fetch_one(&app.db)
+        .await
+        .expect("count");
+    assert_eq!(count, crate::helpers::TEST_SALES as i64);
+}

@@ -204,6 +204,17 @@ async fn execute(conn: &mut PgConnection, sql: &str) -> Result<u64, sqlx::Error>
     Ok(sqlx::query(sql).persistent(false).execute(conn).await?.rows_affected())
 }
 
+/// Connections of running servers (`application_name = 'analytics-api'`)
+/// on this database (a CLI pool is named `analytics-api-cli`).
+pub async fn serving_connections(pool: &PgPool) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity
+         WHERE datname = current_database() AND application_name = 'analytics-api'",
+    )
+    .fetch_one(pool)
+    .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
