@@ -65,6 +65,8 @@ async fn insert_sale_now(app: &TestApp, channel: i32, amount: f64) {
 async fn a_new_sale_reaches_both_instances_and_their_l1_while_closed_months_stay_cached() {
     let a = spawn_app().await;
     let b = a.spawn_peer(|_| {}).await;
+    a.rollups_settled().await;
+    b.rollups_settled().await;
     let closed = may_2024(json!({}));
     let mut before = 0.0;
     for app in [&a, &b] {
@@ -93,6 +95,7 @@ async fn a_new_sale_reaches_both_instances_and_their_l1_while_closed_months_stay
 #[tokio::test]
 async fn moving_a_sale_between_channels_refreshes_both_and_spares_the_others() {
     let app = spawn_app().await;
+    app.rollups_settled().await;
     let channel = |id: i64| may_2024(json!({"channel_id": id}));
     let mut before = Vec::new();
     for id in [2, 3, 5] {

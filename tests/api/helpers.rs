@@ -180,6 +180,26 @@ pub async fn startup_error(customize: impl FnOnce(&mut Settings)) -> String {
 }
 
 impl TestApp {
+    /// Waits (at most 30 s) until no rollup of this instance is still being
+    /// built: a build that completes mid-test invalidates what changed during
+    /// it by days, not by the tracked values, which would blur tests of
+    /// precise invalidation.
+    pub async fn rollups_settled(&self) {
+        let started = std::time::Instant::now();
+        loop {
+            let stats = self.cache_stats().await;
+            let rollups = stats["rollups"].as_array().cloned().unwrap_or_default();
+            if rollups
+                .iter()
+                .all(|r| matches!(r["state"].as_str(), Some("ready" | "disabled" | "failing")))
+            {
+                return;
+            }
+            assert!(started.elapsed() < Duration::from_secs(30), "rollups still building: {stats}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// A second instance of the server on this test's database and cache
     /// prefix (sharing its Redis), as behind a load balancer.
     pub async fn spawn_peer(&self, customize: impl FnOnce(&mut Settings)) -> TestApp {
