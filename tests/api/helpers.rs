@@ -195,7 +195,10 @@ impl TestApp {
             {
                 return;
             }
-            assert!(started.elapsed() < Duration::from_secs(30), "rollups still building: {stats}");
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "rollups still building: {stats}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
