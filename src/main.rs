@@ -247,6 +247,10 @@ async fn manage_rollups(action: RollupsAction, settings: Settings) -> anyhow::Re
     let model = std::sync::Arc::new(SemanticModel::load(&settings.model.path)?);
     let pool = db::pool(&settings.database)?;
     let (rollups, _) = Rollups::new(model, pool, settings.rollups.clone(), true);
+    rollups
+        .ensure_schema()
+        .await
+        .context("creating the rollup state tables")?;
     match action {
         RollupsAction::Build { names } => {
             for rollup in rollups.select(&names).map_err(anyhow::Error::msg)? {

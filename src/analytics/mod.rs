@@ -282,7 +282,7 @@ impl QueryService {
         let statement = self
             .model
             .sql_for(&compiled, rollup)
-            .ok_or_else(|| DbError::Query(format!("dataset `{}` vanished from the model", compiled.dataset)))?;
+            .ok_or_else(|| vanished(&compiled.dataset))?;
         let options = ReadOptions {
             mode: ReadMode::Normal,
             accept: Accept::default(),
@@ -351,16 +351,19 @@ impl QueryService {
         // The statement is built inside the computation: hits never pay for
         // it, and the rollup is chosen as of the moment the statement runs.
         let compute = move || async move {
-            let vanished = || DbError::Query(format!("dataset `{}` vanished from the model", for_compute.dataset));
             let mut rollup = rollups.route(&for_compute);
-            let sql = model.sql_for(&for_compute, rollup).ok_or_else(vanished)?;
+            let sql = model
+                .sql_for(&for_compute, rollup)
+                .ok_or_else(|| vanished(&for_compute.dataset))?;
             let result = match database.fetch(&for_compute.tenant, sql.builder).await {
                 // A rollup statement PostgreSQL refuses (an expression that
                 // reads a column the rollup lacks) is answered from raw.
                 Err(DbError::Query(error) | DbError::Model(error)) if rollup.is_some() => {
                     tracing::warn!(%error, rollup = rollup.map(|r| r.id.as_str()), "rollup statement failed; answering from the raw table");
                     rollup = None;
-                    let sql = model.sql_for(&for_compute, None).ok_or_else(vanished)?;
+                    let sql = model
+                        .sql_for(&for_compute, None)
+                        .ok_or_else(|| vanished(&for_compute.dataset))?;
                     database.fetch(&for_compute.tenant, sql.builder).await
                 }
                 other => other,
@@ -381,4 +384,10 @@ impl QueryService {
         };
         self.cache.get_or_compute(entry, compute).await
     }
+}
+
+/// A compiled query whose dataset the model no longer has (a bug: the
+/// model is fixed for the life of the process).
+fn vanished(dataset: &str) -> DbError {
+    DbError::Query(format!("dataset `{dataset}` vanished from the model"))
 }

@@ -444,6 +444,20 @@ impl Secret {
     pub fn expose(&self) -> &str {
         &self.0
     }
+
+    /// For a URL: `host:port` and its path, for messages; the credentials
+    /// never leave it.
+    pub fn address(&self, default_port: u16) -> String {
+        match url::Url::parse(&self.0) {
+            Ok(url) => format!(
+                "{}:{}{}",
+                url.host_str().unwrap_or("localhost"),
+                url.port().unwrap_or(default_port),
+                url.path().trim_end_matches('/')
+            ),
+            Err(_) => "an unparseable URL".into(),
+        }
+    }
 }
 
 impl fmt::Debug for Secret {

@@ -73,15 +73,7 @@ impl From<sqlx::Error> for DbError {
 /// `host:port/database` of the configured database, for messages (never the
 /// password).
 pub fn describe(settings: &DatabaseSettings) -> String {
-    match url::Url::parse(settings.url.expose()) {
-        Ok(url) => format!(
-            "{}:{}{}",
-            url.host_str().unwrap_or("localhost"),
-            url.port().unwrap_or(5432),
-            url.path()
-        ),
-        Err(_) => "an unparseable DATABASE_URL".into(),
-    }
+    settings.url.address(5432)
 }
 
 /// Connection options shared by every pool: the statement timeout is set per

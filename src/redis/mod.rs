@@ -254,14 +254,7 @@ impl RedisClient {
 
     /// `host:port` of the configured Redis, for messages (never the password).
     pub fn address(&self) -> String {
-        match url::Url::parse(self.settings.url.expose()) {
-            Ok(url) => format!(
-                "{}:{}",
-                url.host_str().unwrap_or("localhost"),
-                url.port().unwrap_or(6379)
-            ),
-            Err(_) => "an unparseable REDIS_URL".into(),
-        }
+        self.settings.url.address(6379)
     }
 
     /// Says once, at start, whether Redis answers, naming where it was

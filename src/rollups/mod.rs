@@ -294,7 +294,6 @@ impl Rollups {
         progress: &(dyn Fn(usize, usize) + Send + Sync),
     ) -> Result<Built, sqlx::Error> {
         let def = &self.model.datasets[&rollup.dataset].def;
-        store::ensure_schema(&self.pool).await?;
         let started = std::time::Instant::now();
         let built = store::build(&self.pool, def, rollup, self.settings.build_timeout_seconds, progress).await?;
         if let Built::Done { .. } = built {
@@ -465,15 +464,19 @@ impl Rollups {
             .collect()
     }
 
+    /// Creates the state table and the change log if missing: `serve` does
+    /// it once when it starts; a command-line task before its work.
+    pub async fn ensure_schema(&self) -> Result<(), sqlx::Error> {
+        store::ensure_schema(&self.pool).await
+    }
+
     /// Measures `rollup` now (for `rollups status`).
     pub async fn measure(&self, rollup: &Rollup) -> Result<Measured, sqlx::Error> {
-        store::ensure_schema(&self.pool).await?;
         store::measure(&self.pool, rollup).await
     }
 
     /// Drops `rollup`'s table and state (`rollups drop`).
     pub async fn drop_rollup(&self, rollup: &Rollup) -> Result<(), sqlx::Error> {
-        store::ensure_schema(&self.pool).await?;
         store::drop(&self.pool, rollup).await
     }
 }

@@ -3,6 +3,7 @@
 use serde_json::{json, Value};
 
 use crate::helpers::spawn_app;
+use crate::helpers::SendJson;
 
 async fn error_of(response: reqwest::Response) -> (u16, Value) {
     let status = response.status().as_u16();
@@ -381,15 +382,7 @@ async fn a_schema_change_under_a_running_server_names_the_field() {
         !message.contains("total_discount_renamed"),
         "no schema details to clients: {message}"
     );
-    let health: Value = app
-        .client
-        .get(app.url("/health"))
-        .send()
-        .await
-        .expect("health")
-        .json()
-        .await
-        .expect("json");
+    let health: Value = app.client.get(app.url("/health")).json_body().await;
     assert_eq!(health["status"], "degraded", "{health}");
     assert!(
         health["model"]

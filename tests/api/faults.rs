@@ -213,15 +213,7 @@ async fn timeouts_while_our_own_cpu_is_starved_do_not_open_the_breaker() {
     hog.abort();
     let stats = app.cache_stats().await;
     assert_eq!(stats["breaker"], json!("closed"), "starved, not down: {stats}");
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = app.metrics_text().await;
     assert!(
         metrics.contains("kind=\"timeout_busy\""),
         "the timeouts were seen, as busy"

@@ -322,13 +322,6 @@ async fn api_invalidation_reaches_every_instance_and_a_tenant_only_its_own() {
 }
 
 async fn x_cache_as(app: &TestApp, key: &str, query: &Value) -> String {
-    let response = app
-        .client
-        .post(app.url("/analytics/query"))
-        .bearer_auth(key)
-        .json(query)
-        .send()
-        .await
-        .expect("query");
+    let response = app.query_as(key, query).await;
     response.headers()["x-cache"].to_str().expect("x-cache").to_owned()
 }

@@ -180,6 +180,29 @@ pub async fn startup_error(customize: impl FnOnce(&mut Settings)) -> String {
 }
 
 impl TestApp {
+    /// POSTs a query as the holder of `key`.
+    pub async fn query_as(&self, key: &str, body: &Value) -> reqwest::Response {
+        self.client
+            .post(self.url("/analytics/query"))
+            .bearer_auth(key)
+            .json(body)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// The Prometheus text of `/metrics`.
+    pub async fn metrics_text(&self) -> String {
+        self.client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text")
+    }
+
     /// Waits (at most 30 s) until no rollup of this instance is still being
     /// built: a build that completes mid-test invalidates what changed during
     /// it by days, not by the tracked values, which would blur tests of

@@ -158,16 +158,7 @@ fn sample_sum(text: &str, name: &str, labels: &[&str]) -> f64 {
 #[tokio::test]
 async fn metrics_move_under_a_short_load() {
     let app = spawn_app().await;
-    let scrape = || async {
-        app.client
-            .get(app.url("/metrics"))
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("text")
-    };
+    let scrape = || async { app.metrics_text().await };
     let before = scrape().await;
     let query = json!({"metrics": ["revenue", "sales_count"], "dimensions": ["month"]});
     for _ in 0..20 {

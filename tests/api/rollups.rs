@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use analytics_api::config::Settings;
 use serde_json::{json, Value};
 
-use crate::helpers::{spawn_app_with, TestApp};
+use crate::helpers::{spawn_app_with, SendJson, TestApp};
 use crate::tenancy::{tenant, two_tenants, KEY_A, KEY_B};
 
 const KEY_ALL: &str = "ak_tenant_all_test_key_22222222222222222222";
@@ -41,14 +41,7 @@ async fn rollups_ready(app: &TestApp) -> Value {
 /// POSTs `query` as `key`; returns the `data` array exactly as sent (text)
 /// and `metadata.source`.
 async fn answer(app: &TestApp, key: &str, query: &Value) -> (String, String) {
-    let response = app
-        .client
-        .post(app.url("/analytics/query"))
-        .bearer_auth(key)
-        .json(query)
-        .send()
-        .await
-        .expect("request");
+    let response = app.query_as(key, query).await;
     let status = response.status();
     let text = response.text().await.expect("body");
     assert_eq!(status, 200, "{query}: {text}");
@@ -205,15 +198,7 @@ async fn rollup_answers_equal_raw_answers_to_the_last_decimal() {
         assert!(rollup["refreshed_at"].as_f64().is_some(), "{rollup}");
         assert!(rollup["queries_served"].as_u64().expect("served") > 0, "{rollup}");
     }
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = app.metrics_text().await;
     assert!(
         metrics.contains("analytics_rollup_rows{rollup=\"sales.daily_store\"}"),
         "{metrics}"
@@ -344,15 +329,7 @@ async fn a_rollup_that_cannot_refresh_is_reported_then_rebuilt() {
     .await;
     let started = Instant::now();
     loop {
-        let health: Value = app
-            .client
-            .get(app.url("/health"))
-            .send()
-            .await
-            .expect("health")
-            .json()
-            .await
-            .expect("json");
+        let health: Value = app.client.get(app.url("/health")).json_body().await;
         if health["rollups_failing"] == json!(["sales.daily_channel"]) {
             assert_eq!(health["status"], "degraded", "{health}");
             break;
@@ -388,14 +365,6 @@ async fn a_rollup_that_cannot_refresh_is_reported_then_rebuilt() {
         assert!(started.elapsed() < Duration::from_secs(15), "not rebuilt");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let health: Value = app
-        .client
-        .get(app.url("/health"))
-        .send()
-        .await
-        .expect("health")
-        .json()
-        .await
-        .expect("json");
+    let health: Value = app.client.get(app.url("/health")).json_body().await;
     assert_eq!(health["rollups_failing"], json!([]), "{health}");
 }

@@ -31,18 +31,8 @@ pub fn two_tenants(settings: &mut Settings) {
     ];
 }
 
-async fn query_as(app: &TestApp, key: &str, body: &Value) -> reqwest::Response {
-    app.client
-        .post(app.url("/analytics/query"))
-        .bearer_auth(key)
-        .json(body)
-        .send()
-        .await
-        .expect("request")
-}
-
 pub async fn ok_as(app: &TestApp, key: &str, body: &Value) -> Value {
-    let response = query_as(app, key, body).await;
+    let response = app.query_as(key, body).await;
     assert_eq!(response.status(), 200);
     response.json().await.expect("json")
 }
@@ -133,7 +123,7 @@ async fn missing_wrong_and_revoked_keys_get_401() {
     let app = spawn_app_with(two_tenants).await;
     let query = json!({"metrics": ["revenue"]});
     assert_eq!(app.query(query.clone()).await.status(), 401, "missing key");
-    assert_eq!(query_as(&app, "ak_wrong", &query).await.status(), 401, "wrong key");
+    assert_eq!(app.query_as("ak_wrong", &query).await.status(), 401, "wrong key");
     let x_api_key = app
         .client
         .post(app.url("/analytics/query"))
@@ -146,7 +136,7 @@ async fn missing_wrong_and_revoked_keys_get_401() {
 
     let stored = keys::create(&app.db, "tenant_b").await.expect("create key");
     assert_eq!(
-        query_as(&app, &stored, &query).await.status(),
+        app.query_as(&stored, &query).await.status(),
         200,
         "a key from the api_keys table"
     );
@@ -159,11 +149,11 @@ async fn missing_wrong_and_revoked_keys_get_401() {
             .expect("revoke"),
         1
     );
-    assert_eq!(query_as(&app, &revoked, &query).await.status(), 401, "revoked key");
+    assert_eq!(app.query_as(&revoked, &query).await.status(), 401, "revoked key");
 
     let undeclared = keys::create(&app.db, "nobody").await.expect("create key");
     assert_eq!(
-        query_as(&app, &undeclared, &query).await.status(),
+        app.query_as(&undeclared, &query).await.status(),
         401,
         "a key of an undeclared tenant fails closed"
     );
@@ -324,7 +314,7 @@ async fn the_rate_limit_is_shared_by_instances_and_falls_back_when_redis_dies() 
     let mut statuses = Vec::new();
     for i in 0..8 {
         let app = if i % 2 == 0 { &first } else { &second };
-        let response = query_as(app, KEY_A, &query).await;
+        let response = app.query_as(KEY_A, &query).await;
         if response.status() == 200 {
             assert_eq!(response.headers()["ratelimit-limit"], "6");
         }
@@ -349,7 +339,7 @@ async fn the_rate_limit_is_shared_by_instances_and_falls_back_when_redis_dies() 
     // Without Redis each instance limits locally with the same budget.
     let mut allowed = 0;
     for _ in 0..8 {
-        let response = query_as(&first, KEY_A, &query).await;
+        let response = first.query_as(KEY_A, &query).await;
         assert!(
             response.status() == 200 || response.status() == 429,
             "{}",
