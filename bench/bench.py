@@ -49,6 +49,14 @@ Subcommands (all print to stdout, errors to stderr with a non-zero exit):
                                     per direction, SIGUSR2 removes it (OUT.ready once listening)
   flood HOST PORT N HOLD_S OUT      N connections holding half a request line (reopened when the
                                     server closes one) until SIGTERM or HOLD_S (OUT.ready once open)
+  proc-snapshot OUT NAME=PID[+]... per process (with +: and its children) CPU ticks, per thread
+                                    context switches and ns on a CPU; the machine's /proc/stat (JSON)
+  nginx-window TARGET ROUND WRK BEFORE AFTER [STATS_BEFORE STATS_AFTER [WATCH]]
+                                    one window of the `nginx` scenario: wrk's numbers, CPU and context
+                                    switches per request per process group (JSON line)
+  nginx-line WINDOWS_JSONL GROUP    the last window in one line (for the log)
+  nginx-splice RESULTS_MD           only (re)place RESULTS_MD's "Hot path vs nginx" section
+  nginx-summary WINDOWS_JSONL       per target medians and per-request costs over the rounds, ratios
   record SCENARIO [--wrk FILE] [--stats BEFORE AFTER] [--phase NAME FILE] [key=value ...]
                                     write out/latest/SCENARIO.json (and, with BENCH_SALES,
                                     out/latest-by-sales/SCENARIO@SALES.json), append to the JSONL
@@ -69,6 +77,7 @@ import signal
 import socket
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 import urllib.request
@@ -295,7 +304,8 @@ def typical_sql(log_path: str, body_json: str, model_path: str, out_path: str) -
 
 # ---------------------------------------------------------------- watch
 
-OWN_COMMS = {"postgres", "wrk", "redis-server", "pgbench", "psql", "redis-benchmark", "curl", "timeout"}
+# (nginx: the `nginx` scenario's own nginx, whose workers are not among the PIDs passed)
+OWN_COMMS = {"postgres", "wrk", "redis-server", "pgbench", "psql", "redis-benchmark", "curl", "timeout", "nginx"}
 
 
 def proc_ticks() -> dict[int, tuple[str, int]]:
@@ -1545,6 +1555,317 @@ def flood(host: str, port: int, n: int, hold_s: float, out_path: str) -> None:
         json.dump(s, f)
 
 
+# ---------------------------------------------------------------- nginx (hot path)
+
+# The `nginx` scenario's targets, in the order they run in each round:
+# (target, what, the process group that serves it, the lua script's kind).
+NGINX_TARGETS = (
+    ("server-l1", "the server directly, L1 on (every request an L1 hit)", "server"),
+    ("nginx", "nginx proxy_cache in front of that server (every request an nginx cache hit)", "nginx"),
+    ("server-l1-off", "a second server with `APP__CACHE__L1_ENABLED=false` (every request a Redis GET)", "peer"),
+    ("health", "`GET /health/live` of the L1-on server (the HTTP floor)", "server"),
+)
+
+
+def task_counters(pid: int) -> dict[str, list[int]]:
+    """Per thread of PID: [voluntary, nonvoluntary context switches, ns on a CPU (schedstat)]."""
+    out: dict[str, list[int]] = {}
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tids:
+        vol = nonvol = ns = 0
+        try:
+            with open(f"/proc/{pid}/task/{tid}/status", encoding="utf-8") as f:
+                for line in f:
+                    if line.startswith("voluntary_ctxt_switches:"):
+                        vol = int(line.split()[1])
+                    elif line.startswith("nonvoluntary_ctxt_switches:"):
+                        nonvol = int(line.split()[1])
+            with open(f"/proc/{pid}/task/{tid}/schedstat", encoding="utf-8") as f:
+                ns = int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue
+        out[tid] = [vol, nonvol, ns]
+    return out
+
+
+def proc_stat(pid: int) -> tuple[int, int, int] | None:
+    """(ppid, utime + stime in ticks, starttime) of PID, None when it is gone."""
+    try:
+        raw = open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace").read()
+    except OSError:
+        return None
+    fields = raw[raw.rindex(")") + 2:].split()
+    return int(fields[1]), int(fields[11]) + int(fields[12]), int(fields[19])
+
+
+def proc_snapshot(out_path: str, specs: list[str]) -> None:
+    """NAME=PID (that process) or NAME=PID+ (it and its children, e.g. nginx's
+    master and workers): per process its CPU ticks (utime + stime, all
+    threads, /proc/PID/stat) and per thread its context switches and ns on a
+    CPU; plus the machine's /proc/stat line and the time."""
+    children: dict[int, list[int]] = {}
+    if any(s.endswith("+") for s in specs):
+        for d in os.listdir("/proc"):
+            if d.isdigit():
+                st = proc_stat(int(d))
+                if st:
+                    children.setdefault(st[0], []).append(int(d))
+    groups: dict[str, dict] = {}
+    for spec in specs:
+        name, _, pid_s = spec.partition("=")
+        if not pid_s:
+            continue  # NAME= : a process that is not running
+        with_children = pid_s.endswith("+")
+        pid = int(pid_s.rstrip("+"))
+        pids = [pid] + (sorted(children.get(pid, [])) if with_children else [])
+        procs = {}
+        for p in pids:
+            st = proc_stat(p)
+            if st:
+                procs[str(p)] = {"ticks": st[1], "start": st[2], "tasks": task_counters(p)}
+        groups[name] = procs
+    with open(out_path, "w", encoding="utf-8") as f:
+        json.dump({"t": time.monotonic(), "cpu": cpu_line(), "groups": groups}, f)
+
+
+def group_delta(before: dict, after: dict) -> dict:
+    """CPU seconds (ticks), ns on a CPU (schedstat) and context switches of one
+    process group between two snapshots. A process or thread absent from the
+    first snapshot counts from zero; one gone by the second is lost (none of
+    the measured processes starts or ends threads under a steady load)."""
+    hz = os.sysconf("SC_CLK_TCK")
+    ticks = vol = nonvol = ns = 0
+    for pid, a in after.items():
+        b = before.get(pid)
+        if b is not None and b.get("start") != a.get("start"):
+            b = None  # a recycled PID
+        ticks += a["ticks"] - (b["ticks"] if b else 0)
+        bt = b["tasks"] if b else {}
+        for tid, (v, nv, n) in a["tasks"].items():
+            v0, nv0, n0 = bt.get(tid, (0, 0, 0))
+            vol += v - v0
+            nonvol += nv - nv0
+            ns += n - n0
+    return {"cpu_s": ticks / hz, "sched_s": ns / 1e9, "ctx_vol": vol, "ctx_nonvol": nonvol,
+            "processes": len(after)}
+
+
+def nginx_window(target: str, rnd: int, wrk_path: str, before_path: str, after_path: str,
+                 stats_before: str | None, stats_after: str | None, watch_path: str | None) -> dict:
+    """One measured window of the `nginx` scenario: wrk's numbers and, per
+    process group, CPU and context switches per request."""
+    w = wrk_json(wrk_path)
+    b, a = load_json(before_path), load_json(after_path)
+    n = max(1, int(w["requests"]))
+    out = {"target": target, "round": rnd, "wall_s": round(a["t"] - b["t"], 3)}
+    for k in ("requests", "duration_s", "rps", "p50_ms", "p90_ms", "p99_ms", "max_ms", "non2xx",
+              "connect_errors", "read_errors", "write_errors", "timeouts"):
+        out[k] = w.get(k)
+    groups = {}
+    for name, after in a["groups"].items():
+        d = group_delta(b["groups"].get(name, {}), after)
+        d["cpu_us_per_req"] = round(d["cpu_s"] * 1e6 / n, 2)
+        d["sched_us_per_req"] = round(d["sched_s"] * 1e6 / n, 2)
+        d["ctx_per_req"] = round((d["ctx_vol"] + d["ctx_nonvol"]) / n, 4)
+        d["cpu_s"] = round(d["cpu_s"], 3)
+        d["sched_s"] = round(d["sched_s"], 4)
+        groups[name] = d
+    out["groups"] = groups
+    dc = [y - x for x, y in zip(b["cpu"], a["cpu"])]
+    hz = os.sysconf("SC_CLK_TCK")
+    busy = (sum(dc[:8]) - dc[3] - dc[4]) / hz  # all CPUs, seconds not idle or iowait
+    out["machine_busy_s"] = round(busy, 3)
+    out["machine_us_per_req"] = round(busy * 1e6 / n, 2)
+    out["machine_busy_pct"] = round(100 * busy / max(1e-9, (sum(dc[:8]) / hz)), 1)
+    if stats_before and stats_after and os.path.exists(stats_before) and os.path.exists(stats_after):
+        d = stats_delta(load_json(stats_before), load_json(stats_after))
+        out["cache"] = {k: d[k] for k in ("hits_l1", "hits_redis", "misses", "total_requests", "db_queries")}
+    if watch_path and os.path.exists(watch_path):
+        wj = load_json(watch_path)
+        out["other_cores"] = wj.get("other_cores")
+        out["top_other"] = wj.get("top_other")
+    return out
+
+
+def median(values: list[float]) -> float | None:
+    values = sorted(v for v in values if v is not None)
+    if not values:
+        return None
+    m = len(values) // 2
+    return values[m] if len(values) % 2 else (values[m - 1] + values[m]) / 2
+
+
+def nginx_summary(jsonl_path: str) -> dict:
+    """Per target over its rounds: median rps/p50/p99 (min and max of the
+    rps too), and per process group CPU and context switches per request
+    over all its rounds (sum / sum); then the ratios."""
+    windows = [json.loads(line) for line in open(jsonl_path, encoding="utf-8") if line.strip()]
+    targets: dict[str, dict] = {}
+    for target, _, serving in NGINX_TARGETS:
+        ws = [x for x in windows if x["target"] == target]
+        if not ws:
+            continue
+        n = sum(int(x["requests"]) for x in ws) or 1
+        t = {
+            "rounds": len(ws),
+            "requests": n,
+            "rps": round(median([x["rps"] for x in ws]), 2),
+            "rps_min": min(x["rps"] for x in ws),
+            "rps_max": max(x["rps"] for x in ws),
+            "rps_rounds": [x["rps"] for x in ws],
+            "p50_ms": round(median([x["p50_ms"] for x in ws]), 3),
+            "p99_ms": round(median([x["p99_ms"] for x in ws]), 3),
+            "non2xx": sum(int(x.get("non2xx") or 0) for x in ws),
+            "socket_errors": sum(int(x.get(k) or 0) for x in ws
+                                 for k in ("connect_errors", "read_errors", "write_errors", "timeouts")),
+            "serving": serving,
+            "machine_us_per_req": round(sum(x["machine_busy_s"] for x in ws) * 1e6 / n, 2),
+            "machine_busy_pct": round(median([x.get("machine_busy_pct") for x in ws]), 1),
+        }
+        groups = {}
+        for name in ws[0]["groups"]:
+            cpu = sum(x["groups"][name]["cpu_s"] for x in ws if name in x["groups"])
+            sched = sum(x["groups"][name]["sched_s"] for x in ws if name in x["groups"])
+            ctx = sum(x["groups"][name]["ctx_vol"] + x["groups"][name]["ctx_nonvol"] for x in ws
+                      if name in x["groups"])
+            vol = sum(x["groups"][name]["ctx_vol"] for x in ws if name in x["groups"])
+            groups[name] = {"cpu_s": round(cpu, 3), "cpu_us_per_req": round(cpu * 1e6 / n, 2),
+                            "sched_us_per_req": round(sched * 1e6 / n, 2),
+                            "ctx_per_req": round(ctx / n, 4), "ctx_vol_per_req": round(vol / n, 4)}
+        t["groups"] = groups
+        caches = [x["cache"] for x in ws if x.get("cache")]
+        if caches:
+            t["cache"] = {k: sum(c.get(k) or 0 for c in caches) for k in caches[0]}
+        others = [x.get("other_cores") for x in ws if x.get("other_cores") is not None]
+        if others:
+            t["other_cores_max"] = max(others)
+        targets[target] = t
+
+    def ratio(a, b, digits=3):
+        return round(a / b, digits) if a is not None and b else None
+
+    def serving_cpu(target):
+        t = targets.get(target)
+        return t["groups"].get(t["serving"], {}).get("cpu_us_per_req") if t else None
+
+    def serving_ctx(target):
+        t = targets.get(target)
+        return t["groups"].get(t["serving"], {}).get("ctx_per_req") if t else None
+
+    def rps(target):
+        return targets[target]["rps"] if target in targets else None
+
+    ratios = {
+        "server_over_nginx_rps": ratio(rps("server-l1"), rps("nginx")),
+        "l1_on_over_off_cpu_per_req": ratio(serving_cpu("server-l1"), serving_cpu("server-l1-off")),
+        "server_over_nginx_cpu_per_req": ratio(serving_cpu("server-l1"), serving_cpu("nginx")),
+        "server_over_nginx_ctx_per_req": ratio(serving_ctx("server-l1"), serving_ctx("nginx")),
+        "l1_on_over_off_rps": ratio(rps("server-l1"), rps("server-l1-off")),
+        "l1_over_health_cpu_per_req": ratio(serving_cpu("server-l1"), serving_cpu("health")),
+    }
+    out = {"targets": targets, "ratios": ratios, "ratio": ratios["server_over_nginx_rps"]}
+    busy = [f"{t}: other processes up to {v['other_cores_max']} cores" for t, v in targets.items()
+            if (v.get("other_cores_max") or 0) >= 0.1]
+    if busy:
+        out["machine_busy"] = "; ".join(busy)
+    return out
+
+
+def nginx_section(lines: list[str]) -> None:
+    """'Hot path vs nginx': the latest `nginx` result, one row per target."""
+    path = os.path.join(LATEST, "nginx.json")
+    if not os.path.exists(path):
+        return
+    r = load_json(path)
+    targets = r.get("targets") or {}
+    ratios = r.get("ratios") or {}
+    w = lines.append
+    w("## Hot path vs nginx")
+    w("")
+    intro = (
+        f"`bench/run.sh nginx`: run {r.get('run_id')}, commit {r.get('commit')}, {r.get('timestamp')}. "
+        f"The typical query (`lua/typical.lua`, {fmt(r.get('connections'))} connections, wrk -t2) against one "
+        "L1-on server directly, against nginx's `proxy_cache` in front of that same server process "
+        f"({r.get('nginx_version', 'nginx')}, `worker_processes {r.get('nginx_workers')}`, cache key "
+        "`$request_method$request_uri$request_body$http_authorization`, `proxy_cache_methods POST`, "
+        "`proxy_cache_valid 200 300s`, the server's `Cache-Control: private` ignored, "
+        f"`open_file_cache` {'on' if r.get('nginx_open_file_cache') == 1 else 'off'}; config in the run's "
+        "directory), against a second server with L1 off (a Redis GET per hit) and against `/health/live` "
+        f"of the first: {fmt(r.get('rounds'))} interleaved rounds of the four, {fmt(r.get('round_seconds'))} s "
+        f"each, after {fmt(r.get('warmup_s'))} s of warm-up per target, so drift hits all alike. "
+        "rps, p50 and p99 are medians over the rounds (rps min–max beside it); CPU and context switches per "
+        "request are sums over all rounds / all requests. *CPU* is utime + stime of the serving processes "
+        "(`/proc/<pid>/stat`; nginx: master + workers + cache helpers), *ctx sw* voluntary + nonvoluntary "
+        "context switches summed over their threads (`/proc/<pid>/task/*/status`). *upstream* is the server "
+        "behind nginx during the nginx rounds (≈ 0 when every request is a hit; *lookups* are the cache "
+        "lookups that reached it), *machine* all CPUs' busy time per request (wrk, the watcher, everything)."
+    )
+    lines.extend(textwrap.wrap(intro, width=100, break_long_words=False, break_on_hyphens=False))
+    w("")
+    w("| target | what | rps (min–max) | p50 ms | p99 ms | µs CPU/req | ctx sw/req | upstream µs CPU/req "
+      "| upstream lookups | machine µs/req | non-2xx |")
+    w("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for target, what, serving in NGINX_TARGETS:
+        t = targets.get(target)
+        if not t:
+            w(f"| {target} | {what} | not run | | | | | | | | |")
+            continue
+        g = t["groups"].get(serving, {})
+        up = t["groups"].get("server", {}) if target == "nginx" else {}
+        lookups = (t.get("cache") or {}).get("total_requests") if target == "nginx" else None
+        rng = f"{fmt(t['rps'])} ({fmt(t['rps_min'])}–{fmt(t['rps_max'])})"
+        non2xx = t.get("non2xx", 0) + t.get("socket_errors", 0)
+        w(f"| {target} | {what} | {rng} | {fmt(t['p50_ms'])} | {fmt(t['p99_ms'])} | "
+          f"{fmt(g.get('cpu_us_per_req'), 1)} | {fmt(g.get('ctx_per_req'), 3)} | "
+          f"{fmt(up.get('cpu_us_per_req'), 2) if up else ''} | {fmt(lookups) if lookups is not None else ''} | "
+          f"{fmt(t.get('machine_us_per_req'), 1)} | {fmt(non2xx)} |")
+    w("")
+
+    def x(v, digits=2):
+        return "–" if v is None else f"**{v:.{digits}f}×**"
+
+    w(f"- server (L1 hit) / nginx (cache hit) rps: {x(ratios.get('server_over_nginx_rps'))}; "
+      f"CPU per request: {x(ratios.get('server_over_nginx_cpu_per_req'))}; "
+      f"context switches per request: {x(ratios.get('server_over_nginx_ctx_per_req'))}")
+    w(f"- L1 on / L1 off (Redis GET) CPU per request: {x(ratios.get('l1_on_over_off_cpu_per_req'))}; "
+      f"rps: {x(ratios.get('l1_on_over_off_rps'))}")
+    w(f"- L1 hit / `/health/live` CPU per request: {x(ratios.get('l1_over_health_cpu_per_req'))}")
+    if r.get("machine_busy"):
+        w(f"- Machine shared during the run: {r['machine_busy']}.")
+    if r.get("perf_report"):
+        rep = r["perf_report"]
+        rep = os.path.relpath(rep, ROOT) if rep.startswith(ROOT + os.sep) else rep
+        w(f"- `perf record` of the server during an extra server-l1 window (top symbols by self time): `{rep}`.")
+    w("")
+
+
+def splice_nginx_section(path: str) -> None:
+    """Put the 'Hot path vs nginx' section (from out/latest/nginx.json) into an
+    existing RESULTS.md without re-rendering the rest: replaces the section
+    when present, else inserts it before the first of Rollups / Faults /
+    Notes / Analysis (for a checkout whose out/ lacks the other results)."""
+    section: list[str] = []
+    nginx_section(section)
+    if not section:
+        die("no out/latest/nginx.json to render")
+    text = open(path, encoding="utf-8").read().split("\n")
+    heads = [i for i, line in enumerate(text) if line.startswith("## ")]
+    start = next((i for i in heads if text[i] == "## Hot path vs nginx"), None)
+    if start is not None:
+        end = next((i for i in heads if i > start), len(text))
+    else:
+        start = next((i for i in heads if text[i] in ("## Rollups", "## Faults", "## Notes", "## Analysis")),
+                     len(text))
+        end = start
+    text[start:end] = section
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("\n".join(text))
+    print(f"spliced the nginx section into {path}", file=sys.stderr)
+
+
 # ---------------------------------------------------------------- record
 
 
@@ -1919,6 +2240,7 @@ def render() -> None:
     w("bench/run.sh report                # only re-render this file")
     w("bench/run.sh setup                 # only install wrk, build, seed, generate the mix")
     w("bench/run.sh faults                # rps/p50/p99 before, during, after each fault (~6 min)")
+    w("bench/run.sh nginx                 # the hot path against nginx's proxy_cache, interleaved (~5 min)")
     w("# rollups, one column per sales count in the Rollups section (each count its own database):")
     w("BENCH_SALES=2000000 BENCH_DB=analytics_bench_2m bench/run.sh \\")
     w("  cold cold-channel cold-rollups cold-channel-rollups rollup-refresh")
@@ -1968,6 +2290,7 @@ def render() -> None:
     for target, verdict, numbers in targets(res):
         w(f"| {target} | {verdict} | {numbers} |")
     w("")
+    nginx_section(lines)
     rollups_section(lines)
     faults_section(lines)
     notes = [(n, res[n]["notes"]) for n in SCENARIO_ORDER if n in res and res[n].get("notes")]
@@ -2515,6 +2838,21 @@ def main(argv: list[str]) -> None:
         delay_proxy(int(args[0]), int(args[1]), float(args[2]), args[3])
     elif cmd == "flood":
         flood(args[0], int(args[1]), int(args[2]), float(args[3]), args[4])
+    elif cmd == "proc-snapshot":
+        proc_snapshot(args[0], args[1:])
+    elif cmd == "nginx-window":
+        opt = args[5:] + [None] * (3 - len(args[5:]))
+        print(json.dumps(nginx_window(args[0], int(args[1]), args[2], args[3], args[4], opt[0], opt[1], opt[2])))
+    elif cmd == "nginx-line":
+        # nginx-line WINDOWS_JSONL GROUP: the last window in one line (for the log)
+        w = [json.loads(line) for line in open(args[0], encoding="utf-8") if line.strip()][-1]
+        g = w["groups"].get(args[1], {})
+        print(f"{w['rps']:,.0f} rps, p50 {w['p50_ms']} ms, p99 {w['p99_ms']} ms, "
+              f"{g.get('cpu_us_per_req')} us CPU/req, {g.get('ctx_per_req')} ctx/req ({args[1]})")
+    elif cmd == "nginx-splice":
+        splice_nginx_section(args[0])
+    elif cmd == "nginx-summary":
+        print(json.dumps(nginx_summary(args[0])))
     elif cmd == "commit":
         print(git_commit())
     elif cmd == "record":

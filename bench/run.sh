@@ -5,10 +5,36 @@
 #   bench/run.sh report            only re-render bench/RESULTS.md
 #   bench/run.sh setup             only install/build/seed/generate (no load)
 #
-# Scenarios: uncached uncached-distinct db-floor ceiling hot-l1 hot-redis mix mix-changes cold
-#            cold-channel cold-rollups cold-channel-rollups rollup-refresh stampede staleness
-#            redis-down redis-benchmark faults
+# Scenarios: uncached uncached-distinct db-floor ceiling hot-l1 hot-redis nginx mix mix-changes
+#            cold cold-channel cold-rollups cold-channel-rollups rollup-refresh stampede
+#            staleness redis-down redis-benchmark faults
 #            (bench/README.md describes each)
+#
+# nginx: the hot path against nginx's proxy_cache. Installs nginx with apt-get
+# when missing (nginx-light, else nginx; no system service is used), starts an
+# L1-on server (defaults), a second server with APP__CACHE__L1_ENABLED=false
+# (every hit a Redis GET), and nginx as a process of its own (daemon off,
+# `-p $RUN_DIR/nginx/`, config, pid, logs and cache generated there, on a free
+# port; stopped by its master's PID) in front of the L1-on server:
+# proxy_cache keyed by "$request_method$request_uri$request_body$http_authorization",
+# proxy_cache_methods POST, proxy_cache_valid 200 300s, the server's
+# Cache-Control ignored, the body kept in memory (client_body_buffer_size 64k)
+# so $request_body is set, worker_processes NGINX_WORKERS (nproc: the cores
+# the server's runtime uses). One query through nginx must come back as
+# X-Nginx-Cache: HIT. After a WARMUP_SECONDS warm-up of each target, wrk -t2
+# -c64 with lua/typical.lua (hot-l1's body) runs NGINX_ROUNDS interleaved
+# rounds of BENCH_SECONDS against (a) server-l1: the L1-on server directly,
+# (b) nginx, (c) server-l1-off: the L1-off server, (d) health: /health/live of
+# the L1-on server (the floor), so drift hits all four alike. Around every
+# window bench.py proc-snapshot reads, per process group (server, peer, nginx
+# master + its children), utime+stime (/proc/PID/stat) and the voluntary +
+# nonvoluntary context switches of every thread (/proc/PID/task/*/status):
+# CPU µs and context switches per request, also of the server behind nginx
+# (~0 when every request is an nginx hit); /cache/stats around each window
+# counts the lookups that reached it. RESULTS.md's "Hot path vs nginx" has
+# the medians, the per-request costs and the ratios server/nginx rps and
+# L1-on/L1-off CPU per request. With NGINX_PERF_SECONDS > 0, one more
+# server-l1 window under `perf record -g` (top symbols in the run's directory).
 #
 # Rollups: every server runs with APP__ROLLUPS__ENABLED=false unless its
 # scenario passes APP__ROLLUPS__ENABLED=true, so every scenario but the three
@@ -63,6 +89,10 @@
 #   FAULT_WARMUP_SECONDS=10 warm-up of each fault's server
 #   FAULT_PG_SALES=200000   sales seeded into the private PostgreSQL cluster
 #   FAULT_FLOOD_CONNECTIONS=3000
+#   (nginx) NGINX_ROUNDS=3  interleaved rounds of the four targets, BENCH_SECONDS each
+#   NGINX_WORKERS=$(nproc)  nginx worker_processes
+#   NGINX_OPEN_FILE_CACHE=1 open_file_cache for nginx's cache files (0: off)
+#   NGINX_PERF_SECONDS=0    > 0: perf record the server during one extra server-l1 window
 #
 # faults: for each fault in FAULTS, a server of its own with a private
 # redis-server (free port, --save '' --appendonly no) runs the mix (mix.lua,
@@ -130,7 +160,7 @@ MODEL_FILE="$(cd "$ROOT" && realpath -m "$CONFIG_DIR/model.toml")"
 TYPICAL_BODY='{"metrics":["revenue","average_ticket","sales_count"],"dimensions":["channel"],"date_range":{"start_date":"2026-10-01","end_date":"2026-10-31"}}'
 # (the raw cold baselines before the rollup scenarios: a server with rollups
 # off marks the rollups stale, so in this order one build serves all three)
-ALL_SCENARIOS=(uncached uncached-distinct db-floor ceiling hot-l1 hot-redis mix mix-changes cold cold-channel
+ALL_SCENARIOS=(uncached uncached-distinct db-floor ceiling hot-l1 hot-redis nginx mix mix-changes cold cold-channel
   cold-rollups cold-channel-rollups rollup-refresh stampede staleness redis-down redis-benchmark faults)
 
 # Change scenarios (staleness, mix-changes) insert sales with ids from
@@ -160,6 +190,12 @@ FAULT_CONNECTIONS=64
 FAULT_REDIS_DELAY_MS=100
 FAULT_PG_DELAY_MS=50
 FAULT_STALE_IF_ERROR_SECONDS=600
+# The nginx scenario (see the header).
+NGINX_ROUNDS="${NGINX_ROUNDS:-3}"
+NGINX_WORKERS="${NGINX_WORKERS:-$(nproc)}" # the cores the server's runtime uses (tokio: one worker per CPU)
+NGINX_OPEN_FILE_CACHE="${NGINX_OPEN_FILE_CACHE:-1}"
+NGINX_PERF_SECONDS="${NGINX_PERF_SECONDS:-0}"
+NGINX_CONNECTIONS=64
 PG_BIN_DIR="$(dirname "$PGBENCH")" # initdb, pg_ctl of the same PostgreSQL 15
 
 RUN_ID="$(date -u +%Y%m%dT%H%M%SZ)"
@@ -192,6 +228,9 @@ FWATCH_PID=""    # bench.py fault-watch (faults)
 PRIV_PG_DIR=""   # the private PostgreSQL cluster's temp dir (faults): data/, socket, log
 PRIV_PG_PORT=""
 PRIV_PG_DB=analytics_faults
+NGINX_PID="" # the nginx scenario's nginx master (start_nginx)
+NGINX_PORT=""
+WRK_URL="" # run_wrk's target when not the server (e.g. nginx): scheme://host:port
 
 # ------------------------------------------------------------------ helpers
 
@@ -311,6 +350,7 @@ cleanup() {
   if ((SALES_INSERTED)); then
     delete_inserted_sales || log "could not delete the inserted sales (ids >= $CHANGE_ID_MIN) from $BENCH_DB"
   fi
+  stop_nginx
   stop_peer
   stop_server
   stop_proxy
@@ -553,7 +593,8 @@ rss_mb() {
 }
 
 # run_wrk NAME LUA CONNECTIONS SECONDS PATH [lua args...]: output goes to
-# $RUN_DIR/wrk-NAME.txt, whose path is left in RUN_WRK_OUT. wrk runs as a
+# $RUN_DIR/wrk-NAME.txt, whose path is left in RUN_WRK_OUT. The URL is the
+# server's (base_url) + PATH, or WRK_URL + PATH when WRK_URL is set. wrk runs as a
 # background child and is awaited with `wait`, so INT/TERM interrupt at once
 # and the EXIT trap stops wrk, the watcher and the server.
 RUN_WRK_OUT=""
@@ -563,10 +604,11 @@ run_wrk() {
   local out="$RUN_DIR/wrk-$name.txt"
   local -a extra=()
   if (($# > 0)); then extra=(-- "$@"); fi
-  log "wrk $name: -c$conns -d${secs}s $path ($(basename "$lua"))"
+  local url="${WRK_URL:-$(base_url)}$path"
+  log "wrk $name: -c$conns -d${secs}s $url ($(basename "$lua"))"
   if [[ "$name" != *-warmup ]]; then watch_start "$name" "$secs"; fi
   timeout $((secs + 60)) wrk -t"$WRK_THREADS" -c"$conns" -d"${secs}s" --timeout "$WRK_TIMEOUT" --latency \
-    -s "$lua" "$(base_url)$path" "${extra[@]}" >"$out" 2>&1 &
+    -s "$lua" "$url" "${extra[@]}" >"$out" 2>&1 &
   WRK_PID=$!
   local rc=0
   wait "$WRK_PID" || rc=$?
@@ -1203,6 +1245,270 @@ scenario_redis_benchmark() {
   py redis-benchmark "$RUN_DIR/redis-benchmark.txt" >"$RUN_DIR/redis-benchmark.json"
   record redis-benchmark --merge "$RUN_DIR/redis-benchmark.json" connections=50 --watch "$RUN_DIR/watch-redis-benchmark.json" \
     "notes=redis-benchmark defaults: 50 clients, no pipelining, 3-byte values."
+}
+
+# ------------------------------------------------------------------ nginx (hot path)
+
+# ensure_nginx: installs nginx with apt-get when missing (nginx-light, else
+# nginx). Only the binary is used: the bench never starts, stops or reloads a
+# system service (Debian's policy-rc.d or a missing init keeps the package
+# from starting one; one that does start is left alone and named in the log).
+NGINX_BIN=""
+ensure_nginx() {
+  NGINX_BIN="$(command -v nginx || true)"
+  if [[ -z "$NGINX_BIN" && -x /usr/sbin/nginx ]]; then NGINX_BIN=/usr/sbin/nginx; fi
+  if [[ -z "$NGINX_BIN" ]]; then
+    log "installing nginx (log: $OUT/apt-nginx.log)"
+    { apt-get update -qq && { apt-get install -y -qq nginx-light || apt-get install -y -qq nginx; }; } \
+      >"$OUT/apt-nginx.log" 2>&1 || die "could not install nginx (see $OUT/apt-nginx.log)"
+    NGINX_BIN="$(command -v nginx || echo /usr/sbin/nginx)"
+    [[ -x "$NGINX_BIN" ]] || die "nginx installed but not found (see $OUT/apt-nginx.log)"
+    local others
+    others="$(pgrep -x nginx | tr '\n' ' ' || true)"
+    if [[ -n "$others" ]]; then log "note: the package started nginx processes of its own ($others); left alone"; fi
+  fi
+}
+
+# write_nginx_conf DIR LISTEN_PORT UPSTREAM_PORT: DIR/nginx.conf, every path
+# under DIR (pid, logs, temp files, the cache): proxy_cache keyed by method,
+# URI, body and Authorization; POST cached; 200s kept 300 s. The server's
+# `Cache-Control: private, max-age=N` (and Expires/Set-Cookie/X-Accel-*) is
+# ignored, or nothing would be cached; its `Vary` is honoured. The body is
+# read into memory (client_body_buffer_size = the server's body limit, 64 KB)
+# so $request_body is set. Client keepalive unlimited (nginx closes a client
+# connection after 1,000 requests by default; the server never does), no
+# access log, open_file_cache for the cache files (NGINX_OPEN_FILE_CACHE=0:
+# off), keepalive connections to the upstream.
+write_nginx_conf() {
+  local dir="$1" port="$2" upstream="$3" user_line="" ofc=""
+  if ((EUID == 0)); then user_line="user $(id -un) $(id -gn);"; fi # workers write the cache under DIR
+  if [[ "$NGINX_OPEN_FILE_CACHE" == "1" ]]; then ofc="open_file_cache max=1000 inactive=60s;"; fi
+  mkdir -p "$dir/cache" "$dir/tmp"
+  cat >"$dir/nginx.conf" <<CONF
+# generated by bench/run.sh (scenario nginx); run as
+#   $NGINX_BIN -p $dir/ -c $dir/nginx.conf -e $dir/error.log
+$user_line
+daemon off;
+master_process on;
+worker_processes $NGINX_WORKERS;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+
+events {
+    worker_connections 4096;
+}
+
+http {
+    access_log off;
+    keepalive_requests 1000000000;
+    keepalive_timeout 75s;
+    client_body_temp_path $dir/tmp/client_body;
+    proxy_temp_path $dir/tmp/proxy;
+    fastcgi_temp_path $dir/tmp/fastcgi;
+    uwsgi_temp_path $dir/tmp/uwsgi;
+    scgi_temp_path $dir/tmp/scgi;
+    $ofc
+
+    proxy_cache_path $dir/cache levels=1:2 keys_zone=bench:10m max_size=256m inactive=10m use_temp_path=off;
+
+    upstream analytics_api {
+        server 127.0.0.1:$upstream;
+        keepalive 32;
+    }
+
+    server {
+        listen 127.0.0.1:$port backlog=4096;
+
+        location = /nginx-ready {
+            return 204;
+        }
+
+        location / {
+            client_body_buffer_size 64k;
+            client_max_body_size 64k;
+            proxy_pass http://analytics_api;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_cache bench;
+            proxy_cache_methods POST;
+            proxy_cache_key "\$request_method\$request_uri\$request_body\$http_authorization";
+            proxy_cache_valid 200 300s;
+            proxy_ignore_headers Cache-Control Expires Set-Cookie X-Accel-Expires;
+            proxy_cache_lock on;
+            add_header X-Nginx-Cache \$upstream_cache_status always;
+        }
+    }
+}
+CONF
+}
+
+# start_nginx UPSTREAM_PORT: nginx on a free port in front of 127.0.0.1:UPSTREAM_PORT,
+# as its own foreground process (daemon off) with its prefix, config, pid,
+# logs and cache in $RUN_DIR/nginx (NGINX_PID: the master, NGINX_PORT);
+# `nginx -t` first; waits until it answers (10 s). stop_nginx (also on exit)
+# stops it by that PID.
+NGINX_DIR=""
+start_nginx() {
+  [[ -z "$NGINX_PID" ]] || die "internal: nginx is already running ($NGINX_PID)"
+  NGINX_DIR="$RUN_DIR/nginx"
+  NGINX_PORT="$(py free-port)"
+  write_nginx_conf "$NGINX_DIR" "$NGINX_PORT" "$1"
+  local -a cmd=("$NGINX_BIN" -p "$NGINX_DIR/" -c "$NGINX_DIR/nginx.conf" -e "$NGINX_DIR/error.log")
+  "${cmd[@]}" -t >"$NGINX_DIR/config-test.log" 2>&1 ||
+    die "nginx -t refused $NGINX_DIR/nginx.conf: $(tail -n 5 "$NGINX_DIR/config-test.log")"
+  "${cmd[@]}" >"$NGINX_DIR/stdout.log" 2>&1 &
+  NGINX_PID=$!
+  local i
+  for ((i = 0; i < 100; i++)); do
+    if curl -sf -o /dev/null --max-time 1 "http://127.0.0.1:$NGINX_PORT/nginx-ready"; then
+      log "nginx up on :$NGINX_PORT -> :$1 (master pid $NGINX_PID, $NGINX_WORKERS workers, $NGINX_DIR)"
+      return 0
+    fi
+    kill -0 "$NGINX_PID" 2>/dev/null || die "nginx exited during startup (see $NGINX_DIR/error.log)"
+    sleep 0.1
+  done
+  die "nginx did not answer within 10 s (see $NGINX_DIR/error.log)"
+}
+
+stop_nginx() { # SIGTERM to the master (fast shutdown: it stops its workers and exits)
+  if [[ -n "$NGINX_PID" ]]; then
+    stop_process "$NGINX_PID" 100
+    NGINX_PID=""
+  fi
+}
+
+# nginx_check_hit FILE: the typical query through nginx twice; the second
+# answer must be 200 with X-Nginx-Cache: HIT (else nginx is not caching it).
+nginx_check_hit() {
+  local file="$1" i code cache=""
+  for i in 1 2; do
+    code="$(curl -s -o "$file" -D "$file.headers" -w '%{http_code}' --max-time 30 -X POST \
+      -H 'Content-Type: application/json' --data "$TYPICAL_BODY" \
+      "http://127.0.0.1:$NGINX_PORT/analytics/query")" || code="curl-failed"
+    [[ "$code" == "200" ]] || die "the query through nginx answered $code (see $NGINX_DIR/error.log)"
+    cache="$(tr -d '\r' <"$file.headers" | sed -n 's/^[Xx]-[Nn]ginx-[Cc]ache: *//p')"
+    log "through nginx, request $i: 200, X-Nginx-Cache: ${cache:-none}"
+  done
+  [[ "$cache" == "HIT" ]] || die "nginx does not cache the query (second answer: X-Nginx-Cache ${cache:-none}; see $file.headers)"
+}
+
+# nginx_target TARGET: sets NT_URL, NT_LUA, NT_PATH and NT_STATS (whose
+# /cache/stats to read around the window: the server that answers, or the
+# one behind nginx) for one of the scenario's four targets.
+NT_URL="" NT_LUA="" NT_PATH="" NT_STATS=""
+nginx_target() {
+  NT_LUA="$LUA_DIR/typical.lua" NT_PATH=/analytics/query NT_STATS="$(base_url)"
+  case "$1" in
+    server-l1) NT_URL="$(base_url)" ;;
+    nginx) NT_URL="http://127.0.0.1:$NGINX_PORT" ;;
+    server-l1-off) NT_URL="$(peer_url)" NT_STATS="$(peer_url)" ;;
+    health) NT_URL="$(base_url)" NT_LUA="$LUA_DIR/health.lua" NT_PATH=/health/live ;;
+    *) die "internal: unknown nginx target '$1'" ;;
+  esac
+}
+
+nginx_procs() { # the process groups measured in every window (bench.py proc-snapshot)
+  printf '%s\n' "server=$SERVER_PID" "peer=$PEER_PID" "nginx=${NGINX_PID:+$NGINX_PID+}"
+}
+
+# nginx_window TARGET ROUND: one measured window of BENCH_SECONDS: /cache/stats,
+# a process snapshot, wrk, a snapshot, /cache/stats (the HTTP calls stay out of
+# the CPU window); appends bench.py nginx-window's line to nginx-windows.jsonl.
+nginx_window() {
+  local target="$1" rnd="$2" base="$RUN_DIR/nginx-$1-$2"
+  local -a procs
+  mapfile -t procs < <(nginx_procs)
+  nginx_target "$target"
+  admin_stats "$base-stats-before.json" "$NT_STATS"
+  py proc-snapshot "$base-procs-before.json" "${procs[@]}"
+  WRK_URL="$NT_URL" run_wrk "nginx-$target-$rnd" "$NT_LUA" "$NGINX_CONNECTIONS" "$BENCH_SECONDS" "$NT_PATH"
+  py proc-snapshot "$base-procs-after.json" "${procs[@]}"
+  admin_stats "$base-stats-after.json" "$NT_STATS"
+  py nginx-window "$target" "$rnd" "$RUN_WRK_OUT" "$base-procs-before.json" "$base-procs-after.json" \
+    "$base-stats-before.json" "$base-stats-after.json" "$RUN_DIR/watch-nginx-$target-$rnd.json" \
+    >>"$RUN_DIR/nginx-windows.jsonl"
+  log "  $target round $rnd: $(py nginx-line "$RUN_DIR/nginx-windows.jsonl" "$(nginx_serving "$target")")"
+}
+
+nginx_serving() { # the process group that serves TARGET
+  case "$1" in
+    nginx) echo nginx ;;
+    server-l1-off) echo peer ;;
+    *) echo server ;;
+  esac
+}
+
+# nginx_perf: with NGINX_PERF_SECONDS > 0 and perf available, one extra
+# server-l1 window (not in the table) with `perf record -g` on the server;
+# the top symbols go to $RUN_DIR/nginx-perf-server-l1.txt (NGINX_PERF_REPORT).
+NGINX_PERF_REPORT=""
+nginx_perf() {
+  ((NGINX_PERF_SECONDS > 0)) || return 0
+  if ! command -v perf >/dev/null 2>&1; then
+    log "perf not found; no profile (NGINX_PERF_SECONDS=$NGINX_PERF_SECONDS)"
+    return 0
+  fi
+  local data="$RUN_DIR/nginx-perf-server-l1.data" report="$RUN_DIR/nginx-perf-server-l1.txt" perf_pid rc=0
+  log "perf record -g of the server (pid $SERVER_PID) during one more server-l1 window of ${NGINX_PERF_SECONDS}s"
+  timeout $((NGINX_PERF_SECONDS + 60)) perf record -F 999 -g -p "$SERVER_PID" -o "$data" -- sleep "$NGINX_PERF_SECONDS" \
+    >"$RUN_DIR/nginx-perf-record.log" 2>&1 &
+  perf_pid=$!
+  nginx_target server-l1
+  WRK_URL="$NT_URL" run_wrk nginx-perf-server-l1 "$NT_LUA" "$NGINX_CONNECTIONS" "$NGINX_PERF_SECONDS" "$NT_PATH"
+  wait "$perf_pid" || rc=$?
+  if ((rc != 0)); then
+    log "perf record failed (status $rc; see $RUN_DIR/nginx-perf-record.log)"
+    return 0
+  fi
+  {
+    echo "# perf record -F 999 -g -p <server> during server-l1 (wrk -c$NGINX_CONNECTIONS, ${NGINX_PERF_SECONDS}s)"
+    echo "# self time by symbol (--no-children), then by shared object"
+    perf report -i "$data" --no-children -F overhead,sym -g none --stdio 2>/dev/null |
+      grep -E '^ +[0-9.]+%' | sed 's/ *$//' | head -n 40
+    echo
+    perf report -i "$data" --no-children -F overhead,dso -g none --stdio 2>/dev/null |
+      grep -E '^ +[0-9.]+%' | sed 's/ *$//' | head -n 15
+  } >"$report" || true
+  NGINX_PERF_REPORT="$report"
+  log "perf report: $report"
+}
+
+# nginx: the hot path against nginx's proxy_cache, interleaved (see the header).
+scenario_nginx() {
+  ensure_nginx
+  start_server nginx
+  clear_cache
+  smoke_query "$RUN_DIR/nginx-first.json"
+  start_peer nginx-l1-off APP__CACHE__L1_ENABLED=false
+  start_nginx "$SERVER_PORT"
+  nginx_check_hit "$RUN_DIR/nginx-through-nginx.json"
+  local -a targets=(server-l1 nginx server-l1-off health)
+  local t rnd
+  rm -f "$RUN_DIR/nginx-windows.jsonl"
+  for t in "${targets[@]}"; do
+    nginx_target "$t"
+    WRK_URL="$NT_URL" run_wrk "nginx-$t-warmup" "$NT_LUA" "$NGINX_CONNECTIONS" "$WARMUP_SECONDS" "$NT_PATH"
+  done
+  for ((rnd = 1; rnd <= NGINX_ROUNDS; rnd++)); do
+    log "round $rnd/$NGINX_ROUNDS: ${targets[*]} (${BENCH_SECONDS}s each)"
+    for t in "${targets[@]}"; do nginx_window "$t" "$rnd"; done
+  done
+  nginx_perf
+  py nginx-summary "$RUN_DIR/nginx-windows.jsonl" >"$RUN_DIR/nginx-summary.json"
+  local -a logs peer_logs extra=()
+  mapfile -t logs < <(log_counts)
+  mapfile -t peer_logs < <(log_counts "$PEER_LOG" | sed 's/^/peer_/')
+  if [[ -n "$NGINX_PERF_REPORT" ]]; then extra+=("perf_report=$NGINX_PERF_REPORT"); fi
+  local version
+  version="$("$NGINX_BIN" -v 2>&1 | sed 's/^nginx version: //')"
+  stop_nginx
+  stop_peer
+  stop_server
+  record nginx --merge "$RUN_DIR/nginx-summary.json" "connections=$NGINX_CONNECTIONS" "rounds=$NGINX_ROUNDS" \
+    "round_seconds=$BENCH_SECONDS" "warmup_s=$WARMUP_SECONDS" "nginx_version=$version" \
+    "nginx_workers=$NGINX_WORKERS" "nginx_open_file_cache=$NGINX_OPEN_FILE_CACHE" \
+    "nginx_conf=$NGINX_DIR/nginx.conf" "windows=$RUN_DIR/nginx-windows.jsonl" "${logs[@]}" "${peer_logs[@]}" "${extra[@]}" \
+    "notes=nginx serves its stored copy for proxy_cache_valid (300 s): frozen metadata (age, query_time_ms) and no invalidation when the data changes; the server's own caches are invalidated by change capture."
 }
 
 # ------------------------------------------------------------------ faults
