@@ -8,6 +8,8 @@
 //! - `clock`: wall-clock helpers
 //! - `breaker`: the circuit breaker of a dependency (Redis, PostgreSQL)
 //! - `sync`: poison-tolerant locking
+//! - `tls`: TLS to PostgreSQL and Redis: CA files, the rustls provider, failed
+//!   handshakes in words
 //! - `config`: layered settings (defaults, TOML files, environment)
 //! - `model`: semantic model, validation, canonical form, SQL, TTL policy (pure)
 //! - `telemetry`: logging, error chains in logs, the Prometheus recorder
@@ -44,5 +46,6 @@ pub mod status;
 pub mod sync;
 pub mod telemetry;
 pub mod tenancy;
+pub mod tls;
 
 pub use startup::Application;

@@ -36,10 +36,14 @@ pub enum StartupError {
         "the database at {at} (DATABASE_URL) did not answer within database.startup_wait_seconds ({waited} s): {cause}"
     )]
     DatabaseUnreachable { at: String, waited: u64, cause: String },
+    /// TLS with the database failed in a way waiting does not mend (a
+    /// certificate not trusted): refused at once, naming the server.
+    #[error("the database at {at} (DATABASE_URL): {problem}")]
+    DatabaseTls { at: String, problem: String },
     #[error("migrations: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("redis settings: {0}")]
-    Redis(#[from] redis::RedisError),
+    Redis(#[from] crate::redis::RedisConfigError),
     #[error("cannot listen on {address}: {source}")]
     Bind { address: String, source: std::io::Error },
     #[error("configuration: {0}")]
@@ -183,13 +187,20 @@ impl Application {
     }
 }
 
+/// The database error behind a start-up error, if it is one.
+fn database_error(error: &StartupError) -> Option<&sqlx::Error> {
+    match error {
+        StartupError::Database(error) => Some(error),
+        StartupError::Migrate(sqlx::migrate::MigrateError::Execute(error)) => Some(error),
+        _ => None,
+    }
+}
+
 /// Whether a start-up error means "the database is not up yet" (refused,
 /// unreachable, starting up), worth waiting for.
 fn not_up_yet(error: &StartupError) -> bool {
-    let sqlx_error = match error {
-        StartupError::Database(error) => error,
-        StartupError::Migrate(sqlx::migrate::MigrateError::Execute(error)) => error,
-        _ => return false,
+    let Some(sqlx_error) = database_error(error) else {
+        return false;
     };
     match sqlx_error {
         sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::Tls(_) => true,
@@ -206,7 +217,19 @@ async fn prepare_database_when_up(settings: &Settings, pool: &sqlx::PgPool) -> R
     let deadline = Instant::now() + Duration::from_secs(settings.database.startup_wait_seconds);
     let mut pause = Duration::from_millis(250);
     loop {
-        match prepare_database(settings, pool).await {
+        let outcome = prepare_database(settings, pool).await;
+        if let Some(problem) = outcome
+            .as_ref()
+            .err()
+            .and_then(database_error)
+            .and_then(db::tls_failure)
+        {
+            return Err(StartupError::DatabaseTls {
+                at: db::describe(&settings.database),
+                problem,
+            });
+        }
+        match outcome {
             Err(error) if not_up_yet(&error) && Instant::now() + pause < deadline => {
                 tracing::warn!(
                     database = %db::describe(&settings.database),

@@ -23,7 +23,8 @@ use crate::clock::unix_now;
 use crate::config::{CacheSettings, FreshnessSettings};
 use crate::db::{Database, DbError};
 use crate::model::{
-    CompileContext, CompiledQuery, QueryError, QueryRequest, SemanticModel, StaleWindows, TenantScope, TtlPolicy,
+    split_compare, CompileContext, CompiledQuery, QueryError, QueryRequest, SemanticModel, StaleWindows, TenantScope,
+    TtlPolicy,
 };
 use crate::rollups::Rollups;
 use crate::status::{HotKey, StatusTracker};
@@ -82,6 +83,14 @@ pub struct Answer {
     pub started: Instant,
 }
 
+/// What a request gets: one answer, or with `compare_date_range` one per
+/// range, in the request's order.
+#[derive(Debug)]
+pub enum Reply {
+    One(Answer),
+    Compare(Vec<Answer>),
+}
+
 /// What a query would do, without running it (`POST /analytics/sql`).
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct Plan {
@@ -90,7 +99,7 @@ pub struct Plan {
     /// The statement a miss would run now, with `$n` placeholders.
     pub sql: String,
     /// The values bound to `$1`, `$2`, ... in order.
-    #[schema(value_type = Vec<Object>)]
+    #[schema(value_type = Vec<Value>)]
     pub params: Vec<serde_json::Value>,
     /// `raw` or the rollup that would answer.
     pub source: String,
@@ -208,10 +217,16 @@ impl QueryService {
         tenant: &TenantScope,
         request: &QueryRequest,
         options: ReadOptions,
-    ) -> Result<Answer, AnalyticsError> {
+    ) -> Result<Reply, AnalyticsError> {
         let started = Instant::now();
+        if let Some(parts) = split_compare(request)? {
+            return self.compare(started, tenant, &parts, options).await;
+        }
         let (compiled, key) = self.compile(tenant, request)?;
-        self.answer(started, Arc::new(compiled), Arc::from(key), options).await
+        let answer = self
+            .answer(started, Arc::new(compiled), Arc::from(key), options)
+            .await?;
+        Ok(Reply::One(answer))
     }
 
     /// Answers a JSON request `body` for `tenant`, as [`QueryService::run`]
@@ -222,7 +237,7 @@ impl QueryService {
         tenant: &TenantScope,
         body: &Bytes,
         options: ReadOptions,
-    ) -> Result<Answer, AnalyticsError> {
+    ) -> Result<Reply, AnalyticsError> {
         let started = Instant::now();
         let today = chrono::Utc::now().date_naive();
         let day = today.num_days_from_ce();
@@ -230,6 +245,10 @@ impl QueryService {
             Some(memo) => (Arc::clone(&memo.compiled), Arc::clone(&memo.key)),
             None => {
                 let request = QueryRequest::from_json(body)?;
+                // Comparisons are several queries: not memoized.
+                if let Some(parts) = split_compare(&request)? {
+                    return self.compare(started, tenant, &parts, options).await;
+                }
                 let (compiled, key) = self.compile_on(tenant, &request, today)?;
                 let (compiled, key) = (Arc::new(compiled), Arc::<str>::from(key));
                 self.memo
@@ -237,7 +256,31 @@ impl QueryService {
                 (compiled, key)
             }
         };
-        self.answer(started, compiled, key, options).await
+        let answer = self.answer(started, compiled, key, options).await?;
+        Ok(Reply::One(answer))
+    }
+
+    /// One answer per range of a `compare_date_range` request: every part
+    /// is compiled first (a bad one refuses the request before anything
+    /// runs), then all are served at once, each through its own entry.
+    async fn compare(
+        &self,
+        started: Instant,
+        tenant: &TenantScope,
+        parts: &[QueryRequest],
+        options: ReadOptions,
+    ) -> Result<Reply, AnalyticsError> {
+        let compiled = parts
+            .iter()
+            .map(|part| self.compile(tenant, part))
+            .collect::<Result<Vec<_>, _>>()?;
+        let answers = futures::future::try_join_all(
+            compiled
+                .into_iter()
+                .map(|(compiled, key)| self.answer(started, Arc::new(compiled), Arc::from(key), options)),
+        )
+        .await?;
+        Ok(Reply::Compare(answers))
     }
 
     /// L1, else Redis or the database, for a compiled query; recorded for
@@ -378,6 +421,7 @@ impl QueryService {
             Ok(Fresh {
                 data: result.data.into(),
                 rows: result.rows,
+                total: result.total,
                 elapsed: result.elapsed,
                 source: rollup.map(|r| Arc::from(r.name.as_str())),
             })

@@ -1,13 +1,14 @@
 //! The stored value: the serialized `data` array behind a small binary header,
 //! lz4-compressed above a threshold.
 //!
-//! Layout: `b"AQ3"` | flags u8 (bit 0: lz4) | created_at u64 LE (unix s) |
-//! ttl u32 LE | rows u32 LE | versions u64 LE | source length u8 | source |
-//! payload. The payload is the JSON array exactly as it goes on the wire, so
+//! Layout: `b"AQ3"` | flags u8 (bit 0: lz4, bit 1: total) | created_at u64
+//! LE (unix s) | ttl u32 LE | rows u32 LE | versions u64 LE | source length
+//! u8 | source | total u64 LE (only with bit 1) | payload. The payload is the JSON array exactly as it goes on the wire, so
 //! a hit is spliced into the response unparsed. `versions` is the snapshot
 //! of the version counters the entry was computed under (see
 //! `cache::versions`); `source` the rollup that computed it (empty: the raw
-//! table). Entries of the older layouts still decode: `AQ2` (no source) as
+//! table); `total` the rows before limit/offset of a `"total": true` query.
+//! Entries of the older layouts still decode: `AQ2` (no source) as
 //! computed from the raw table, `AQ1` (no snapshot) as never valid.
 
 use std::sync::Arc;
@@ -22,6 +23,9 @@ const HEADER_LEN_V2: usize = HEADER_LEN_V1 + 8;
 /// Before the source's bytes.
 const HEADER_LEN: usize = HEADER_LEN_V2 + 1;
 const FLAG_LZ4: u8 = 1;
+/// The entry carries a row count before limit/offset. A bit, not a new
+/// magic: every entry without it reads exactly as before.
+const FLAG_TOTAL: u8 = 2;
 
 /// A cached result, decoded (decompressed) and ready to serve.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,6 +33,8 @@ pub struct CachedData {
     /// The JSON array of rows.
     pub data: Bytes,
     pub rows: u64,
+    /// Rows before limit/offset, for a query that asked (`"total": true`).
+    pub total: Option<u64>,
     pub created_at: u64,
     pub ttl_seconds: u64,
     /// Snapshot of the version counters at computation; `None` (an `AQ1`
@@ -81,7 +87,11 @@ pub fn encode(entry: &CachedData, compress_above: usize) -> Vec<u8> {
     };
     let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
     out.extend_from_slice(MAGIC);
-    out.push(if compress { FLAG_LZ4 } else { 0 });
+    let mut flags = if compress { FLAG_LZ4 } else { 0 };
+    if entry.total.is_some() {
+        flags |= FLAG_TOTAL;
+    }
+    out.push(flags);
     out.extend_from_slice(&entry.created_at.to_le_bytes());
     out.extend_from_slice(&u32::try_from(entry.ttl_seconds).unwrap_or(u32::MAX).to_le_bytes());
     out.extend_from_slice(&u32::try_from(entry.rows).unwrap_or(u32::MAX).to_le_bytes());
@@ -91,6 +101,9 @@ pub fn encode(entry: &CachedData, compress_above: usize) -> Vec<u8> {
     let source = &source[..source.len().min(u8::MAX as usize)];
     out.push(source.len() as u8);
     out.extend_from_slice(source);
+    if let Some(total) = entry.total {
+        out.extend_from_slice(&total.to_le_bytes());
+    }
     out.extend_from_slice(&payload);
     out
 }
@@ -120,6 +133,16 @@ pub fn decode(bytes: &[u8], max_uncompressed: usize) -> Result<CachedData, Decod
     let created_at = u64::from_le_bytes(bytes[4..12].try_into().map_err(|_| DecodeError::Truncated)?);
     let ttl = u32::from_le_bytes(bytes[12..16].try_into().map_err(|_| DecodeError::Truncated)?);
     let rows = u32::from_le_bytes(bytes[16..20].try_into().map_err(|_| DecodeError::Truncated)?);
+    let (total, header_len) = if flags & FLAG_TOTAL != 0 && magic_is_current(bytes) {
+        let total = bytes
+            .get(header_len..header_len + 8)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_le_bytes)
+            .ok_or(DecodeError::Truncated)?;
+        (Some(total), header_len + 8)
+    } else {
+        (None, header_len)
+    };
     let payload = &bytes[header_len..];
     let data: Vec<u8> = if flags & FLAG_LZ4 != 0 {
         // Check the claimed size before allocating: a corrupt header must not
@@ -144,12 +167,17 @@ pub fn decode(bytes: &[u8], max_uncompressed: usize) -> Result<CachedData, Decod
     Ok(CachedData {
         data: Bytes::from(data),
         rows: u64::from(rows),
+        total,
         created_at,
         ttl_seconds: u64::from(ttl),
         versions,
         source,
         deps: None,
     })
+}
+
+fn magic_is_current(bytes: &[u8]) -> bool {
+    bytes.get(..3) == Some(MAGIC.as_slice())
 }
 
 #[cfg(test)]
@@ -160,6 +188,7 @@ mod tests {
         CachedData {
             data: Bytes::copy_from_slice(data.as_bytes()),
             rows: 2,
+            total: None,
             created_at: 1_700_000_000,
             ttl_seconds: 300,
             versions: Some(42),
@@ -178,6 +207,21 @@ mod tests {
         v2.remove(HEADER_LEN - 1);
         let decoded = decode(&v2, 1024).expect("decodes");
         assert_eq!((decoded.source, decoded.versions), (None, Some(42)));
+    }
+
+    #[test]
+    fn the_total_round_trips_compressed_or_not() {
+        let mut small = sample("[1,2]");
+        small.total = Some(1_234_567);
+        assert_eq!(decode(&encode(&small, 1024), 1024), Ok(small.clone()));
+        let mut large = sample(&format!("[{}]", "1,".repeat(5000) + "1"));
+        large.total = Some(0);
+        let encoded = encode(&large, 16);
+        assert_eq!(encoded[3], FLAG_LZ4 | FLAG_TOTAL);
+        assert_eq!(decode(&encoded, 1 << 20), Ok(large));
+        let mut cut = encode(&small, 1024);
+        cut.truncate(HEADER_LEN + 4);
+        assert_eq!(decode(&cut, 1024), Err(DecodeError::Truncated));
     }
 
     #[test]

@@ -25,6 +25,8 @@ const LEASE_POLL: Duration = Duration::from_millis(25);
 pub struct Fresh {
     pub data: bytes::Bytes,
     pub rows: u64,
+    /// Rows before limit/offset, when the query asked (`"total": true`).
+    pub total: Option<u64>,
     /// Time the computation spent (the database's time, for the span).
     pub elapsed: Duration,
     /// The rollup that answered; `None`: the raw table.
@@ -264,6 +266,7 @@ impl<E: ComputeError> Flight<E> {
         let entry = Arc::new(CachedData {
             data: fresh.data,
             rows: fresh.rows,
+            total: fresh.total,
             created_at: unix_now(),
             ttl_seconds: self.request.ttl_seconds,
             versions: snapshot,

@@ -93,6 +93,7 @@ mod tests {
         CachedData {
             data: Bytes::from_static(b"[]"),
             rows: 0,
+            total: None,
             created_at: 0,
             ttl_seconds: 60,
             versions: Some(1),

@@ -1,7 +1,8 @@
 //! Every numeric setting's range, checked once after loading with an error
 //! naming the variable to fix: a 0 pool size or a 0 ms request timeout is a
 //! typo, not a configuration, and must not start a server that then panics
-//! or answers every request 504.
+//! or answers every request 504. The TLS files the settings name are read
+//! here too, so that a wrong path stops the start instead of every connection.
 
 use super::Settings;
 
@@ -226,4 +227,39 @@ pub fn out_of_range(settings: &Settings) -> Option<String> {
         .map(|(variable, value, least, most)| {
             format!("{variable} = {value} is out of range: it must be between {least} and {most}")
         })
+}
+
+/// The setting of the Redis CA file, as messages name it.
+pub const REDIS_CA_SETTING: &str = "APP__REDIS__TLS_CA_FILE (redis.tls_ca_file)";
+
+/// The CA files the settings name, when one cannot be used: unreadable, not
+/// PEM certificates, or a Redis CA without a `rediss://` URL.
+pub fn tls_files(settings: &Settings) -> Option<String> {
+    if settings.redis.enabled {
+        if let Err(problem) = settings.redis.ca_pem() {
+            return Some(problem);
+        }
+    }
+    if let Some(path) = postgres_root_cert(settings.database.url.expose()) {
+        if let Err(problem) = crate::tls::read_ca_file("DATABASE_URL sslrootcert", std::path::Path::new(&path)) {
+            return Some(problem);
+        }
+    }
+    None
+}
+
+/// Whether a Redis URL asks for TLS.
+pub fn is_rediss(url: &str) -> bool {
+    url.trim_start().to_ascii_lowercase().starts_with("rediss://")
+}
+
+/// The CA file a PostgreSQL URL names (`sslrootcert`, or sqlx's spellings
+/// `ssl-root-cert` and `ssl-ca`; the last one wins), unless it is inline PEM.
+pub fn postgres_root_cert(url: &str) -> Option<String> {
+    let url = url::Url::parse(url).ok()?;
+    url.query_pairs()
+        .filter(|(key, _)| matches!(key.as_ref(), "sslrootcert" | "ssl-root-cert" | "ssl-ca"))
+        .map(|(_, value)| value.into_owned())
+        .last()
+        .filter(|value| !value.trim_start().starts_with("-----BEGIN"))
 }

@@ -8,6 +8,8 @@ use serde::Deserialize;
 
 mod checks;
 
+pub use checks::{postgres_root_cert, REDIS_CA_SETTING};
+
 /// Every tunable of the server. Each section documents why its fields exist;
 /// `.env.example` lists the environment variable for each.
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -159,6 +161,33 @@ pub struct RedisSettings {
     pub breaker_window_ms: u64,
     /// How often the background probe PINGs Redis while the breaker is open.
     pub breaker_probe_interval_ms: u64,
+    /// PEM file of the CA that signed a `rediss://` server's certificate (a
+    /// managed Redis with a private CA); unset, the Mozilla roots are trusted.
+    /// A relative path is read from the config directory.
+    pub tls_ca_file: Option<PathBuf>,
+}
+
+impl RedisSettings {
+    /// The CA file, if one is set (an empty value counts as unset).
+    pub fn ca_file(&self) -> Option<&Path> {
+        self.tls_ca_file.as_deref().filter(|p| !p.as_os_str().is_empty())
+    }
+
+    /// The CA file's PEM, if one is set; an error names the setting and the
+    /// path (unreadable, no certificate in it) or says the URL is not
+    /// `rediss://`.
+    pub fn ca_pem(&self) -> Result<Option<Vec<u8>>, String> {
+        let Some(path) = self.ca_file() else {
+            return Ok(None);
+        };
+        if !checks::is_rediss(self.url.expose()) {
+            return Err(format!(
+                "{REDIS_CA_SETTING} is set, but REDIS_URL ({}) is not a rediss:// URL: TLS to Redis needs rediss://",
+                self.url.address(6379)
+            ));
+        }
+        crate::tls::read_ca_file(REDIS_CA_SETTING, path).map(Some)
+    }
 }
 
 impl Default for RedisSettings {
@@ -172,6 +201,7 @@ impl Default for RedisSettings {
             breaker_failure_threshold: 3,
             breaker_window_ms: 1_000,
             breaker_probe_interval_ms: 1_000,
+            tls_ca_file: None,
         }
     }
 }
@@ -543,6 +573,12 @@ impl Settings {
         }
         if settings.model.path.is_relative() {
             settings.model.path = config_dir.join(&settings.model.path);
+        }
+        if let Some(ca) = settings.redis.ca_file().filter(|p| p.is_relative()) {
+            settings.redis.tls_ca_file = Some(config_dir.join(ca));
+        }
+        if let Some(problem) = checks::tls_files(&settings) {
+            return Err(config::ConfigError::Message(problem));
         }
         settings.sources = sources;
         Ok(settings)

@@ -146,3 +146,47 @@ fn log_settings_that_cannot_work_say_what_would() {
     );
     assert_eq!(load(&[("LOG_FORMAT", "JSON")]).log.format, LogFormat::Json);
 }
+
+#[test]
+fn tls_ca_files_are_checked_when_the_settings_load() {
+    let dir = empty_dir();
+    // Empty (as in .env.example) is unset.
+    let settings = load(&[("APP__REDIS__TLS_CA_FILE", "")]);
+    assert_eq!(settings.redis.ca_file(), None);
+    let message = refused(
+        &dir,
+        &[
+            ("REDIS_URL", "rediss://:pw@cache.example.com:6380"),
+            ("APP__REDIS__TLS_CA_FILE", "certs/redis-ca.pem"),
+        ],
+    );
+    assert!(
+        message.contains("APP__REDIS__TLS_CA_FILE")
+            && message.contains(&dir.join("certs/redis-ca.pem").display().to_string())
+            && message.contains("cannot read"),
+        "a relative path is the config directory's: {message}"
+    );
+    assert!(!message.contains("pw@"), "{message}");
+    let ca = dir.join("tls-check-ca.pem");
+    std::fs::write(&ca, "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n").expect("write");
+    let ca = ca.display().to_string();
+    let message = refused(&dir, &[("APP__REDIS__TLS_CA_FILE", ca.as_str())]);
+    assert!(message.contains("rediss://"), "a CA needs a rediss:// URL: {message}");
+    // Redis off: its CA file is not looked at.
+    load(&[
+        ("APP__REDIS__TLS_CA_FILE", "missing.pem"),
+        ("APP__REDIS__ENABLED", "false"),
+    ]);
+    let message = refused(
+        &dir,
+        &[(
+            "DATABASE_URL",
+            "postgres://u:pw@db.example.com/app?sslmode=verify-full&sslrootcert=/nonexistent/pg-ca.pem",
+        )],
+    );
+    assert!(
+        message.contains("DATABASE_URL sslrootcert") && message.contains("/nonexistent/pg-ca.pem"),
+        "{message}"
+    );
+    assert!(!message.contains("pw@"), "{message}");
+}

@@ -16,8 +16,7 @@ use std::sync::Arc;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
-use sqlx::migrate::MigrateDatabase;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgSslMode};
 use sqlx::{PgPool, Postgres, QueryBuilder, Row};
 
 use crate::config::DatabaseSettings;
@@ -76,12 +75,47 @@ pub fn describe(settings: &DatabaseSettings) -> String {
     settings.url.address(5432)
 }
 
-/// Connection options shared by every pool: the statement timeout is set per
+/// Connection options shared by every pool and connection (servers, CLI,
+/// LISTEN, migrations, database creation): the statement timeout is set per
 /// connection at connect time, so no query pays an extra round trip for it.
+///
+/// TLS comes from the URL (`sslmode`, `sslrootcert`), as in libpq: the CA
+/// file is read now, so a wrong path stops the start with its name, and a
+/// CA file with `sslmode=require` verifies the chain (`verify-ca`) rather
+/// than being ignored.
 pub fn connect_options(settings: &DatabaseSettings) -> Result<PgConnectOptions, sqlx::Error> {
-    Ok(PgConnectOptions::from_str(settings.url.expose())?
+    crate::tls::install_crypto_provider();
+    let mut options = PgConnectOptions::from_str(settings.url.expose())?
         .application_name("analytics-api")
-        .options([("statement_timeout", format!("{}ms", settings.statement_timeout_ms))]))
+        .options([("statement_timeout", format!("{}ms", settings.statement_timeout_ms))]);
+    if let Some(path) = crate::config::postgres_root_cert(settings.url.expose()) {
+        crate::tls::read_ca_file("DATABASE_URL sslrootcert", std::path::Path::new(&path))
+            .map_err(|problem| sqlx::Error::Configuration(problem.into()))?;
+        if matches!(options.get_ssl_mode(), PgSslMode::Require) {
+            options = options.ssl_mode(PgSslMode::VerifyCa);
+        }
+    }
+    Ok(options)
+}
+
+/// A failed TLS negotiation with the database (a certificate not trusted, a
+/// server without TLS), in words that say what to fix; `None` for any other
+/// error. Such a failure does not go away by waiting.
+pub fn tls_failure(error: &sqlx::Error) -> Option<String> {
+    if let sqlx::Error::Tls(inner) = error {
+        if inner.to_string().contains("does not support TLS") {
+            return Some("the server does not support TLS, but sslmode in DATABASE_URL requires it".into());
+        }
+    }
+    let failure = crate::tls::handshake_failure(error)?;
+    Some(if failure.certificate {
+        format!(
+            "TLS handshake failed: {failure}; sslrootcert in DATABASE_URL must name the CA file that signed it \
+             (public CAs are trusted without it)"
+        )
+    } else {
+        format!("TLS handshake failed: {failure}")
+    })
 }
 
 /// A lazy pool: the server starts (and `/health` reports) even while the
@@ -103,14 +137,37 @@ pub fn cli_pool(settings: &DatabaseSettings) -> Result<PgPool, sqlx::Error> {
         .connect_lazy_with(connect_options(settings)?.application_name("analytics-api-cli")))
 }
 
-/// Creates the database named in the URL when it does not exist yet.
+/// Creates the database named in the URL when it does not exist yet, over
+/// the same connection options (TLS included) as every other connection,
+/// from the maintenance database `createdb` would use.
 pub async fn create_database_if_missing(settings: &DatabaseSettings) -> Result<bool, sqlx::Error> {
-    let url = settings.url.expose();
-    if Postgres::database_exists(url).await? {
-        return Ok(false);
-    }
-    Postgres::create_database(url).await?;
-    Ok(true)
+    use sqlx::{ConnectOptions, Connection};
+    let options = connect_options(settings)?;
+    let name = options.get_database().unwrap_or(options.get_username()).to_owned();
+    let maintenance = if name == "postgres" { "template1" } else { "postgres" };
+    // No statement timeout: CREATE DATABASE copies a template.
+    let mut admin = options
+        .database(maintenance)
+        .options([("statement_timeout", "0")])
+        .connect()
+        .await?;
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+        .bind(&name)
+        .fetch_one(&mut admin)
+        .await?;
+    let created = if exists {
+        false
+    } else {
+        let statement = format!("CREATE DATABASE \"{}\"", name.replace('"', "\"\""));
+        match sqlx::query(&statement).execute(&mut admin).await {
+            Ok(_) => true,
+            // 42P04 duplicate_database: another instance created it meanwhile.
+            Err(sqlx::Error::Database(error)) if error.code().as_deref() == Some("42P04") => false,
+            Err(error) => return Err(error),
+        }
+    };
+    let _ = admin.close().await;
+    Ok(created)
 }
 
 /// Runs pending migrations from `migrations/` (embedded at build time).
@@ -134,6 +191,8 @@ pub struct QueryResult {
     pub rows: u64,
     /// The JSON array of result rows, ready to be spliced into a response.
     pub data: String,
+    /// Rows before limit/offset, when the statement counted them (`total`).
+    pub total: Option<u64>,
     pub elapsed: Duration,
 }
 
@@ -149,11 +208,14 @@ pub async fn fetch(pool: &PgPool, mut sql: QueryBuilder<'static, Postgres>) -> R
     let row = outcome?;
     let rows: i64 = row.try_get("total_rows")?;
     let data: String = row.try_get("data")?;
+    // Only statements of `"total": true` requests have this column.
+    let total = row.try_get::<i64, _>("total").ok().and_then(|t| u64::try_from(t).ok());
     metrics::histogram!("analytics_result_rows").record(rows as f64);
     metrics::histogram!("analytics_result_bytes").record(data.len() as f64);
     Ok(QueryResult {
         rows: u64::try_from(rows).unwrap_or_default(),
         data,
+        total,
         elapsed,
     })
 }

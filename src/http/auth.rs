@@ -110,6 +110,18 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
+/// `?tenant=` as [`Caller`] reads it, for the OpenAPI document of the routes
+/// that take a `Caller`.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct AdminTenantParam {
+    /// With the admin token: run as this configured tenant, in its row scope
+    /// (`default` when absent). Ignored with a tenant key.
+    #[param(pattern = "^[A-Za-z0-9_-]{1,64}$")]
+    pub tenant: Option<String>,
+}
+
 /// The tenant the admin names with `?tenant=` (`default` when absent).
 pub fn configured_tenant(state: &AppState, id: Option<&str>) -> Result<Tenant, ApiError> {
     let id = id.unwrap_or(DEFAULT_TENANT);

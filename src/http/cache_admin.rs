@@ -54,13 +54,23 @@ pub struct TenantCacheStatsResponse {
     pub breaker: &'static str,
 }
 
+/// What `/cache/stats` answers: the admin's view, or a tenant key's (for
+/// the OpenAPI document; the handler renders either struct).
+#[derive(utoipa::ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+pub enum CacheStats {
+    Admin(Box<CacheStatsResponse>),
+    Tenant(TenantCacheStatsResponse),
+}
+
 /// Most keys a tenant's stats call counts, so the SCAN stays bounded.
 const TENANT_KEY_COUNT_LIMIT: u64 = 100_000;
 
 /// Admin: Redis INFO, breaker state, L1 size and this instance's counters.
 /// Tenant key: the number of entries in its own namespace.
-#[utoipa::path(get, path = "/cache/stats", tag = "cache", security(("admin_token" = [])),
-    responses((status = 200, body = CacheStatsResponse), (status = 401), (status = 403)))]
+#[utoipa::path(get, path = "/cache/stats", tag = "cache", security(("admin_token" = []), ("tenant_key" = [])),
+    responses((status = 200, body = CacheStats), (status = 401), (status = 403)))]
 pub async fn get_cache_stats(actor: CacheActor, State(state): State<AppState>) -> Response {
     if let CacheActor::Tenant(tenant) = &actor {
         let keys = state.queries.keys();
@@ -123,6 +133,7 @@ pub struct ClearParams {
     /// under it, never other keys.
     pub pattern: Option<String>,
     /// Admin only: narrow to one tenant's entries.
+    #[param(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub tenant: Option<String>,
     /// Narrow to one dataset's entries.
     pub dataset: Option<String>,
@@ -139,7 +150,7 @@ pub struct ClearResponse {
 
 /// Deletes matching entries with SCAN + UNLINK (never KEYS), and this
 /// instance's matching L1 entries.
-#[utoipa::path(post, path = "/cache/clear", tag = "cache", params(ClearParams), security(("admin_token" = [])),
+#[utoipa::path(post, path = "/cache/clear", tag = "cache", params(ClearParams), security(("admin_token" = []), ("tenant_key" = [])),
     responses((status = 200, body = ClearResponse), (status = 401), (status = 403), (status = 503)))]
 pub async fn clear_cache(
     actor: CacheActor,
@@ -185,6 +196,7 @@ pub struct DeleteKeyParams {
     pub data: Option<String>,
     /// With `data`: whose entry (admin only; a tenant key names its own).
     /// The key depends on the tenant and its row scope; `default` when absent.
+    #[param(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub tenant: Option<String>,
 }
 
@@ -195,7 +207,7 @@ pub struct DeleteKeyResponse {
 }
 
 /// Deletes one entry by its full key.
-#[utoipa::path(delete, path = "/cache/key/{key}", tag = "cache", security(("admin_token" = [])),
+#[utoipa::path(delete, path = "/cache/key/{key}", tag = "cache", security(("admin_token" = []), ("tenant_key" = [])),
     params(("key" = String, Path, description = "Full cache key")),
     responses((status = 200, body = DeleteKeyResponse), (status = 401), (status = 403), (status = 422)))]
 pub async fn delete_cache_key(
@@ -207,7 +219,7 @@ pub async fn delete_cache_key(
 }
 
 /// Deletes one entry named by `?key=`, or by `?prefix=&data=<query JSON>`.
-#[utoipa::path(delete, path = "/cache/key", tag = "cache", params(DeleteKeyParams), security(("admin_token" = [])),
+#[utoipa::path(delete, path = "/cache/key", tag = "cache", params(DeleteKeyParams), security(("admin_token" = []), ("tenant_key" = [])),
     responses((status = 200, body = DeleteKeyResponse), (status = 401), (status = 403), (status = 422)))]
 pub async fn delete_cache_key_by_query(
     actor: CacheActor,

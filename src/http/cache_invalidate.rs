@@ -37,6 +37,7 @@ pub struct InvalidateRequest {
     #[schema(value_type = Object)]
     pub values: BTreeMap<String, Value>,
     /// Admin only: just this tenant's entries.
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub tenant: Option<String>,
 }
 
@@ -51,7 +52,7 @@ pub struct InvalidateResponse {
 
 /// Invalidates the entries a change can affect, on every instance.
 #[utoipa::path(post, path = "/cache/invalidate", tag = "cache", request_body = InvalidateRequest,
-    security(("admin_token" = [])),
+    security(("admin_token" = []), ("tenant_key" = [])),
     responses((status = 200, body = InvalidateResponse), (status = 400), (status = 401), (status = 403), (status = 422)))]
 pub async fn invalidate_cache(
     actor: CacheActor,

@@ -22,6 +22,7 @@ const WARM_CONCURRENCY: usize = 2;
 #[derive(Deserialize, utoipa::IntoParams)]
 pub struct WarmParams {
     /// Run the queries as this tenant (with its row scope); `default` otherwise.
+    #[param(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub tenant: Option<String>,
 }
 
@@ -42,7 +43,7 @@ pub struct WarmFailure {
 /// Runs a list of queries (the body, or `cache.warm_queries` without one) so
 /// their results are cached.
 #[utoipa::path(post, path = "/cache/warm", tag = "cache", params(WarmParams), security(("admin_token" = [])),
-    request_body(content = Vec<QueryRequest>, description = "Queries to warm; empty body = configured list"),
+    request_body(content = Vec<QueryRequest>, description = "Queries to warm (at most 100); an empty body warms the configured `cache.warm_queries`"),
     responses((status = 200, body = WarmResponse), (status = 400), (status = 401), (status = 403)))]
 pub async fn warm_cache(
     _admin: Admin,

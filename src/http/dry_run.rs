@@ -10,7 +10,7 @@ use axum::Json;
 
 use crate::analytics::Plan;
 use crate::error::{ApiError, ErrorCode};
-use crate::http::auth::Caller;
+use crate::http::auth::{AdminTenantParam, Caller};
 use crate::http::query::is_json;
 use crate::model::QueryRequest;
 use crate::state::AppState;
@@ -18,8 +18,9 @@ use crate::state::AppState;
 /// Compiles a query (same body as `/analytics/query`) and explains it.
 #[utoipa::path(
     post, path = "/analytics/sql", tag = "query",
+    params(AdminTenantParam),
     request_body = QueryRequest,
-    security((), ("admin_token" = [])),
+    security(("tenant_key" = []), ("admin_token" = []), ()),
     responses(
         (status = 200, description = "The statement, its parameters, source and cache state", body = Plan),
         (status = 400, description = "Malformed JSON or wrong types", body = crate::error::ErrorBody),

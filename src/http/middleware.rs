@@ -1,6 +1,8 @@
-//! Cross-cutting HTTP behaviour: the request span, JSON bodies for errors the
-//! framework produces, and CORS from settings.
+//! Cross-cutting HTTP behaviour: the request span and id, JSON bodies for
+//! errors the framework produces, and CORS from settings.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -9,18 +11,23 @@ use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
+use tower_http::request_id::{MakeRequestId, RequestId};
 use tracing::Span;
 
 use crate::error::{ApiError, ErrorCause, ErrorCode};
 
 /// One span per request; handlers and the cache fill `tenant`, `cache` and
 /// `db_ms` as they learn them.
+/// Nothing is built when the filter drops request spans (`RUST_LOG=warn`):
+/// a cache hit should not pay for a span no one sees.
 pub fn make_span(request: &Request<Body>) -> Span {
+    if !tracing::span_enabled!(tracing::Level::INFO) {
+        return Span::none();
+    }
     let route = request
         .extensions()
         .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".into());
+        .map_or("unmatched", MatchedPath::as_str);
     let request_id = request
         .headers()
         .get("x-request-id")
@@ -36,6 +43,39 @@ pub fn make_span(request: &Request<Body>) -> Span {
         db_ms = tracing::field::Empty,
         status = tracing::field::Empty,
     )
+}
+
+/// `X-Request-Id` for requests that come without one: this process's random
+/// prefix and a counter, unique across instances without a random draw (a
+/// `getrandom` syscall) and a UUID to format on every request.
+#[derive(Clone)]
+pub struct CountedRequestId {
+    prefix: Arc<str>,
+    next: Arc<AtomicU64>,
+}
+
+impl CountedRequestId {
+    pub fn new() -> Self {
+        Self {
+            prefix: format!("{:016x}", rand::random::<u64>()).into(),
+            next: Arc::default(),
+        }
+    }
+}
+
+impl Default for CountedRequestId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MakeRequestId for CountedRequestId {
+    fn make_request_id<B>(&mut self, _request: &axum::http::Request<B>) -> Option<RequestId> {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        HeaderValue::try_from(format!("{}-{n:x}", self.prefix))
+            .ok()
+            .map(RequestId::new)
+    }
 }
 
 /// One line per request, with status and latency. A failure's internal

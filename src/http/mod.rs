@@ -5,6 +5,7 @@
 //! database.
 //!
 //! - `query`: `/analytics/query`
+//! - `export`: CSV answers (`Accept: text/csv`)
 //! - `dry_run`: `/analytics/sql` (the plan of a query, not run)
 //! - `meta`: `/analytics/meta` (the model as clients may use it)
 //! - `health`: `/health*`
@@ -14,6 +15,7 @@
 //! - `auth`: admin and tenant extractors
 //! - `middleware`: request span, JSON error bodies, CORS
 //! - `observability`: `/metrics`, `/status`, `/status.json`
+//! - `openapi`: the document at `/openapi.json`, completed for the loaded model
 //! - `server`: the accept loop: connection cap, header deadline, drain
 //! - `wire_errors`: hyper's own 400/414/431 rewritten as JSON
 
@@ -22,10 +24,12 @@ pub mod cache_admin;
 pub mod cache_invalidate;
 pub mod cache_warm;
 pub mod dry_run;
+pub mod export;
 pub mod health;
 pub mod meta;
 pub mod middleware;
 pub mod observability;
+pub mod openapi;
 pub mod query;
 pub mod server;
 mod wire_errors;
@@ -40,59 +44,12 @@ use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::compression::predicate::{NotForContentType, Predicate, SizeAbove};
 use tower_http::compression::CompressionLayer;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
-use utoipa::OpenApi;
 
 use crate::error::{ApiError, ErrorCode};
 use crate::state::AppState;
-
-/// The OpenAPI document served at `/openapi.json`.
-#[derive(OpenApi)]
-#[openapi(
-    info(title = "analytics-api", description = "Analytics queries over a semantic model, cached in L1 + Redis."),
-    paths(
-        query::run_query, query::run_query_get, dry_run::explain_query, meta::get_meta,
-        health::get_health, health::get_live, health::get_ready,
-        cache_admin::get_cache_stats, cache_admin::clear_cache, cache_admin::delete_cache_key,
-        cache_admin::delete_cache_key_by_query, cache_warm::warm_cache, cache_invalidate::invalidate_cache,
-        observability::get_metrics, observability::get_status_page, observability::get_status_json,
-    ),
-    modifiers(&SecurityAddon, &AliasAddon),
-)]
-pub struct ApiDoc;
-
-/// Documents the `/api/v1/...` aliases as copies of the canonical paths.
-struct AliasAddon;
-
-impl utoipa::Modify for AliasAddon {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let copies: Vec<_> = openapi
-            .paths
-            .paths
-            .iter()
-            .filter_map(|(path, item)| {
-                let (from, to) = ALIASES.iter().find(|(from, _)| path.starts_with(from))?;
-                Some((path.replacen(from, to, 1), item.clone()))
-            })
-            .collect();
-        openapi.paths.paths.extend(copies);
-    }
-}
-
-struct SecurityAddon;
-
-impl utoipa::Modify for SecurityAddon {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "admin_token",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
-        );
-    }
-}
 
 /// One row of the route table: the router is built from these rows, and the
 /// OpenAPI test checks the spec against the same rows.
@@ -173,11 +130,12 @@ pub fn router(state: AppState) -> Router {
             .and(NotForContentType::SSE),
     );
     let cors = middleware::cors(&server.cors_allowed_origins);
+    let spec = openapi::openapi(state.queries.model(), &state.settings.auth);
     let routes = routes()
         .into_iter()
         .fold(Router::new(), |router, r| router.route(&r.path, r.handler))
         // Swagger UI's assets are vendored into the binary: /docs works offline.
-        .merge(utoipa_swagger_ui::SwaggerUi::new("/docs").url("/openapi.json", ApiDoc::openapi()))
+        .merge(utoipa_swagger_ui::SwaggerUi::new("/docs").url("/openapi.json", spec))
         .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such route; see /openapi.json for the API") })
         .layer(DefaultBodyLimit::max(server.body_limit_bytes))
         .layer(axum::middleware::from_fn(observability::track_requests))
@@ -195,7 +153,10 @@ pub fn router(state: AppState) -> Router {
                     "internal server error",
                 ))
             }))
-            .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
+            .layer(SetRequestIdLayer::new(
+                request_id.clone(),
+                middleware::CountedRequestId::new(),
+            ))
             .layer(
                 TraceLayer::new_for_http()
                     .make_span_with(middleware::make_span)

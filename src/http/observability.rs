@@ -1,13 +1,16 @@
 //! `/metrics` (Prometheus), the per-request duration histogram, and the
 //! operator status page (`/status`, `/status.json`).
 
+use std::collections::HashMap;
+use std::sync::{OnceLock, PoisonError, RwLock};
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{header, HeaderValue};
+use axum::http::{header, HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Response};
 use axum::Json;
+use metrics::Histogram;
 use serde::Serialize;
 
 use crate::clock::{unix_now, unix_now_ms};
@@ -16,24 +19,58 @@ use crate::state::AppState;
 use crate::status::{HotKey, Percentiles, SeriesPoint, BUCKETS, BUCKET_SECONDS};
 
 /// Records `analytics_http_request_duration_seconds{method, route, status}`.
-/// Routes are the matched templates, so label cardinality stays bounded.
+/// Routes are the matched templates and methods the standard ones (else
+/// `other`), so label cardinality stays bounded.
 pub async fn track_requests(request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".into());
-    let method = request.method().as_str().to_owned();
+    let route = request.extensions().get::<MatchedPath>().cloned();
+    let method = request.method().clone();
     let response = next.run(request).await;
-    metrics::histogram!(
-        "analytics_http_request_duration_seconds",
-        "method" => method,
-        "route" => route,
-        "status" => response.status().as_u16().to_string(),
-    )
-    .record(started.elapsed().as_secs_f64());
+    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+    request_histogram(route, &method, response.status().as_u16()).record(started.elapsed().as_secs_f64());
     response
+}
+
+/// Handles by route, then method and status, resolved once: a request then
+/// records without building labels or searching the registry (it showed in
+/// profiles of cache hits).
+type Histograms = RwLock<HashMap<String, Vec<(Method, u16, Histogram)>>>;
+
+fn request_histogram(route: &str, method: &Method, status: u16) -> Histogram {
+    static HANDLES: OnceLock<Histograms> = OnceLock::new();
+    let handles = HANDLES.get_or_init(Histograms::default);
+    let find = |row: &Vec<(Method, u16, Histogram)>| {
+        row.iter()
+            .find(|(m, s, _)| m == method && *s == status)
+            .map(|(_, _, h)| h.clone())
+    };
+    if let Some(found) = handles
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(route)
+        .and_then(find)
+    {
+        return found;
+    }
+    let mut handles = handles.write().unwrap_or_else(PoisonError::into_inner);
+    let row = handles.entry(route.to_owned()).or_default();
+    if let Some(found) = find(row) {
+        return found;
+    }
+    let label = match *method {
+        Method::GET | Method::POST | Method::PUT | Method::DELETE | Method::HEAD | Method::OPTIONS | Method::PATCH => {
+            method.as_str().to_owned()
+        }
+        _ => "other".to_owned(),
+    };
+    let histogram = metrics::histogram!(
+        "analytics_http_request_duration_seconds",
+        "method" => label,
+        "route" => route.to_owned(),
+        "status" => status.to_string(),
+    );
+    row.push((method.clone(), status, histogram.clone()));
+    histogram
 }
 
 /// Prometheus text exposition of every series.

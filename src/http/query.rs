@@ -1,5 +1,6 @@
 //! `POST|GET /analytics/query`: parse the request, run it through the query
-//! service, render the answer.
+//! service, render the answer (JSON, or CSV through `export`) with its
+//! HTTP caching headers.
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Query, State};
@@ -7,11 +8,12 @@ use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
 
-use crate::analytics::{Answer, ReadOptions};
+use crate::analytics::{Answer, ReadOptions, Reply};
 use crate::cache::stats::Outcome;
 use crate::cache::{Accept, ReadMode};
 use crate::error::{ApiError, ErrorCode};
-use crate::http::auth::Caller;
+use crate::http::auth::{AdminTenantParam, Caller};
+use crate::http::export::{csv_body, CsvPart, Format};
 use crate::model::QueryRequest;
 use crate::state::AppState;
 
@@ -22,6 +24,20 @@ pub struct QueryParams {
     pub q: Option<String>,
     /// `refresh` skips the cache read and overwrites the entry.
     pub cache: Option<String>,
+    /// `json` (default) or `csv`; overrides the `Accept` header.
+    #[param(value_type = Option<FormatParam>, inline)]
+    pub format: Option<String>,
+}
+
+/// The values of `?format=` (documentation only: the handler reads a string
+/// so that any other value gets a message naming these).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub enum FormatParam {
+    #[schema(rename = "json")]
+    Json,
+    #[schema(rename = "csv")]
+    Csv,
 }
 
 /// `metadata` of a query response.
@@ -45,6 +61,9 @@ pub struct QueryMetadata<'a> {
     /// What computed the answer: `raw` (the fact table) or the name of the
     /// rollup that did.
     pub source: &'a str,
+    /// Rows before `limit`/`offset`; only when the request says `"total": true`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total: Option<u64>,
 }
 
 /// The documented response shape (the handler splices `data` unparsed).
@@ -55,13 +74,44 @@ pub struct QueryResponse {
     pub metadata: QueryMetadata<'static>,
 }
 
+/// What `/analytics/query` answers in JSON: one result, or one per range of
+/// `compare_date_range` (documentation only; the handler splices bytes).
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum QueryAnswer {
+    One(QueryResponse),
+    Compare(CompareResponse),
+}
+
+/// The answer to a `compare_date_range` request: one result per range, in
+/// the request's order.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct CompareResponse {
+    pub results: Vec<CompareResult>,
+}
+
+/// One range of a comparison: the range, then the same shape as a
+/// [`QueryResponse`].
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct CompareResult {
+    pub date_range: crate::model::DateRange,
+    #[schema(value_type = Vec<Object>)]
+    pub data: Vec<serde_json::Value>,
+    pub metadata: QueryMetadata<'static>,
+}
+
 /// Runs an analytics query given as a JSON body.
 #[utoipa::path(
     post, path = "/analytics/query", tag = "query",
-    params(QueryParams),
+    params(QueryParams, AdminTenantParam),
+    security(("tenant_key" = []), ("admin_token" = []), ()),
     request_body = QueryRequest,
     responses(
-        (status = 200, description = "Result rows and metadata", body = QueryResponse),
+        (status = 200, description = "Result rows and metadata (`{\"results\": [...]}` for `compare_date_range`), \
+            or CSV with a header row for `Accept: text/csv` / `?format=csv`", content(
+            (QueryAnswer = "application/json"),
+            (String = "text/csv"),
+        )),
         (status = 400, description = "Malformed JSON or wrong types", body = crate::error::ErrorBody),
         (status = 413, description = "Body too large", body = crate::error::ErrorBody),
         (status = 415, description = "Body is not JSON", body = crate::error::ErrorBody),
@@ -83,19 +133,25 @@ pub async fn run_query(
             "send the query as a JSON body with `Content-Type: application/json`",
         ));
     }
-    let answer = state
+    let format = Format::negotiate(params.format.as_deref(), &headers)?;
+    let reply = state
         .queries
         .run_body(&caller.tenant, &body, read_options(&headers, &params))
         .await?;
-    Ok(respond(&caller, &answer, None))
+    respond(&caller, &reply, format, None)
 }
 
 /// Runs an analytics query given as `?q=<url-encoded JSON>`.
 #[utoipa::path(
     get, path = "/analytics/query", tag = "query",
-    params(QueryParams),
+    params(QueryParams, AdminTenantParam),
+    security(("tenant_key" = []), ("admin_token" = []), ()),
     responses(
-        (status = 200, description = "Result rows and metadata", body = QueryResponse),
+        (status = 200, description = "Result rows and metadata (`{\"results\": [...]}` for `compare_date_range`), \
+            or CSV with a header row for `Accept: text/csv` / `?format=csv`", content(
+            (QueryAnswer = "application/json"),
+            (String = "text/csv"),
+        )),
         (status = 304, description = "`If-None-Match` holds the answer's ETag: unchanged, no body"),
         (status = 400, description = "Missing or malformed `q`", body = crate::error::ErrorBody),
         (status = 422, description = "Unknown metric, dimension, operator; bad values", body = crate::error::ErrorBody),
@@ -179,38 +235,68 @@ async fn execute(
     headers: &HeaderMap,
     params: &QueryParams,
 ) -> Result<Response, ApiError> {
-    let answer = state
+    let format = Format::negotiate(params.format.as_deref(), headers)?;
+    let reply = state
         .queries
         .run(&caller.tenant, &request, read_options(headers, params))
         .await?;
-    Ok(respond(&caller, &answer, headers.get(header::IF_NONE_MATCH)))
+    respond(&caller, &reply, format, headers.get(header::IF_NONE_MATCH))
 }
 
-/// The rendered answer with the caller's rate-limit headers.
-fn respond(caller: &Caller, answer: &Answer, if_none_match: Option<&HeaderValue>) -> Response {
-    let etag = entity_tag(answer);
+/// The rendered reply with its caching and the caller's rate-limit headers.
+fn respond(
+    caller: &Caller,
+    reply: &Reply,
+    format: Format,
+    if_none_match: Option<&HeaderValue>,
+) -> Result<Response, ApiError> {
+    let answers: &[Answer] = match reply {
+        Reply::One(answer) => std::slice::from_ref(answer),
+        Reply::Compare(answers) => answers,
+    };
+    let etag = entity_tag(answers, format);
     let mut response = match if_none_match {
         Some(tags) if matches_etag(tags, &etag) => not_modified(),
-        _ => render(answer),
+        _ => match (reply, format) {
+            (Reply::One(answer), Format::Json) => render(answer),
+            (Reply::Compare(answers), Format::Json) => render_comparison(answers),
+            (_, Format::Csv) => render_csv(answers, matches!(reply, Reply::Compare(_)))?,
+        },
     };
-    caching_headers(response.headers_mut(), answer, etag);
+    caching_headers(response.headers_mut(), answers, etag);
+    if let Reply::One(Answer { served, .. }) = reply {
+        if let Some(total) = served.entry.total {
+            response.headers_mut().insert("x-total-count", HeaderValue::from(total));
+        }
+    }
     if let Some(decision) = &caller.rate {
         response.headers_mut().extend(decision.headers());
     }
-    response
+    Ok(response)
 }
 
 /// The answer's validator: its entry (the key's hash), when it was computed
 /// and the version counters it was computed under, so an answer recomputed
-/// after a change gets a new tag even within the same second.
-fn entity_tag(answer: &Answer) -> String {
-    let hash = answer.key.rsplit(':').next().unwrap_or_default();
-    let entry = &answer.served.entry;
-    format!(
-        "\"{hash}-{:x}-{:x}\"",
-        entry.created_at,
-        entry.versions.unwrap_or_default()
-    )
+/// after a change gets a new tag even within the same second. A comparison's
+/// tag covers every part; the CSV form has a tag of its own.
+fn entity_tag(answers: &[Answer], format: Format) -> String {
+    let tags: Vec<String> = answers
+        .iter()
+        .map(|answer| {
+            let hash = answer.key.rsplit(':').next().unwrap_or_default();
+            let entry = &answer.served.entry;
+            format!("{hash}-{:x}-{:x}", entry.created_at, entry.versions.unwrap_or_default())
+        })
+        .collect();
+    let tag = match tags.as_slice() {
+        [one] => one.clone(),
+        many => {
+            use md5::Digest;
+            format!("cmp-{}", hex::encode(md5::Md5::digest(many.join(",").as_bytes())))
+        }
+    };
+    let suffix = if format == Format::Csv { "-csv" } else { "" };
+    format!("\"{tag}{suffix}\"")
 }
 
 /// `If-None-Match`: `*` or a list of (possibly weak) tags (RFC 9110 13.1.2).
@@ -229,32 +315,41 @@ fn not_modified() -> Response {
 
 /// HTTP caching (RFC 9111): the tag, `Cache-Control: private` (answers are
 /// per tenant) with the entry's remaining TTL, its `Age`, and `Vary` on what
-/// changes the answer or its encoding.
-fn caching_headers(headers: &mut HeaderMap, answer: &Answer, etag: String) {
-    let served = &answer.served;
-    let remaining = if served.stale {
-        0
-    } else {
-        served.entry.ttl_seconds.saturating_sub(served.age_seconds)
-    };
-    if let Ok(etag) = HeaderValue::from_str(&etag) {
+/// changes the answer or its encoding. A comparison is as fresh as its
+/// stalest part.
+fn caching_headers(headers: &mut HeaderMap, answers: &[Answer], etag: String) {
+    let remaining = answers
+        .iter()
+        .map(|answer| {
+            let served = &answer.served;
+            if served.stale {
+                0
+            } else {
+                served.entry.ttl_seconds.saturating_sub(served.age_seconds)
+            }
+        })
+        .min()
+        .unwrap_or_default();
+    let age = answers.iter().map(|a| a.served.age_seconds).max().unwrap_or_default();
+    // From the owned strings: no second copy of either value.
+    if let Ok(etag) = HeaderValue::try_from(etag) {
         headers.insert(header::ETAG, etag);
     }
-    if let Ok(control) = HeaderValue::from_str(&format!("private, max-age={remaining}")) {
+    if let Ok(control) = HeaderValue::try_from(format!("private, max-age={remaining}")) {
         headers.insert(header::CACHE_CONTROL, control);
     }
-    headers.insert(header::AGE, HeaderValue::from(served.age_seconds));
+    headers.insert(header::AGE, HeaderValue::from(age));
     headers.insert(
         header::VARY,
         HeaderValue::from_static("authorization, accept, accept-encoding"),
     );
 }
 
-/// Splices the cached `data` bytes with fresh metadata, without parsing them.
-fn render(answer: &Answer) -> Response {
+/// `metadata` of one answer.
+fn metadata(answer: &Answer) -> QueryMetadata<'_> {
     let served = &answer.served;
     let from_cache = served.from_cache();
-    let metadata = QueryMetadata {
+    QueryMetadata {
         total_rows: served.entry.rows,
         query_time_ms: (answer.started.elapsed().as_secs_f64() * 1e6).round() / 1e3,
         cached: served.stored,
@@ -273,24 +368,107 @@ fn render(answer: &Answer) -> Response {
         stale: served.stale,
         age_seconds: served.age_seconds,
         source: served.entry.source.as_deref().unwrap_or("raw"),
-    };
+        total: served.entry.total,
+    }
+}
+
+/// Appends `"data":<cached bytes>,"metadata":{...}` (no braces) to `body`,
+/// splicing the data unparsed.
+fn push_result(body: &mut Vec<u8>, answer: &Answer) {
     // Serializing a struct of numbers and strings cannot fail.
-    let metadata = serde_json::to_vec(&metadata).unwrap_or_else(|_| b"{}".to_vec());
-    let data = &served.entry.data;
-    let mut body = Vec::with_capacity(data.len() + metadata.len() + 24);
-    body.extend_from_slice(b"{\"data\":");
-    body.extend_from_slice(data);
+    let metadata = serde_json::to_vec(&metadata(answer)).unwrap_or_else(|_| b"{}".to_vec());
+    body.extend_from_slice(b"\"data\":");
+    body.extend_from_slice(&answer.served.entry.data);
     body.extend_from_slice(b",\"metadata\":");
     body.extend_from_slice(&metadata);
+}
+
+/// `{"data": ..., "metadata": ...}`.
+fn render(answer: &Answer) -> Response {
+    let mut body = Vec::with_capacity(answer.served.entry.data.len() + 320);
+    body.push(b'{');
+    push_result(&mut body, answer);
     body.push(b'}');
+    json_response(body, std::slice::from_ref(answer))
+}
+
+/// `{"results": [{"date_range": ..., "data": ..., "metadata": ...}, ...]}`.
+fn render_comparison(answers: &[Answer]) -> Response {
+    let size: usize = answers.iter().map(|a| a.served.entry.data.len() + 400).sum();
+    let mut body = Vec::with_capacity(size + 16);
+    body.extend_from_slice(b"{\"results\":[");
+    for (i, answer) in answers.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        let range = answer
+            .compiled
+            .resolved
+            .date_range
+            .map(|r| serde_json::json!({"start_date": r.start.to_string(), "end_date": r.end.to_string()}));
+        body.extend_from_slice(b"{\"date_range\":");
+        body.extend_from_slice(serde_json::to_string(&range).unwrap_or_default().as_bytes());
+        body.push(b',');
+        push_result(&mut body, answer);
+        body.push(b'}');
+    }
+    body.extend_from_slice(b"]}");
+    json_response(body, answers)
+}
+
+fn json_response(body: Vec<u8>, answers: &[Answer]) -> Response {
     let mut response = Response::new(Body::from(body));
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    let x_cache = match (served.stale, from_cache) {
-        (true, _) => "STALE",
-        (false, true) => "HIT",
-        (false, false) => "MISS",
-    };
-    headers.insert("x-cache", HeaderValue::from_static(x_cache));
+    headers.insert("x-cache", x_cache(answers));
     response
+}
+
+/// The answer as CSV (streamed): the columns are the dimensions, then the
+/// metrics, as requested; a comparison leads each row with its range.
+fn render_csv(answers: &[Answer], compared: bool) -> Result<Response, ApiError> {
+    let Some(first) = answers.first() else {
+        return Err(ApiError::new(ErrorCode::InternalError, "no answer to export"));
+    };
+    let resolved = &first.compiled.resolved;
+    let columns = resolved.dimensions.iter().chain(&resolved.metrics).cloned().collect();
+    let parts = answers
+        .iter()
+        .map(|answer| CsvPart {
+            data: answer.served.entry.data.clone(),
+            range: compared
+                .then(|| {
+                    answer
+                        .compiled
+                        .resolved
+                        .date_range
+                        .map(|r| format!("{}/{}", r.start, r.end))
+                })
+                .flatten(),
+        })
+        .collect();
+    let mut response = Response::new(csv_body(columns, parts)?);
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/csv; charset=utf-8; header=present"),
+    );
+    if let Ok(disposition) = HeaderValue::from_str(&format!("attachment; filename=\"{}.csv\"", resolved.dataset)) {
+        headers.insert(header::CONTENT_DISPOSITION, disposition);
+    }
+    headers.insert("x-cache", x_cache(answers));
+    Ok(response)
+}
+
+/// `STALE` when any part was served stale, `HIT` when every part came from
+/// the cache, else `MISS`.
+fn x_cache(answers: &[Answer]) -> HeaderValue {
+    let value = if answers.iter().any(|a| a.served.stale) {
+        "STALE"
+    } else if answers.iter().all(|a| a.served.from_cache()) {
+        "HIT"
+    } else {
+        "MISS"
+    };
+    HeaderValue::from_static(value)
 }

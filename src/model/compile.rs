@@ -33,7 +33,8 @@ impl Statement {
 /// tenant's scope) ANDed in, reading `rollup` (under the fact table's alias,
 /// metrics combined from its parts) or the raw table. It returns one row:
 /// `(total_rows int8, data text)` where `data` is the compact JSON array of rows
-/// built by PostgreSQL so the server never re-encodes it.
+/// built by PostgreSQL so the server never re-encodes it, and with
+/// `query.total` a third column `total int8`: the rows before limit/offset.
 pub fn build_sql(
     dataset: &Dataset,
     query: &ResolvedQuery,
@@ -45,9 +46,13 @@ pub fn build_sql(
         builder: QueryBuilder::new(""),
         params: Vec::new(),
     };
-    statement.builder.push(
-        "SELECT count(*)::int8 AS total_rows, coalesce(array_to_json(array_agg(q)), '[]'::json)::text AS data FROM (SELECT ",
-    );
+    // With `total`, the grouped rows are a CTE read twice: counted whole,
+    // and paged. Without it the page is the subquery itself.
+    statement.builder.push(if query.total {
+        "WITH r AS (SELECT "
+    } else {
+        "SELECT count(*)::int8 AS total_rows, coalesce(array_to_json(array_agg(q)), '[]'::json)::text AS data FROM (SELECT "
+    });
 
     let mut columns = statement.builder.separated(", ");
     for name in &query.dimensions {
@@ -110,6 +115,12 @@ pub fn build_sql(
         statement
             .builder
             .push(format_args!(" GROUP BY {}", positions.join(", ")));
+    }
+    if query.total {
+        statement.builder.push(
+            ") SELECT count(*)::int8 AS total_rows, coalesce(array_to_json(array_agg(q)), '[]'::json)::text AS data, \
+             (SELECT count(*) FROM r)::int8 AS total FROM (SELECT * FROM r",
+        );
     }
     if !query.order_by.is_empty() {
         let keys: Vec<String> = query

@@ -44,7 +44,7 @@ pub use definition::{
 };
 pub use filters::{resolve_filters, FilterOp, FilterValue, ResolvedFilter};
 pub use request::{DateRange, OrderBy, QueryError, QueryErrorCode, QueryRequest};
-pub use resolve::{resolve, ResolvedQuery};
+pub use resolve::{resolve, split_compare, ResolvedQuery, MAX_COMPARE_RANGES};
 pub use rollup::Rollup;
 pub use ttl::TtlPolicy;
 

@@ -13,12 +13,15 @@ use super::request::{QueryError, QueryErrorCode, QueryRequest};
 pub const MAX_METRICS: usize = 20;
 pub const MAX_DIMENSIONS: usize = 10;
 pub const MAX_OFFSET: u64 = 1_000_000;
+/// Ranges one `compare_date_range` request may hold (each is a query).
+pub const MAX_COMPARE_RANGES: usize = 12;
 
 /// A validated query in canonical form; its JSON is what the cache key hashes.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ResolvedQuery {
     pub dataset: String,
-    /// Canonical metric names, sorted and deduplicated.
+    /// Canonical metric names in request order (it is the column order),
+    /// deduplicated.
     pub metrics: Vec<String>,
     /// Canonical dimension names in request order (it is the column order), deduplicated.
     pub dimensions: Vec<String>,
@@ -29,6 +32,10 @@ pub struct ResolvedQuery {
     pub order_by: Vec<ResolvedOrder>,
     pub limit: u64,
     pub offset: u64,
+    /// Count the rows before limit/offset too. Left out of the JSON when
+    /// false, so queries without it keep the keys they always had.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub total: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -45,6 +52,16 @@ pub struct ResolvedOrder {
 
 /// Checks `request` against `dataset` and returns its canonical form.
 pub fn resolve(dataset: &Dataset, request: &QueryRequest) -> Result<ResolvedQuery, QueryError> {
+    if request.compare_date_range.is_some() {
+        // `QueryService` splits such a request into one query per range
+        // (`split_compare`); only a caller that cannot (the dry run, a key
+        // lookup) gets here.
+        return Err(QueryError::invalid(
+            QueryErrorCode::InvalidDateRange,
+            "compare_date_range",
+            "this endpoint takes one `date_range`; send each range of `compare_date_range` as its own request",
+        ));
+    }
     let metrics = resolve_metrics(dataset, &request.metrics)?;
     let dimensions = resolve_dimensions(dataset, &request.dimensions)?;
     let filters = resolve_filters(dataset, &request.filters)?;
@@ -89,7 +106,55 @@ pub fn resolve(dataset: &Dataset, request: &QueryRequest) -> Result<ResolvedQuer
         order_by,
         limit,
         offset: request.offset,
+        total: request.total,
     })
+}
+
+/// A `compare_date_range` request as one request per range, each with that
+/// range as its `date_range`; `None` for an ordinary request.
+pub fn split_compare(request: &QueryRequest) -> Result<Option<Vec<QueryRequest>>, QueryError> {
+    let Some(ranges) = &request.compare_date_range else {
+        return Ok(None);
+    };
+    let refuse = |message: String| {
+        Err(QueryError::invalid(
+            QueryErrorCode::InvalidDateRange,
+            "compare_date_range",
+            message,
+        ))
+    };
+    if request.date_range.is_some() {
+        return refuse("send either `date_range` or `compare_date_range`, not both".into());
+    }
+    if ranges.is_empty() || ranges.len() > MAX_COMPARE_RANGES {
+        return refuse(format!(
+            "between 1 and {MAX_COMPARE_RANGES} `[start_date, end_date]` ranges are required"
+        ));
+    }
+    ranges
+        .iter()
+        .enumerate()
+        .map(|(i, (start_date, end_date))| {
+            let start = parse_date(&format!("compare_date_range[{i}][0]"), start_date)?;
+            let end = parse_date(&format!("compare_date_range[{i}][1]"), end_date)?;
+            if start > end {
+                return Err(QueryError::invalid(
+                    QueryErrorCode::InvalidDateRange,
+                    format!("compare_date_range[{i}]"),
+                    format!("start_date {start} is after end_date {end}"),
+                ));
+            }
+            Ok(QueryRequest {
+                date_range: Some(super::request::DateRange {
+                    start_date: start_date.clone(),
+                    end_date: end_date.clone(),
+                }),
+                compare_date_range: None,
+                ..request.clone()
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
 }
 
 fn resolve_metrics(dataset: &Dataset, requested: &[String]) -> Result<Vec<String>, QueryError> {
@@ -118,8 +183,9 @@ fn resolve_metrics(dataset: &Dataset, requested: &[String]) -> Result<Vec<String
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    metrics.sort();
-    metrics.dedup();
+    // Keep the first of each: `[revenue, faturamento]` is one column.
+    let mut seen = std::collections::HashSet::with_capacity(metrics.len());
+    metrics.retain(|m| seen.insert(m.clone()));
     Ok(metrics)
 }
 

@@ -126,13 +126,19 @@ fn equivalent_requests_have_one_cache_key() {
         .expect("compiles")
         .hash;
     for variant in [
-        json!({"metrics": ["qtd_vendas", "faturamento"], "filters": {"channel_id": {"in": [3, 2, 2]}}}),
-        json!({"dataset": "sales", "metrics": ["sales_count", "revenue", "revenue"], "filters": {"channel_id": [3, 2]}}),
-        json!({"metrics": ["revenue", "sales_count"], "filters": {"channel_id": {"in": [2, 3]}}, "limit": 10000, "order_by": []}),
+        json!({"metrics": ["faturamento", "qtd_vendas"], "filters": {"channel_id": {"in": [3, 2, 2]}}}),
+        json!({"dataset": "sales", "metrics": ["revenue", "sales_count", "faturamento"], "filters": {"channel_id": [3, 2]}}),
+        json!({"metrics": ["revenue", "sales_count"], "filters": {"channel_id": {"in": [2, 3]}}, "limit": 10000, "order_by": [], "total": false}),
     ] {
         assert_eq!(compile(variant.clone()).expect("compiles").hash, base, "{variant}");
     }
     assert_ne!(compile(json!({"metrics": ["revenue"]})).expect("compiles").hash, base);
+    // Metrics come back in the order requested, so another order is another answer.
+    let reordered = json!({"metrics": ["sales_count", "revenue"], "filters": {"channel_id": {"in": [2, 3]}}});
+    assert_ne!(compile(reordered).expect("compiles").hash, base);
+    let counted =
+        json!({"metrics": ["revenue", "sales_count"], "filters": {"channel_id": {"in": [2, 3]}}, "total": true});
+    assert_ne!(compile(counted).expect("compiles").hash, base);
     assert_eq!(base.len(), 32, "an MD5 in hex: {base}");
 }
 
@@ -405,4 +411,73 @@ fn rollup_sql_reads_the_rollup_under_the_fact_alias() {
     );
     assert!(sql.contains("sum(s.__p"), "{sql}");
     assert!(!sql.contains("avg("), "{sql}");
+}
+
+#[test]
+fn metrics_keep_the_request_order_and_total_counts_before_the_page() {
+    let compiled = compile(json!({
+        "metrics": ["sales_count", "faturamento", "revenue"], "dimensions": ["channel"],
+        "total": true, "limit": 2, "offset": 1,
+    }))
+    .expect("compiles");
+    assert_eq!(compiled.resolved.metrics, ["sales_count", "revenue"]);
+    let sql = sql_of(&compiled);
+    assert!(sql.starts_with("WITH r AS (SELECT "), "{sql}");
+    assert!(sql.find("\"sales_count\"") < sql.find("\"revenue\""), "{sql}");
+    assert!(
+        sql.contains("(SELECT count(*) FROM r)::int8 AS total FROM (SELECT * FROM r ORDER BY"),
+        "{sql}"
+    );
+    let plain = compile(json!({"metrics": ["revenue"]})).expect("compiles");
+    assert!(!sql_of(&plain).contains("WITH r"));
+}
+
+#[test]
+fn compare_date_range_splits_into_one_request_per_range() {
+    let parts = split_compare(&request(json!({
+        "metrics": ["revenue"],
+        "compare_date_range": [["2024-01-01", "2024-01-31"], ["2024-02-01", "2024-02-29"]],
+    })))
+    .expect("valid")
+    .expect("a comparison");
+    let ranges: Vec<_> = parts
+        .iter()
+        .map(|p| {
+            p.date_range
+                .as_ref()
+                .map(|r| (r.start_date.as_str(), r.end_date.as_str()))
+        })
+        .collect();
+    assert_eq!(
+        ranges,
+        [Some(("2024-01-01", "2024-01-31")), Some(("2024-02-01", "2024-02-29"))]
+    );
+    assert!(parts.iter().all(|p| p.compare_date_range.is_none()));
+    assert!(split_compare(&request(json!({"metrics": ["revenue"]})))
+        .expect("valid")
+        .is_none());
+    let refused = |body: serde_json::Value| split_compare(&request(body)).err().and_then(|e| e.field);
+    assert_eq!(
+        refused(json!({"metrics": ["revenue"], "compare_date_range": [["2024-01-01", "2024-02-30"]]})),
+        Some("compare_date_range[0][1]".into())
+    );
+    assert_eq!(
+        refused(
+            json!({"metrics": ["revenue"], "compare_date_range": [["2024-01-01", "2024-01-02"], ["2024-03-01", "2024-02-01"]]})
+        ),
+        Some("compare_date_range[1]".into())
+    );
+    assert_eq!(
+        refused(json!({"metrics": ["revenue"], "compare_date_range": []})),
+        Some("compare_date_range".into())
+    );
+    let both = json!({"metrics": ["revenue"], "date_range": {"start_date": "2024-01-01", "end_date": "2024-01-02"}, "compare_date_range": [["2024-01-01", "2024-01-02"]]});
+    assert_eq!(refused(both), Some("compare_date_range".into()));
+    let too_many: Vec<_> = (0..=MAX_COMPARE_RANGES).map(|_| ["2024-01-01", "2024-01-02"]).collect();
+    assert_eq!(
+        refused(json!({"metrics": ["revenue"], "compare_date_range": too_many})),
+        Some("compare_date_range".into())
+    );
+    // Compiling a comparison as one query is refused, not silently ranged.
+    assert!(compile(json!({"metrics": ["revenue"], "compare_date_range": [["2024-01-01", "2024-01-02"]]})).is_err());
 }

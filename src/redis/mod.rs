@@ -4,6 +4,9 @@
 //! counted as a failed cache read.
 //!
 //! - `info`: the INFO fields `/cache/stats` reports
+//!
+//! `rediss://` URLs connect over TLS (rustls), trusting the Mozilla roots, or
+//! the CA in `redis.tls_ca_file` for a managed Redis with a private CA.
 
 pub mod busy;
 mod info;
@@ -14,11 +17,10 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use bb8::Pool;
-use bb8_redis::RedisConnectionManager;
 use redis::aio::MultiplexedConnection;
 
 use crate::breaker::{Breaker, Transition};
-use crate::config::RedisSettings;
+use crate::config::{RedisSettings, REDIS_CA_SETTING};
 pub use info::RedisInfo;
 
 /// Admin commands (SCAN, INFO) may take longer than hot-path GETs.
@@ -70,10 +72,38 @@ impl RedisUnavailable {
     }
 
     fn from_redis(error: redis::RedisError) -> Self {
-        if error.is_io_error() || error.is_connection_dropped() || error.is_connection_refusal() {
+        if let Some(failure) = crate::tls::handshake_failure(&error) {
+            Self::Connection(format!("TLS handshake failed: {failure}"))
+        } else if error.is_io_error() || error.is_connection_dropped() || error.is_connection_refusal() {
             Self::Connection(error.to_string())
         } else {
             Self::Command(error.to_string())
+        }
+    }
+}
+
+/// Why the Redis client cannot be built from the settings.
+#[derive(Debug, thiserror::Error)]
+pub enum RedisConfigError {
+    #[error("REDIS_URL: {0}")]
+    Url(#[source] redis::RedisError),
+    /// The CA file cannot be used; the message names the setting and path.
+    #[error("{0}")]
+    Tls(String),
+}
+
+/// The client of `settings.url`: over TLS trusting the CA file when one is
+/// set (read now: a missing or unreadable one stops the start).
+fn open_client(settings: &RedisSettings) -> Result<redis::Client, RedisConfigError> {
+    let url = settings.url.expose();
+    match settings.ca_pem().map_err(RedisConfigError::Tls)? {
+        None => redis::Client::open(url).map_err(RedisConfigError::Url),
+        Some(pem) => {
+            let certificates = redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(pem),
+            };
+            redis::Client::build_with_tls(url, certificates).map_err(RedisConfigError::Url)
         }
     }
 }
@@ -83,12 +113,13 @@ const POOL_REFRESH_INTERVAL: Duration = Duration::from_millis(500);
 
 /// The one Redis connection of the process.
 pub struct RedisClient {
-    /// For connections outside the pool (pub/sub subscriptions).
+    /// The pool's connection manager (redis-rs implements bb8's
+    /// `ManageConnection` for it), also used for connections outside the
+    /// pool: probes and pub/sub subscriptions.
     client: redis::Client,
-    manager: RedisConnectionManager,
     /// Swapped for a fresh pool when the breaker closes: connections of a
-    /// Redis that went away stay broken and bb8-redis never discards them.
-    pool: RwLock<Pool<RedisConnectionManager>>,
+    /// Redis that went away stay broken and the manager never discards them.
+    pool: RwLock<Pool<redis::Client>>,
     breaker: Breaker,
     settings: RedisSettings,
     /// When the pool was last replaced (ms since `created`), to rate-limit it.
@@ -99,16 +130,16 @@ pub struct RedisClient {
 }
 
 impl RedisClient {
-    /// Builds the client without connecting: the server starts while Redis is down.
-    pub fn new(settings: &RedisSettings) -> Result<Arc<Self>, redis::RedisError> {
-        let client = redis::Client::open(settings.url.expose())?;
-        let manager = RedisConnectionManager::new(settings.url.expose())?;
-        let pool = build_pool(&manager, settings);
+    /// Builds the client without connecting: the server starts while Redis is
+    /// down (but not with a CA file it cannot read).
+    pub fn new(settings: &RedisSettings) -> Result<Arc<Self>, RedisConfigError> {
+        crate::tls::install_crypto_provider();
+        let client = open_client(settings)?;
+        let pool = build_pool(&client, settings);
         // Export the breaker state from the start, not only after a first trip.
         metrics::gauge!("analytics_cache_breaker_open").set(0.0);
         Ok(Arc::new(Self {
             client,
-            manager,
             pool: RwLock::new(pool),
             breaker: Breaker::new(
                 settings.breaker_failure_threshold,
@@ -130,7 +161,7 @@ impl RedisClient {
         &self.busy
     }
 
-    fn current_pool(&self) -> Pool<RedisConnectionManager> {
+    fn current_pool(&self) -> Pool<redis::Client> {
         match self.pool.read() {
             Ok(pool) => pool.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
@@ -224,7 +255,7 @@ impl RedisClient {
     }
 
     fn swap_pool(&self) {
-        let fresh = build_pool(&self.manager, &self.settings);
+        let fresh = build_pool(&self.client, &self.settings);
         match self.pool.write() {
             Ok(mut pool) => *pool = fresh,
             Err(poisoned) => *poisoned.into_inner() = fresh,
@@ -280,11 +311,9 @@ impl RedisClient {
         let started = Instant::now();
         let limit = self.fresh_connection_limit();
         tokio::time::timeout(limit, async {
-            let mut connection = self
-                .manager
-                .connect()
+            let mut connection = ManageConnection::connect(&self.client)
                 .await
-                .map_err(|e| RedisUnavailable::Command(e.to_string()))?;
+                .map_err(|e| self.connect_error(e))?;
             redis::cmd("PING")
                 .query_async::<String>(&mut connection)
                 .await
@@ -293,6 +322,22 @@ impl RedisClient {
         .await
         .unwrap_or(Err(RedisUnavailable::Timeout))?;
         Ok(started.elapsed())
+    }
+
+    /// A failure to open a connection; a failed TLS handshake names the
+    /// server and, for a certificate it did not trust, the setting to fix.
+    fn connect_error(&self, error: redis::RedisError) -> RedisUnavailable {
+        match crate::tls::handshake_failure(&error) {
+            Some(failure) if failure.certificate => RedisUnavailable::Command(format!(
+                "TLS handshake with {} failed: {failure}; {REDIS_CA_SETTING} must name the CA file that signed it \
+                 (public CAs are trusted without it)",
+                self.address()
+            )),
+            Some(failure) => {
+                RedisUnavailable::Command(format!("TLS handshake with {} failed: {failure}", self.address()))
+            }
+            None => RedisUnavailable::Command(error.to_string()),
+        }
     }
 
     /// Runs `op` within the hot-path command timeout, behind the breaker
@@ -342,7 +387,7 @@ impl RedisClient {
                 .client
                 .get_async_pubsub()
                 .await
-                .map_err(|e| RedisUnavailable::Command(e.to_string()))?;
+                .map_err(|e| self.connect_error(e))?;
             pubsub
                 .subscribe(channel)
                 .await
@@ -468,12 +513,12 @@ impl RedisClient {
     }
 }
 
-fn build_pool(manager: &RedisConnectionManager, settings: &RedisSettings) -> Pool<RedisConnectionManager> {
+fn build_pool(client: &redis::Client, settings: &RedisSettings) -> Pool<redis::Client> {
     Pool::builder()
         .max_size(settings.pool_size.max(1))
         .connection_timeout(Duration::from_millis(settings.connect_timeout_ms))
         // No PING on checkout: it would double the round trips of every hit.
         .test_on_check_out(false)
         .retry_connection(false)
-        .build_unchecked(manager.clone())
+        .build_unchecked(client.clone())
 }

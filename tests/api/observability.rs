@@ -255,6 +255,46 @@ async fn request_ids_are_propagated() {
         .await
         .expect("live");
     assert_eq!(response.headers()["x-request-id"], "abc-123");
+    // Without one, each request gets its own.
+    let mut ids = std::collections::HashSet::new();
+    for _ in 0..5 {
+        let response = app.client.get(app.url("/health/live")).send().await.expect("live");
+        let id = response.headers()["x-request-id"].to_str().expect("id").to_owned();
+        assert!(id.len() > 16, "{id}");
+        assert!(ids.insert(id), "request ids repeat");
+    }
+}
+
+#[tokio::test]
+async fn request_durations_are_labelled_with_bounded_values() {
+    let app = spawn_app().await;
+    let odd = reqwest::Method::from_bytes(b"BREW").expect("method");
+    let response = app
+        .client
+        .request(odd, app.url("/health/live"))
+        .send()
+        .await
+        .expect("brew");
+    assert_eq!(response.status(), 405);
+    app.client.get(app.url("/no/such/route")).send().await.expect("404");
+    let text = app.metrics_text().await;
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("analytics_http_request_duration_seconds_count"))
+        .collect();
+    assert!(
+        lines.iter().any(|l| l.contains("method=\"other\"")
+            && l.contains("route=\"/health/live\"")
+            && l.contains("status=\"405\"")),
+        "{lines:#?}"
+    );
+    assert!(lines.iter().all(|l| !l.contains("BREW")), "{lines:#?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("route=\"unmatched\"") && l.contains("status=\"404\"")),
+        "{lines:#?}"
+    );
 }
 
 /// Metric names emitted anywhere in `src/` (`counter!`, `gauge!`, `histogram!`).
