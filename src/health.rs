@@ -7,6 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::db::replica::{ReplicaHealth, Replicas};
 use crate::db::{Database, DbError};
 use crate::redis::RedisClient;
 use serde::Serialize;
@@ -39,6 +40,8 @@ pub struct CacheHealth {
 /// Checks the dependencies the server answers from.
 pub struct HealthChecker {
     db: Database,
+    /// The read replicas (`[databases.<name>]`), as their probes saw them.
+    replicas: Arc<Replicas>,
     /// The Redis the cache reads, `None` when the cache or Redis is disabled.
     cache_redis: Option<Arc<RedisClient>>,
     l1_enabled: bool,
@@ -49,9 +52,14 @@ fn millis(duration: Duration) -> f64 {
 }
 
 impl HealthChecker {
-    pub fn new(db: Database, cache_redis: Option<Arc<RedisClient>>, l1_enabled: bool) -> Self {
+    pub fn new(
+        (db, replicas): (Database, Arc<Replicas>),
+        cache_redis: Option<Arc<RedisClient>>,
+        l1_enabled: bool,
+    ) -> Self {
         Self {
             db,
+            replicas,
             cache_redis,
             l1_enabled,
         }
@@ -78,6 +86,11 @@ impl HealthChecker {
                 ),
             },
         }
+    }
+
+    /// Each read replica's state, by name (no I/O: the probes' last word).
+    pub fn replicas(&self) -> std::collections::BTreeMap<String, ReplicaHealth> {
+        self.replicas.health()
     }
 
     pub async fn cache(&self) -> CacheHealth {

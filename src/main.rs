@@ -192,6 +192,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
         Command::CheckConfig => {
             let model = SemanticModel::load(&settings.model.path)?;
             Tenants::from_settings(&settings.auth, &settings.rate_limit, &model)?;
+            db::replica::check_model(&settings, &model).map_err(anyhow::Error::msg)?;
             for (name, dataset) in &model.datasets {
                 println!(
                     "dataset `{name}`: {} metrics, {} dimensions, {} joins, {} rollups",

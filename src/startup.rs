@@ -61,12 +61,15 @@ impl Application {
     /// Loads the model, prepares the database (create, migrate, seed per
     /// settings), builds the cache and binds `host:port` (port 0 = any free).
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
-        let keys = KeySpace::new(&settings.cache.prefix).ok_or_else(|| {
-            StartupError::Config(format!(
-                "cache.prefix `{}` must be letters, digits, `_` or `-`",
-                settings.cache.prefix
-            ))
-        })?;
+        let keys = KeySpace::new(&settings.cache.prefix)
+            .ok_or_else(|| {
+                StartupError::Config(format!(
+                    "cache.prefix `{}` must be letters, digits, `_` or `-`",
+                    settings.cache.prefix
+                ))
+            })?
+            // A cluster runs multi-key commands on one slot only.
+            .with_hash_tags(settings.redis.mode == crate::config::RedisMode::Cluster);
         if !crate::model::is_sql_identifier(&settings.freshness.channel, false) {
             return Err(StartupError::Config(format!(
                 "freshness.channel `{}` must be an SQL identifier (letters, digits, `_`)",
@@ -76,6 +79,8 @@ impl Application {
         // Install the Prometheus recorder before anything records a metric.
         let _ = crate::telemetry::metrics_handle();
         let model = Arc::new(SemanticModel::load(&settings.model.path)?);
+        // A dataset naming a database that is not configured stops the start.
+        db::replica::check_model(&settings, &model).map_err(StartupError::Config)?;
         let tenants = Tenants::from_settings(&settings.auth, &settings.rate_limit, &model)?;
         let pool = db::pool(&settings.database)?;
         prepare_database_when_up(&settings, &pool).await?;
@@ -103,6 +108,9 @@ impl Application {
         // Unauthenticated requests run as `default`: one more tenant.
         let query_tenants = settings.auth.tenants.len() + usize::from(!settings.auth.required);
         let database = db::Database::new(pool.clone(), &settings.database, query_tenants)?;
+        // Read replicas: queries only (everything else below gets `pool`).
+        let replicas = db::replica::Replicas::new(&settings, &model, query_tenants).map_err(StartupError::Config)?;
+        replicas.start().await;
         let status = Arc::default();
         // Names this instance in leases and broadcasts.
         let instance = format!("{}-{:016x}", std::process::id(), rand::random::<u64>());
@@ -123,7 +131,7 @@ impl Application {
             keys.clone(),
             (&settings.cache, &settings.freshness),
             Arc::clone(&cache),
-            (database.clone(), Arc::clone(&rollups)),
+            (database.clone(), Arc::clone(&replicas), Arc::clone(&rollups)),
             Arc::clone(&status),
         );
         let freshness = Arc::new(Freshness::new(
@@ -139,7 +147,7 @@ impl Application {
         // After the first LISTEN: a rollup adopted now catches up with the
         // change log, and what it re-aggregates is invalidated.
         rollups.start();
-        let health = HealthChecker::new(database, cache_redis, l1_enabled);
+        let health = HealthChecker::new((database, replicas), cache_redis, l1_enabled);
         let rate_limiter = RateLimiter::new(redis, keys);
         let auth = Authenticator::new(tenants, &settings.auth, pool);
         let address = format!("{}:{}", settings.server.host, settings.server.port);

@@ -21,6 +21,7 @@ use crate::cache::{
 };
 use crate::clock::unix_now;
 use crate::config::{CacheSettings, FreshnessSettings};
+use crate::db::replica::Replicas;
 use crate::db::{Database, DbError};
 use crate::model::{
     split_compare, CompileContext, CompiledQuery, QueryError, QueryRequest, SemanticModel, StaleWindows, TenantScope,
@@ -124,6 +125,8 @@ pub struct QueryService {
     /// Request bodies compiled a moment ago.
     memo: memo::CompileMemo,
     db: Database,
+    /// The read replicas datasets may read instead of `db`.
+    replicas: Arc<Replicas>,
     /// Which rollup (if any) answers a computation.
     rollups: Arc<Rollups>,
     /// Whether the model still fits the database.
@@ -137,7 +140,7 @@ impl QueryService {
         keys: KeySpace,
         (settings, freshness): (&CacheSettings, &FreshnessSettings),
         cache: Arc<QueryCache<AnalyticsError>>,
-        (db, rollups): (Database, Arc<Rollups>),
+        (db, replicas, rollups): (Database, Arc<Replicas>, Arc<Rollups>),
         status: Arc<StatusTracker>,
     ) -> Self {
         let model_health = Arc::new(model_health::ModelHealth::new(Arc::clone(&model), db.pool().clone()));
@@ -158,6 +161,7 @@ impl QueryService {
             cache,
             memo: memo::CompileMemo::default(),
             db,
+            replicas,
             rollups,
             status,
         }
@@ -388,6 +392,7 @@ impl QueryService {
         let entry = self.entry_request(compiled, key, options);
         let model = Arc::clone(&self.model);
         let database = self.db.clone();
+        let replicas = Arc::clone(&self.replicas);
         let rollups = Arc::clone(&self.rollups);
         let health = Arc::clone(&self.model_health);
         let for_compute = Arc::clone(compiled);
@@ -395,19 +400,24 @@ impl QueryService {
         // it, and the rollup is chosen as of the moment the statement runs.
         let compute = move || async move {
             let mut rollup = rollups.route(&for_compute);
-            let sql = model
-                .sql_for(&for_compute, rollup)
-                .ok_or_else(|| vanished(&for_compute.dataset))?;
-            let result = match database.fetch(&for_compute.tenant, sql.builder).await {
+            // On the dataset's replica while it is healthy, else the primary
+            // (the statement is built again for a retry there).
+            let fetch = |rollup| {
+                let (model, for_compute) = (&model, &for_compute);
+                replicas.fetch(&database, &for_compute.dataset, &for_compute.tenant, move || {
+                    model
+                        .sql_for(for_compute, rollup)
+                        .map(|sql| sql.builder)
+                        .ok_or_else(|| vanished(&for_compute.dataset))
+                })
+            };
+            let result = match fetch(rollup).await {
                 // A rollup statement PostgreSQL refuses (an expression that
                 // reads a column the rollup lacks) is answered from raw.
                 Err(DbError::Query(error) | DbError::Model(error)) if rollup.is_some() => {
                     tracing::warn!(%error, rollup = rollup.map(|r| r.id.as_str()), "rollup statement failed; answering from the raw table");
                     rollup = None;
-                    let sql = model
-                        .sql_for(&for_compute, None)
-                        .ok_or_else(|| vanished(&for_compute.dataset))?;
-                    database.fetch(&for_compute.tenant, sql.builder).await
+                    fetch(None).await
                 }
                 other => other,
             };

@@ -5,6 +5,12 @@
 //! rate-limit state (`ratelimit:{prefix}:{tenant}`), version counters
 //! (`version:{prefix}:{dataset}:...`) and leases (`lease:{entry key}`).
 //!
+//! In a Redis Cluster (`redis.mode = "cluster"`) the dataset segment of
+//! entry and counter keys is a hash tag, `{dataset}`
+//! (`analytics:query:acme:{sales}:<md5>`, `version:analytics:{sales}:gen`):
+//! an entry and its counters are read in one pipeline or script, which a
+//! cluster runs only on keys of one slot. Other modes keep the plain names.
+//!
 //! Every pattern an operator or tenant sends is confined to a namespace that
 //! starts with a literal `{prefix}:`, so no pattern can reach other data in a
 //! shared Redis.
@@ -45,6 +51,8 @@ pub enum ScopeError {
 #[derive(Debug, Clone)]
 pub struct KeySpace {
     prefix: String,
+    /// Cluster mode: the dataset segment is a hash tag.
+    hash_tags: bool,
 }
 
 impl KeySpace {
@@ -52,7 +60,24 @@ impl KeySpace {
     pub fn new(prefix: &str) -> Option<Self> {
         is_safe_segment(prefix).then(|| Self {
             prefix: prefix.to_owned(),
+            hash_tags: false,
         })
+    }
+
+    /// Cluster mode: `{dataset}` hash tags put an entry and its version
+    /// counters in one slot.
+    pub fn with_hash_tags(mut self, hash_tags: bool) -> Self {
+        self.hash_tags = hash_tags;
+        self
+    }
+
+    /// The dataset segment of a key: `{dataset}` in cluster mode.
+    fn ds(&self, dataset: &str) -> String {
+        if self.hash_tags {
+            format!("{{{dataset}}}")
+        } else {
+            dataset.to_owned()
+        }
     }
 
     pub fn prefix(&self) -> &str {
@@ -62,7 +87,7 @@ impl KeySpace {
     /// The key of one query entry. `tenant` and `dataset` are validated names
     /// (tenant ids at start-up, datasets by the model); `hash` is hex.
     pub fn query_key(&self, tenant: &str, dataset: &str, hash: &str) -> String {
-        format!("{}:query:{tenant}:{dataset}:{hash}", self.prefix)
+        format!("{}:query:{tenant}:{}:{hash}", self.prefix, self.ds(dataset))
     }
 
     /// The key of a tenant's shared rate-limit state.
@@ -82,17 +107,17 @@ impl KeySpace {
             Slot::Column(dimension) => format!("@{dimension}"),
             Slot::Value(dimension, value) => format!("{dimension}={value}"),
         };
-        format!("version:{}:{dataset}:{bucket}:{slot}", self.prefix)
+        format!("version:{}:{}:{bucket}:{slot}", self.prefix, self.ds(dataset))
     }
 
     /// The counter bumped when everything of `dataset` changes.
     pub fn generation_key(&self, dataset: &str) -> String {
-        format!("version:{}:{dataset}:gen", self.prefix)
+        format!("version:{}:{}:gen", self.prefix, self.ds(dataset))
     }
 
     /// The counter bumped when everything of `tenant`'s entries of `dataset` changes.
     pub fn tenant_generation_key(&self, dataset: &str, tenant: &str) -> String {
-        format!("version:{}:{dataset}:gen:{tenant}", self.prefix)
+        format!("version:{}:{}:gen:{tenant}", self.prefix, self.ds(dataset))
     }
 
     /// The cross-instance lease on computing one entry.
@@ -147,11 +172,11 @@ impl KeySpace {
     /// inside it: `*` means every entry of the scope, never other keys.
     pub fn pattern(&self, scope: &Scope, pattern: Option<&str>) -> String {
         let namespace = match (&scope.tenant, &scope.dataset) {
-            (Some(tenant), Some(dataset)) => format!("{}{dataset}:", self.tenant_namespace(tenant)),
+            (Some(tenant), Some(dataset)) => format!("{}{}:", self.tenant_namespace(tenant), self.ds(dataset)),
             (Some(tenant), None) => self.tenant_namespace(tenant),
             // Datasets are safe segments (no glob characters), so the literal
             // `{prefix}:` still bounds what this can match.
-            (None, Some(dataset)) => format!("{}:query:*:{dataset}:", self.prefix),
+            (None, Some(dataset)) => format!("{}:query:*:{}:", self.prefix, self.ds(dataset)),
             (None, None) => self.namespace(),
         };
         confine(&namespace, pattern)
@@ -345,6 +370,30 @@ mod tests {
         ] {
             assert!(!glob_matches(&k.pattern(&everything(), None), &key), "{key}");
         }
+    }
+
+    #[test]
+    fn cluster_keys_tag_the_dataset_so_an_entry_meets_its_counters() {
+        let k = keys().with_hash_tags(true);
+        let entry = k.query_key("acme", "sales", "abc");
+        assert_eq!(entry, "analytics:query:acme:{sales}:abc");
+        assert_eq!(k.generation_key("sales"), "version:analytics:{sales}:gen");
+        assert_eq!(
+            k.tenant_generation_key("sales", "acme"),
+            "version:analytics:{sales}:gen:acme"
+        );
+        let any = Tag {
+            bucket: Bucket::All,
+            slot: Slot::Any,
+        };
+        assert_eq!(k.version_key("sales", &any), "version:analytics:{sales}:all:*");
+        let scope = k.scope(Owner::Admin, Some("acme"), Some("sales")).expect("scope");
+        let pattern = k.pattern(&scope, None);
+        assert_eq!(pattern, "analytics:query:acme:{sales}:*");
+        assert!(glob_matches(&pattern, &entry));
+        let by_dataset = k.pattern(&k.scope(Owner::Admin, None, Some("sales")).expect("scope"), None);
+        assert!(glob_matches(&by_dataset, &entry), "{by_dataset}");
+        assert!(k.check_delete(Owner::Tenant("acme"), &entry).is_ok());
     }
 
     #[test]

@@ -111,26 +111,59 @@ impl Versions {
         Ok((entry, snapshot(&values)))
     }
 
-    /// INCR every counter in `counters` (one pipeline).
+    /// INCR every counter in `counters` (one pipeline; in a cluster, one
+    /// per hash tag, since a pipeline runs on one slot there).
     pub async fn bump(&self, redis: &Arc<RedisClient>, counters: Vec<String>) -> Result<(), RedisUnavailable> {
         if counters.is_empty() {
             return Ok(());
         }
-        redis
-            .run_admin(RedisCaller::Cache, |mut c| async move {
-                let mut pipe = redis::pipe();
-                for counter in &counters {
-                    pipe.cmd("INCR").arg(counter).ignore();
-                }
-                pipe.query_async::<()>(&mut c).await
-            })
-            .await
+        let groups: Vec<Vec<String>> = if redis.is_cluster() {
+            let mut by_tag: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+            for counter in counters {
+                by_tag.entry(hash_tag(&counter).to_owned()).or_default().push(counter);
+            }
+            by_tag.into_values().collect()
+        } else {
+            vec![counters]
+        };
+        for group in groups {
+            redis
+                .run_admin(RedisCaller::Cache, |mut c| async move {
+                    let mut pipe = redis::pipe();
+                    for counter in &group {
+                        pipe.cmd("INCR").arg(counter).ignore();
+                    }
+                    pipe.query_async::<()>(&mut c).await
+                })
+                .await?;
+        }
+        Ok(())
     }
+}
+
+/// What a Redis Cluster hashes of `key`: the text of its first non-empty
+/// `{...}`, or the whole key.
+fn hash_tag(key: &str) -> &str {
+    if let Some(open) = key.find('{') {
+        if let Some(close) = key[open + 1..].find('}') {
+            if close > 0 {
+                return &key[open + 1..open + 1 + close];
+            }
+        }
+    }
+    key
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hash_tags_are_what_a_cluster_hashes() {
+        assert_eq!(hash_tag("version:a:{sales}:gen"), "sales");
+        assert_eq!(hash_tag("version:a:sales:gen"), "version:a:sales:gen");
+        assert_eq!(hash_tag("a{}b{c}"), "a{}b{c}");
+    }
 
     #[test]
     fn snapshots_change_with_any_counter_and_with_order() {

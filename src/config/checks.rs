@@ -263,3 +263,75 @@ pub fn postgres_root_cert(url: &str) -> Option<String> {
         .last()
         .filter(|value| !value.trim_start().starts_with("-----BEGIN"))
 }
+
+/// The read replicas (`[databases.<name>]`): a usable name, a URL, every
+/// number in range (as for `database`) and a readable `sslrootcert`.
+pub fn replicas(settings: &Settings) -> Option<String> {
+    for (name, replica) in &settings.databases {
+        let upper = name.to_ascii_uppercase();
+        if name == "primary" {
+            return Some(
+                "databases.primary: `primary` is the name of `database` (DATABASE_URL); name a replica otherwise"
+                    .into(),
+            );
+        }
+        let mut chars = name.chars();
+        let identifier = matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c == '_')
+            && name.len() <= 63
+            && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if !identifier {
+            return Some(format!(
+                "databases.{name}: a database name must be a lower-case identifier ([a-z_][a-z0-9_]*)"
+            ));
+        }
+        if replica.url.expose().trim().is_empty() {
+            return Some(format!(
+                "APP__DATABASES__{upper}__URL (databases.{name}.url) is not set: a replica needs its URL"
+            ));
+        }
+        let ranges: [(&str, u64, u64, u64); 12] = [
+            ("MAX_CONNECTIONS", replica.max_connections.into(), 1, 10_000),
+            (
+                "MIN_CONNECTIONS",
+                replica.min_connections.into(),
+                0,
+                replica.max_connections.into(),
+            ),
+            ("ACQUIRE_TIMEOUT_MS", replica.acquire_timeout_ms, 10, HOUR_MS),
+            ("STATEMENT_TIMEOUT_MS", replica.statement_timeout_ms, 10, HOUR_MS),
+            ("MAX_IN_FLIGHT", replica.max_in_flight.into(), 0, 10_000),
+            ("MAX_QUEUED", replica.max_queued.into(), 0, 1_000_000),
+            ("MAX_PER_TENANT", replica.max_per_tenant.into(), 0, 1_000_000),
+            (
+                "BREAKER_FAILURE_THRESHOLD",
+                replica.breaker_failure_threshold.into(),
+                1,
+                1_000_000,
+            ),
+            ("BREAKER_WINDOW_MS", replica.breaker_window_ms, 10, HOUR_MS),
+            (
+                "BREAKER_PROBE_INTERVAL_MS",
+                replica.breaker_probe_interval_ms,
+                10,
+                HOUR_MS,
+            ),
+            ("MAX_LAG_SECONDS", replica.max_lag_seconds, 0, 7 * DAY_S),
+            ("LAG_PROBE_INTERVAL_MS", replica.lag_probe_interval_ms, 50, HOUR_MS),
+        ];
+        if let Some((key, value, least, most)) = ranges
+            .into_iter()
+            .find(|(_, value, least, most)| value < least || value > most)
+        {
+            return Some(format!(
+                "APP__DATABASES__{upper}__{key} = {value} is out of range: it must be between {least} and {most}"
+            ));
+        }
+        if let Some(path) = postgres_root_cert(replica.url.expose()) {
+            let setting = format!("APP__DATABASES__{upper}__URL sslrootcert");
+            if let Err(problem) = crate::tls::read_ca_file(&setting, std::path::Path::new(&path)) {
+                return Some(problem);
+            }
+        }
+    }
+    None
+}

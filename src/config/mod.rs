@@ -17,6 +17,9 @@ pub use checks::{postgres_root_cert, REDIS_CA_SETTING};
 pub struct Settings {
     pub server: ServerSettings,
     pub database: DatabaseSettings,
+    /// Read replicas (`[databases.<name>]`) that datasets of the model may
+    /// read (`database = "<name>"`); `primary` is `database` itself.
+    pub databases: std::collections::BTreeMap<String, ReplicaSettings>,
     pub redis: RedisSettings,
     pub cache: CacheSettings,
     pub freshness: FreshnessSettings,
@@ -138,6 +141,77 @@ impl Default for DatabaseSettings {
     }
 }
 
+/// A read replica of `database` (`[databases.<name>]`, variables
+/// `APP__DATABASES__<NAME>__<KEY>`): the datasets that name it read it while
+/// it answers and its replay lag is within `max_lag_seconds`, else the
+/// primary. Pool and guard settings mean what they mean for `database`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReplicaSettings {
+    /// Connection URL (required); may carry a password, so it is never logged.
+    pub url: Secret,
+    pub max_connections: u32,
+    pub min_connections: u32,
+    pub acquire_timeout_ms: u64,
+    pub statement_timeout_ms: u64,
+    pub max_in_flight: u32,
+    pub max_queued: u32,
+    pub max_per_tenant: u32,
+    pub breaker_failure_threshold: u32,
+    pub breaker_window_ms: u64,
+    pub breaker_probe_interval_ms: u64,
+    /// Replay lag above which its datasets read the primary instead.
+    pub max_lag_seconds: u64,
+    /// How often a background probe measures its health and replay lag.
+    pub lag_probe_interval_ms: u64,
+}
+
+impl Default for ReplicaSettings {
+    fn default() -> Self {
+        let primary = DatabaseSettings::default();
+        Self {
+            url: Secret::new(""),
+            max_connections: primary.max_connections,
+            min_connections: 0,
+            acquire_timeout_ms: primary.acquire_timeout_ms,
+            statement_timeout_ms: primary.statement_timeout_ms,
+            max_in_flight: primary.max_in_flight,
+            max_queued: primary.max_queued,
+            max_per_tenant: primary.max_per_tenant,
+            breaker_failure_threshold: primary.breaker_failure_threshold,
+            breaker_window_ms: primary.breaker_window_ms,
+            breaker_probe_interval_ms: primary.breaker_probe_interval_ms,
+            max_lag_seconds: 30,
+            lag_probe_interval_ms: 2_000,
+        }
+    }
+}
+
+impl ReplicaSettings {
+    /// As `DatabaseSettings`, for the pool, connection options and guard
+    /// (nothing is created, migrated or seeded on a replica).
+    pub fn as_database(&self) -> DatabaseSettings {
+        DatabaseSettings {
+            url: self.url.clone(),
+            max_connections: self.max_connections,
+            min_connections: self.min_connections,
+            acquire_timeout_ms: self.acquire_timeout_ms,
+            statement_timeout_ms: self.statement_timeout_ms,
+            create_database: false,
+            migrate_on_start: false,
+            seed_demo_on_empty: false,
+            seed_demo_sales: 0,
+            max_in_flight: self.max_in_flight,
+            max_queued: self.max_queued,
+            max_per_tenant: self.max_per_tenant,
+            breaker_failure_threshold: self.breaker_failure_threshold,
+            breaker_window_ms: self.breaker_window_ms,
+            breaker_probe_interval_ms: self.breaker_probe_interval_ms,
+            startup_wait_seconds: 0,
+        }
+    }
+}
+
 /// Redis, the shared L2 cache. Everything here bounds how long Redis may slow
 /// a request: the cache is an optimisation and must never fail one.
 #[derive(Debug, Clone, Deserialize)]
@@ -165,6 +239,49 @@ pub struct RedisSettings {
     /// managed Redis with a private CA); unset, the Mozilla roots are trusted.
     /// A relative path is read from the config directory.
     pub tls_ca_file: Option<PathBuf>,
+    /// How Redis is deployed: one server (`url`), a primary found through
+    /// Sentinel, or a Redis Cluster.
+    pub mode: RedisMode,
+    /// Used when `mode = "sentinel"`.
+    pub sentinel: RedisSentinelSettings,
+    /// Used when `mode = "cluster"`.
+    pub cluster: RedisClusterSettings,
+}
+
+/// `redis.mode`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RedisMode {
+    /// One Redis server at `redis.url`.
+    #[default]
+    Standalone,
+    /// The primary of `redis.sentinel.service_name`, asked of the sentinels
+    /// (again after every lost connection, so a failover is followed).
+    Sentinel,
+    /// A Redis Cluster reached through `redis.cluster.nodes`.
+    Cluster,
+}
+
+/// `[redis.sentinel]`: where the sentinels are and which primary to ask for.
+/// The primary's password, user name, database and TLS come from `redis.url`
+/// (its host is not used); a sentinel's own password goes in its address
+/// (`redis://:password@host:26379`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisSentinelSettings {
+    /// The master name of `sentinel monitor <name> ...`.
+    pub service_name: String,
+    /// `host:port` or `redis://` URLs of the sentinels (env: comma-separated).
+    pub addresses: Vec<Secret>,
+}
+
+/// `[redis.cluster]`: the seed nodes of a Redis Cluster.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisClusterSettings {
+    /// `host:port` or `redis://` URLs of some nodes (env: comma-separated);
+    /// the rest of the cluster is discovered from them.
+    pub nodes: Vec<Secret>,
 }
 
 impl RedisSettings {
@@ -202,6 +319,9 @@ impl Default for RedisSettings {
             breaker_window_ms: 1_000,
             breaker_probe_interval_ms: 1_000,
             tls_ca_file: None,
+            mode: RedisMode::Standalone,
+            sentinel: RedisSentinelSettings::default(),
+            cluster: RedisClusterSettings::default(),
         }
     }
 }
@@ -557,6 +677,8 @@ impl Settings {
                 .try_parsing(true)
                 .list_separator(",")
                 .with_list_parse_key("server.cors_allowed_origins")
+                .with_list_parse_key("redis.sentinel.addresses")
+                .with_list_parse_key("redis.cluster.nodes")
                 .source(Some(app_vars)),
         );
         for (variable, key) in CONVENTIONAL_VARIABLES {
@@ -578,6 +700,9 @@ impl Settings {
             settings.redis.tls_ca_file = Some(config_dir.join(ca));
         }
         if let Some(problem) = checks::tls_files(&settings) {
+            return Err(config::ConfigError::Message(problem));
+        }
+        if let Some(problem) = checks::replicas(&settings) {
             return Err(config::ConfigError::Message(problem));
         }
         settings.sources = sources;

@@ -190,3 +190,25 @@ fn tls_ca_files_are_checked_when_the_settings_load() {
     );
     assert!(!message.contains("pw@"), "{message}");
 }
+
+#[test]
+fn redis_topologies_read_their_lists_from_the_environment() {
+    let settings = load(&[
+        ("APP__REDIS__MODE", "sentinel"),
+        ("APP__REDIS__SENTINEL__SERVICE_NAME", "analytics"),
+        (
+            "APP__REDIS__SENTINEL__ADDRESSES",
+            "10.0.0.1:26379,redis://10.0.0.2:26379",
+        ),
+        (
+            "APP__REDIS__CLUSTER__NODES",
+            "10.0.0.3:6379,10.0.0.4:6379,10.0.0.5:6379",
+        ),
+    ]);
+    assert_eq!(settings.redis.mode, RedisMode::Sentinel);
+    assert_eq!(settings.redis.sentinel.service_name, "analytics");
+    let addresses: Vec<&str> = settings.redis.sentinel.addresses.iter().map(Secret::expose).collect();
+    assert_eq!(addresses, ["10.0.0.1:26379", "redis://10.0.0.2:26379"]);
+    assert_eq!(settings.redis.cluster.nodes.len(), 3);
+    assert_eq!(load(&[]).redis.mode, RedisMode::Standalone);
+}

@@ -37,6 +37,9 @@ pub struct Guard {
     /// Tenant -> running and waiting statements.
     per_tenant: Mutex<HashMap<String, usize>>,
     max_per_tenant: usize,
+    /// The replica's name (`[databases.<name>]`); `None` for the primary,
+    /// whose breaker alone sets `analytics_db_breaker_open`.
+    replica: Option<String>,
 }
 
 /// A statement's place: released (slot and tenant share) when dropped.
@@ -56,6 +59,26 @@ impl Guard {
     /// `tenants` is how many tenants can send queries: with one, it may use
     /// every place; with more, by default each holds at most three quarters.
     pub fn new(settings: &DatabaseSettings, connect: PgConnectOptions, tenants: usize) -> Arc<Self> {
+        Self::build(settings, connect, tenants, None)
+    }
+
+    /// The guard of read replica `name`: its own places and breaker, so its
+    /// failures never refuse the primary's statements.
+    pub fn for_replica(
+        name: &str,
+        settings: &DatabaseSettings,
+        connect: PgConnectOptions,
+        tenants: usize,
+    ) -> Arc<Self> {
+        Self::build(settings, connect, tenants, Some(name.to_owned()))
+    }
+
+    fn build(
+        settings: &DatabaseSettings,
+        connect: PgConnectOptions,
+        tenants: usize,
+        replica: Option<String>,
+    ) -> Arc<Self> {
         let in_flight = match settings.max_in_flight {
             0 => settings.max_connections.max(1) as usize,
             n => n as usize,
@@ -67,7 +90,9 @@ impl Guard {
             0 => (capacity * 3).div_ceil(4).max(1),
             n => n as usize,
         };
-        metrics::gauge!("analytics_db_breaker_open").set(0.0);
+        if replica.is_none() {
+            metrics::gauge!("analytics_db_breaker_open").set(0.0);
+        }
         Arc::new(Self {
             breaker: Breaker::new(
                 settings.breaker_failure_threshold,
@@ -81,6 +106,7 @@ impl Guard {
             wait_limit: Duration::from_millis(settings.acquire_timeout_ms),
             per_tenant: Mutex::default(),
             max_per_tenant,
+            replica,
         })
     }
 
@@ -150,8 +176,11 @@ impl Guard {
         match outcome {
             Err(DbError::Unavailable(cause)) => {
                 if self.breaker.record_failure() == Transition::Opened {
-                    metrics::gauge!("analytics_db_breaker_open").set(1.0);
-                    tracing::warn!(%cause, "database unreachable; breaker opened, refusing at once while probing");
+                    if self.replica.is_none() {
+                        metrics::gauge!("analytics_db_breaker_open").set(1.0);
+                    }
+                    let database = self.replica.as_deref().unwrap_or("primary");
+                    tracing::warn!(%cause, database, "database unreachable; breaker opened, refusing at once while probing");
                     let guard = Arc::clone(self);
                     tokio::spawn(async move { guard.probe_until_healthy().await });
                 }
@@ -174,8 +203,11 @@ impl Guard {
             .await;
             if matches!(answered, Ok(Ok(()))) {
                 self.breaker.close();
-                metrics::gauge!("analytics_db_breaker_open").set(0.0);
-                tracing::info!("database reachable again; breaker closed");
+                if self.replica.is_none() {
+                    metrics::gauge!("analytics_db_breaker_open").set(0.0);
+                }
+                let database = self.replica.as_deref().unwrap_or("primary");
+                tracing::info!(database, "database reachable again; breaker closed");
                 return;
             }
         }

@@ -4,11 +4,13 @@
 //! - `capture`: trigger install and the LISTEN connection
 //! - `guard`: admission control (load shedding) and the breaker
 //! - `model_check`: the model's SQL planned against the database
+//! - `replica`: read replicas, per dataset, with fallback to the primary
 //! - `seed`: the demo dataset generator
 
 pub mod capture;
 pub mod guard;
 pub mod model_check;
+pub mod replica;
 pub mod seed;
 
 use std::sync::Arc;
@@ -238,8 +240,26 @@ impl Database {
         Ok(Self { pool, guard })
     }
 
+    /// Read replica `name`: a pool of its own (`application_name`
+    /// `analytics-api-replica`) behind a guard and breaker of its own.
+    pub fn for_replica(name: &str, settings: &DatabaseSettings, tenants: usize) -> Result<Self, sqlx::Error> {
+        let options = connect_options(settings)?.application_name(replica::APPLICATION_NAME);
+        let pool = PgPoolOptions::new()
+            .max_connections(settings.max_connections)
+            .min_connections(settings.min_connections)
+            .acquire_timeout(Duration::from_millis(settings.acquire_timeout_ms))
+            .connect_lazy_with(options.clone());
+        let guard = guard::Guard::for_replica(name, settings, options, tenants);
+        Ok(Self { pool, guard })
+    }
+
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// Whether its breaker has the database down.
+    pub fn breaker_open(&self) -> bool {
+        self.guard.is_open()
     }
 
     /// Runs a compiled statement for `tenant`, if admitted.

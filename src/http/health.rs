@@ -12,10 +12,15 @@ use crate::state::AppState;
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct HealthResponse {
-    /// `ok`, `degraded` (cache down, a rollup failing or the model broken by
-    /// a schema change; still serving) or `down` (database down).
+    /// `ok`, `degraded` (cache down, a rollup failing, a read replica not up
+    /// or the model broken by a schema change; still serving) or `down`
+    /// (database down).
     pub status: &'static str,
     pub database: ComponentHealth,
+    /// Each read replica (`[databases.<name>]`): `status`, `lag_seconds`
+    /// and whether its datasets read it (`routed`); one not `up` makes the
+    /// status `degraded` (its datasets read the primary).
+    pub databases: std::collections::BTreeMap<String, crate::db::replica::ReplicaHealth>,
     pub cache: CacheHealth,
     /// Change capture and the L1 sync between instances.
     pub freshness: FreshnessHealth,
@@ -44,9 +49,11 @@ pub async fn get_health(State(state): State<AppState>) -> (StatusCode, Json<Heal
     let (database, cache) = tokio::join!(state.health.database(), state.health.cache());
     let rollups_failing = state.queries.rollups().failing();
     let model_broken = state.queries.model_broken();
+    let databases = state.health.replicas();
+    let replica_down = databases.values().any(|r| r.status != "up");
     let (code, status) = if !database.is_up() {
         (StatusCode::SERVICE_UNAVAILABLE, "down")
-    } else if cache.redis == "down" || !rollups_failing.is_empty() || model_broken.is_some() {
+    } else if cache.redis == "down" || !rollups_failing.is_empty() || model_broken.is_some() || replica_down {
         (StatusCode::OK, "degraded")
     } else {
         (StatusCode::OK, "ok")
@@ -54,6 +61,7 @@ pub async fn get_health(State(state): State<AppState>) -> (StatusCode, Json<Heal
     let body = HealthResponse {
         status,
         database,
+        databases,
         cache,
         freshness: state.freshness.health(),
         rollups_failing,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{MatchedPath, Request};
+use axum::extract::Request;
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -17,17 +17,14 @@ use tracing::Span;
 use crate::error::{ApiError, ErrorCause, ErrorCode};
 
 /// One span per request; handlers and the cache fill `tenant`, `cache` and
-/// `db_ms` as they learn them.
+/// `db_ms` as they learn them, and `observability::track_requests` the
+/// `route` (the span starts before routing).
 /// Nothing is built when the filter drops request spans (`RUST_LOG=warn`):
 /// a cache hit should not pay for a span no one sees.
 pub fn make_span(request: &Request<Body>) -> Span {
     if !tracing::span_enabled!(tracing::Level::INFO) {
         return Span::none();
     }
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", MatchedPath::as_str);
     let request_id = request
         .headers()
         .get("x-request-id")
@@ -36,7 +33,7 @@ pub fn make_span(request: &Request<Body>) -> Span {
     tracing::info_span!(
         "request",
         method = %request.method(),
-        route = %route,
+        route = "unmatched",
         request_id = %request_id,
         tenant = tracing::field::Empty,
         cache = tracing::field::Empty,

@@ -119,8 +119,45 @@ pub fn routes() -> Vec<Route> {
     canonical.into_iter().chain(aliases).collect()
 }
 
-/// The whole application: routes plus the middleware stack.
-pub fn router(state: AppState) -> Router {
+/// What [`router`] builds: a service hyper can serve, cheap to clone.
+pub trait AppService:
+    tower::Service<
+        axum::http::Request<hyper::body::Incoming>,
+        Response = axum::http::Response<Self::Body>,
+        Error = std::convert::Infallible,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + Sync
+    + 'static
+{
+    type Body: axum::body::HttpBody<Data = bytes::Bytes, Error: Into<axum::BoxError>> + Send + 'static;
+}
+
+impl<S, B> AppService for S
+where
+    S: tower::Service<
+            axum::http::Request<hyper::body::Incoming>,
+            Response = axum::http::Response<B>,
+            Error = std::convert::Infallible,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + Sync
+        + 'static,
+    B: axum::body::HttpBody<Data = bytes::Bytes, Error: Into<axum::BoxError>> + Send + 'static,
+{
+    type Body = B;
+}
+
+/// The whole application: the routes inside the middleware stack.
+///
+/// The stack wraps the router as one service instead of being layered onto
+/// every route: hyper clones the service per request, and a clone of this
+/// stack is a few reference counts, where a route-level stack is boxed and
+/// cloned whole on every request. Only what needs the matched route (the
+/// duration histogram, the body limit, CORS) stays inside the router.
+pub fn router(state: AppState) -> impl AppService {
     let server = &state.settings.server;
     let request_id = HeaderName::from_static("x-request-id");
     let compression = CompressionLayer::new().compress_when(
@@ -144,33 +181,34 @@ pub fn router(state: AppState) -> Router {
         Some(cors) => routes.layer(cors),
         None => routes,
     };
-    routes.layer(
-        ServiceBuilder::new()
-            .layer(CatchPanicLayer::custom(|_| {
-                tracing::error!("handler panicked");
-                axum::response::IntoResponse::into_response(ApiError::new(
-                    ErrorCode::InternalError,
-                    "internal server error",
-                ))
-            }))
-            .layer(SetRequestIdLayer::new(
-                request_id.clone(),
-                middleware::CountedRequestId::new(),
+    ServiceBuilder::new()
+        // The layers below (and the router) read axum's body type.
+        .map_request(|request: axum::http::Request<hyper::body::Incoming>| request.map(axum::body::Body::new))
+        .layer(CatchPanicLayer::custom(|_| {
+            tracing::error!("handler panicked");
+            axum::response::IntoResponse::into_response(ApiError::new(
+                ErrorCode::InternalError,
+                "internal server error",
             ))
-            .layer(
-                TraceLayer::new_for_http()
-                    .make_span_with(middleware::make_span)
-                    .on_request(())
-                    .on_response(middleware::on_response)
-                    // Failures are logged once, where they happen (with their cause), not again here.
-                    .on_failure(()),
-            )
-            .layer(PropagateRequestIdLayer::new(request_id))
-            .layer(axum::middleware::from_fn(middleware::json_error_bodies))
-            .layer(compression)
-            .layer(TimeoutLayer::with_status_code(
-                StatusCode::GATEWAY_TIMEOUT,
-                Duration::from_millis(server.request_timeout_ms),
-            )),
-    )
+        }))
+        .layer(SetRequestIdLayer::new(
+            request_id.clone(),
+            middleware::CountedRequestId::new(),
+        ))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(middleware::make_span)
+                .on_request(())
+                .on_response(middleware::on_response)
+                // Failures are logged once, where they happen (with their cause), not again here.
+                .on_failure(()),
+        )
+        .layer(PropagateRequestIdLayer::new(request_id))
+        .layer(axum::middleware::from_fn(middleware::json_error_bodies))
+        .layer(compression)
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::GATEWAY_TIMEOUT,
+            Duration::from_millis(server.request_timeout_ms),
+        ))
+        .service(routes)
 }

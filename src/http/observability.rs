@@ -24,6 +24,9 @@ use crate::status::{HotKey, Percentiles, SeriesPoint, BUCKETS, BUCKET_SECONDS};
 pub async fn track_requests(request: Request, next: Next) -> Response {
     let started = Instant::now();
     let route = request.extensions().get::<MatchedPath>().cloned();
+    if let Some(route) = &route {
+        tracing::Span::current().record("route", route.as_str());
+    }
     let method = request.method().clone();
     let response = next.run(request).await;
     let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);

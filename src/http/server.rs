@@ -12,7 +12,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -39,7 +38,7 @@ pub struct ConnectionLimits {
 /// Serves `app` on `listener` until `shutdown` completes, then drains.
 pub async fn serve(
     listener: TcpListener,
-    app: Router,
+    app: impl super::AppService,
     limits: ConnectionLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {

@@ -72,6 +72,11 @@ pub struct DatasetDef {
     pub metrics: BTreeMap<String, MetricDef>,
     #[serde(default)]
     pub dimensions: BTreeMap<String, DimensionDef>,
+    /// The database its statements read: `primary` (`database`, the
+    /// default) or a read replica configured as `[databases.<name>]`. Not
+    /// part of the definition hash: a replica answers what the primary does.
+    #[serde(default, skip_serializing)]
+    pub database: Option<String>,
     /// Pre-aggregated tables (see `rollup`). Not part of the definition
     /// hash: a rollup answers exactly what the raw table answers.
     #[serde(default, skip_serializing)]
@@ -197,6 +202,11 @@ pub struct Dataset {
 }
 
 impl Dataset {
+    /// The database its statements read (`primary` unless the model names one).
+    pub fn database(&self) -> &str {
+        self.def.database.as_deref().unwrap_or("primary")
+    }
+
     pub fn metric_name(&self, name_or_alias: &str) -> Option<&str> {
         self.metric_names.get(name_or_alias).map(String::as_str)
     }
@@ -282,6 +292,13 @@ pub(super) fn validate_dataset(name: &str, mut def: DatasetDef) -> Result<Datase
             name,
             "timezone",
             format!("`{}` is not a time zone name", def.timezone),
+        ));
+    }
+    if let Some(database) = def.database.as_deref().filter(|d| !is_public_name(d)) {
+        return Err(invalid(
+            name,
+            "database",
+            format!("`{database}` is not a database name ([a-z_][a-z0-9_]*)"),
         ));
     }
     if def.max_limit == 0 || def.max_limit > 1_000_000 {

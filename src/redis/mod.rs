@@ -10,6 +10,7 @@
 
 pub mod busy;
 mod info;
+mod topology;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,11 +18,12 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use bb8::Pool;
-use redis::aio::MultiplexedConnection;
 
 use crate::breaker::{Breaker, Transition};
 use crate::config::{RedisSettings, REDIS_CA_SETTING};
 pub use info::RedisInfo;
+pub use topology::RedisConnection;
+use topology::{Backend, Manager};
 
 /// Admin commands (SCAN, INFO) may take longer than hot-path GETs.
 const ADMIN_COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
@@ -74,7 +76,13 @@ impl RedisUnavailable {
     fn from_redis(error: redis::RedisError) -> Self {
         if let Some(failure) = crate::tls::handshake_failure(&error) {
             Self::Connection(format!("TLS handshake failed: {failure}"))
-        } else if error.is_io_error() || error.is_connection_dropped() || error.is_connection_refusal() {
+        } else if error.is_io_error()
+            || error.is_connection_dropped()
+            || error.is_connection_refusal()
+            // A primary demoted to a replica (after a failover) refuses
+            // writes: its connections must go, so new ones find the new one.
+            || error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly)
+        {
             Self::Connection(error.to_string())
         } else {
             Self::Command(error.to_string())
@@ -92,20 +100,16 @@ pub enum RedisConfigError {
     Tls(String),
 }
 
-/// The client of `settings.url`: over TLS trusting the CA file when one is
-/// set (read now: a missing or unreadable one stops the start).
-fn open_client(settings: &RedisSettings) -> Result<redis::Client, RedisConfigError> {
-    let url = settings.url.expose();
-    match settings.ca_pem().map_err(RedisConfigError::Tls)? {
-        None => redis::Client::open(url).map_err(RedisConfigError::Url),
-        Some(pem) => {
-            let certificates = redis::TlsCertificates {
-                client_tls: None,
-                root_cert: Some(pem),
-            };
-            redis::Client::build_with_tls(url, certificates).map_err(RedisConfigError::Url)
-        }
-    }
+/// The clients of `settings.mode`: over TLS trusting the CA file when one
+/// is set (read now: a missing or unreadable one stops the start).
+fn open_backend(settings: &RedisSettings) -> Result<Backend, RedisConfigError> {
+    let pem = settings.ca_pem().map_err(RedisConfigError::Tls)?;
+    Backend::open(settings, pem).map_err(RedisConfigError::Url)
+}
+
+/// Whether `url` asks for TLS.
+fn is_tls_url(url: &str) -> bool {
+    url.trim_start().to_ascii_lowercase().starts_with("rediss://")
 }
 
 /// Pool replacements after lost connections are at most this frequent.
@@ -113,13 +117,12 @@ const POOL_REFRESH_INTERVAL: Duration = Duration::from_millis(500);
 
 /// The one Redis connection of the process.
 pub struct RedisClient {
-    /// The pool's connection manager (redis-rs implements bb8's
-    /// `ManageConnection` for it), also used for connections outside the
-    /// pool: probes and pub/sub subscriptions.
-    client: redis::Client,
+    /// Where connections come from in `redis.mode` (the pool's, and those
+    /// outside it: probes and pub/sub subscriptions).
+    backend: Arc<Backend>,
     /// Swapped for a fresh pool when the breaker closes: connections of a
     /// Redis that went away stay broken and the manager never discards them.
-    pool: RwLock<Pool<redis::Client>>,
+    pool: RwLock<Pool<Manager>>,
     breaker: Breaker,
     settings: RedisSettings,
     /// When the pool was last replaced (ms since `created`), to rate-limit it.
@@ -134,12 +137,12 @@ impl RedisClient {
     /// down (but not with a CA file it cannot read).
     pub fn new(settings: &RedisSettings) -> Result<Arc<Self>, RedisConfigError> {
         crate::tls::install_crypto_provider();
-        let client = open_client(settings)?;
-        let pool = build_pool(&client, settings);
+        let backend = Arc::new(open_backend(settings)?);
+        let pool = build_pool(&backend, settings);
         // Export the breaker state from the start, not only after a first trip.
         metrics::gauge!("analytics_cache_breaker_open").set(0.0);
         Ok(Arc::new(Self {
-            client,
+            backend,
             pool: RwLock::new(pool),
             breaker: Breaker::new(
                 settings.breaker_failure_threshold,
@@ -161,7 +164,12 @@ impl RedisClient {
         &self.busy
     }
 
-    fn current_pool(&self) -> Pool<redis::Client> {
+    /// Whether Redis is a cluster (multi-key commands then need one slot).
+    pub fn is_cluster(&self) -> bool {
+        self.backend.is_cluster()
+    }
+
+    fn current_pool(&self) -> Pool<Manager> {
         match self.pool.read() {
             Ok(pool) => pool.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
@@ -177,7 +185,7 @@ impl RedisClient {
         op: F,
     ) -> Result<T, RedisUnavailable>
     where
-        F: FnOnce(MultiplexedConnection) -> Fut,
+        F: FnOnce(RedisConnection) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         if self.breaker.is_open() {
@@ -191,9 +199,10 @@ impl RedisClient {
                     RedisUnavailable::Connection("no connection within the connect timeout".into())
                 }
             })?;
-            // Multiplexed connections are cheap clones of one socket; cloning
-            // lets `op` own it without holding the pool guard across awaits.
-            let owned: MultiplexedConnection = (*connection).clone();
+            // Multiplexed and cluster connections are cheap clones of a
+            // shared one; cloning lets `op` own it without holding the pool
+            // guard across awaits.
+            let owned: RedisConnection = (*connection).clone();
             drop(connection);
             op(owned).await.map_err(RedisUnavailable::from_redis)
         })
@@ -255,7 +264,7 @@ impl RedisClient {
     }
 
     fn swap_pool(&self) {
-        let fresh = build_pool(&self.client, &self.settings);
+        let fresh = build_pool(&self.backend, &self.settings);
         match self.pool.write() {
             Ok(mut pool) => *pool = fresh,
             Err(poisoned) => *poisoned.into_inner() = fresh,
@@ -283,9 +292,10 @@ impl RedisClient {
         Duration::from_millis(self.settings.connect_timeout_ms + self.settings.command_timeout_ms.max(100))
     }
 
-    /// `host:port` of the configured Redis, for messages (never the password).
+    /// `host:port` of the configured Redis (or its sentinels or cluster
+    /// nodes), for messages (never the password).
     pub fn address(&self) -> String {
-        self.settings.url.address(6379)
+        self.backend.describe(&self.settings)
     }
 
     /// Says once, at start, whether Redis answers, naming where it was
@@ -307,13 +317,10 @@ impl RedisClient {
 
     /// PING over a new connection (not the pool), bounded by connect + command timeouts.
     pub async fn ping_fresh(&self) -> Result<Duration, RedisUnavailable> {
-        use bb8::ManageConnection;
         let started = Instant::now();
         let limit = self.fresh_connection_limit();
         tokio::time::timeout(limit, async {
-            let mut connection = ManageConnection::connect(&self.client)
-                .await
-                .map_err(|e| self.connect_error(e))?;
+            let mut connection = self.backend.connect().await.map_err(|e| self.connect_error(e))?;
             redis::cmd("PING")
                 .query_async::<String>(&mut connection)
                 .await
@@ -344,7 +351,7 @@ impl RedisClient {
     /// (for commands this client has no method for, like a Lua script).
     pub async fn run_hot<T, F, Fut>(self: &Arc<Self>, caller: RedisCaller, op: F) -> Result<T, RedisUnavailable>
     where
-        F: FnOnce(MultiplexedConnection) -> Fut,
+        F: FnOnce(RedisConnection) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         self.run(caller, self.command_timeout(), op).await
@@ -354,7 +361,7 @@ impl RedisClient {
     /// background work that may send many commands (counter bumps).
     pub async fn run_admin<T, F, Fut>(self: &Arc<Self>, caller: RedisCaller, op: F) -> Result<T, RedisUnavailable>
     where
-        F: FnOnce(MultiplexedConnection) -> Fut,
+        F: FnOnce(RedisConnection) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         self.run(caller, ADMIN_COMMAND_TIMEOUT, op).await
@@ -383,11 +390,7 @@ impl RedisClient {
     pub async fn subscribe(&self, channel: &str) -> Result<redis::aio::PubSub, RedisUnavailable> {
         let limit = self.fresh_connection_limit();
         tokio::time::timeout(limit, async {
-            let mut pubsub = self
-                .client
-                .get_async_pubsub()
-                .await
-                .map_err(|e| self.connect_error(e))?;
+            let mut pubsub = self.backend.pubsub().await.map_err(|e| self.connect_error(e))?;
             pubsub
                 .subscribe(channel)
                 .await
@@ -443,82 +446,120 @@ impl RedisClient {
         .await
     }
 
-    /// One SCAN step: the next cursor and a page of keys matching `pattern`.
+    /// The servers a keyspace-wide command (SCAN, INFO) must visit: every
+    /// primary of a cluster that serves slots, or (`None`) the one server.
+    async fn keyspace_nodes(self: &Arc<Self>, caller: RedisCaller) -> Result<Vec<Option<String>>, RedisUnavailable> {
+        if !self.is_cluster() {
+            return Ok(vec![None]);
+        }
+        let nodes: String = self
+            .run(caller, ADMIN_COMMAND_TIMEOUT, |mut c| async move {
+                redis::cmd("CLUSTER").arg("NODES").query_async(&mut c).await
+            })
+            .await?;
+        let primaries = topology::primaries_with_slots(&nodes);
+        if primaries.is_empty() {
+            return Err(RedisUnavailable::Command("no cluster primary serves slots".into()));
+        }
+        Ok(primaries.into_iter().map(Some).collect())
+    }
+
+    /// One SCAN step on `node` (a cluster primary, or the one server): the
+    /// next cursor and a page of keys matching `pattern`.
     async fn scan_page(
         self: &Arc<Self>,
         caller: RedisCaller,
+        node: Option<String>,
         cursor: u64,
         pattern: &str,
         count: usize,
     ) -> Result<(u64, Vec<String>), RedisUnavailable> {
-        let pattern = pattern.to_owned();
+        let mut scan = redis::cmd("SCAN");
+        scan.arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(count.max(1));
         self.run(caller, ADMIN_COMMAND_TIMEOUT, |mut c| async move {
-            redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(pattern)
-                .arg("COUNT")
-                .arg(count.max(1))
-                .query_async(&mut c)
-                .await
+            c.query_on(node.as_deref(), scan).await
         })
         .await
     }
 
     /// SCAN + UNLINK in batches (never KEYS, which blocks Redis) for keys
-    /// matching `pattern`; returns how many were deleted.
+    /// matching `pattern`, on every primary of a cluster; returns how many
+    /// were deleted.
     pub async fn delete_matching(
         self: &Arc<Self>,
         caller: RedisCaller,
         pattern: &str,
         batch: usize,
     ) -> Result<u64, RedisUnavailable> {
-        let (mut cursor, mut deleted) = (0, 0);
-        loop {
-            let (next, keys) = self.scan_page(caller, cursor, pattern, batch).await?;
-            deleted += self.unlink(caller, keys).await?;
-            if next == 0 {
-                return Ok(deleted);
+        let mut deleted = 0;
+        for node in self.keyspace_nodes(caller).await? {
+            let mut cursor = 0;
+            loop {
+                let (next, keys) = self.scan_page(caller, node.clone(), cursor, pattern, batch).await?;
+                deleted += self.unlink(caller, keys).await?;
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
             }
-            cursor = next;
         }
+        Ok(deleted)
     }
 
-    /// Counts keys matching `pattern` with SCAN, stopping at `limit`.
+    /// Counts keys matching `pattern` with SCAN (on every primary of a
+    /// cluster), stopping at `limit`.
     pub async fn count_matching(
         self: &Arc<Self>,
         caller: RedisCaller,
         pattern: &str,
         limit: u64,
     ) -> Result<u64, RedisUnavailable> {
-        let (mut cursor, mut count) = (0, 0);
-        loop {
-            let (next, keys) = self.scan_page(caller, cursor, pattern, 1000).await?;
-            count += keys.len() as u64;
-            if next == 0 || count >= limit {
-                return Ok(count.min(limit));
+        let mut count = 0;
+        for node in self.keyspace_nodes(caller).await? {
+            let mut cursor = 0;
+            loop {
+                let (next, keys) = self.scan_page(caller, node.clone(), cursor, pattern, 1000).await?;
+                count += keys.len() as u64;
+                if count >= limit {
+                    return Ok(limit);
+                }
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
             }
-            cursor = next;
         }
+        Ok(count)
     }
 
-    /// The INFO fields `/cache/stats` reports, plus DBSIZE.
+    /// The INFO fields `/cache/stats` reports, plus DBSIZE (summed over the
+    /// primaries of a cluster).
     pub async fn info(self: &Arc<Self>, caller: RedisCaller) -> Result<RedisInfo, RedisUnavailable> {
-        let (info, keys): (String, u64) = self
-            .run(caller, ADMIN_COMMAND_TIMEOUT, |mut c| async move {
-                redis::pipe().cmd("INFO").cmd("DBSIZE").query_async(&mut c).await
-            })
-            .await?;
-        Ok(RedisInfo::parse(&info, keys))
+        let mut answers = Vec::new();
+        for node in self.keyspace_nodes(caller).await? {
+            let answer: (String, u64) = self
+                .run(caller, ADMIN_COMMAND_TIMEOUT, |mut c| async move {
+                    let info: String = c.query_on(node.as_deref(), redis::cmd("INFO")).await?;
+                    let keys: u64 = c.query_on(node.as_deref(), redis::cmd("DBSIZE")).await?;
+                    Ok((info, keys))
+                })
+                .await?;
+            answers.push(answer);
+        }
+        Ok(RedisInfo::combine(&answers))
     }
 }
 
-fn build_pool(client: &redis::Client, settings: &RedisSettings) -> Pool<redis::Client> {
+fn build_pool(backend: &Arc<Backend>, settings: &RedisSettings) -> Pool<Manager> {
     Pool::builder()
         .max_size(settings.pool_size.max(1))
         .connection_timeout(Duration::from_millis(settings.connect_timeout_ms))
         // No PING on checkout: it would double the round trips of every hit.
         .test_on_check_out(false)
         .retry_connection(false)
-        .build_unchecked(client.clone())
+        .build_unchecked(Manager(Arc::clone(backend)))
 }

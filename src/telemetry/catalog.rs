@@ -181,6 +181,24 @@ pub const CATALOG: &[Entry] = &[
         NONE,
     ),
     (
+        Kind::Counter,
+        "analytics_replica_fallbacks_total",
+        "Times a read replica's datasets moved to the primary (replica down, lagging past max_lag_seconds, or a statement could not reach it), by database.",
+        NONE,
+    ),
+    (
+        Kind::Gauge,
+        "analytics_replica_lag_seconds",
+        "Replay lag of a read replica at its last probe, by database (0 while it has replayed all it received).",
+        NONE,
+    ),
+    (
+        Kind::Gauge,
+        "analytics_replica_routed",
+        "1 while a read replica's datasets read it, 0 while they read the primary, by database.",
+        NONE,
+    ),
+    (
         Kind::Gauge,
         "analytics_freshness_listener_up",
         "1 while the change-capture LISTEN connection is up.",

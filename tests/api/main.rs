@@ -22,6 +22,8 @@ mod outage;
 mod processes;
 mod properties;
 mod query;
+mod redis_modes;
+mod replicas;
 mod rollups;
 mod seed;
 mod shedding;
