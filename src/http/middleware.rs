@@ -8,7 +8,6 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{header, HeaderValue, Method, StatusCode};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 use tower_http::request_id::{MakeRequestId, RequestId};
@@ -93,8 +92,14 @@ pub fn on_response(response: &Response, latency: Duration, span: &Span) {
 
 /// Gives every error response that has no body of ours (405 from the router,
 /// 408 from the timeout layer, 413 from the body limit) the contract's JSON shape.
-pub async fn json_error_bodies(request: Request, next: Next) -> Response {
-    let response = next.run(request).await;
+/// A plain response mapping (`ServiceBuilder::map_response`), not an async
+/// middleware: that would box and move the inner future on every request.
+pub fn json_error_bodies<B>(response: axum::http::Response<B>) -> Response
+where
+    B: axum::body::HttpBody<Data = axum::body::Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    let response = response.map(Body::new);
     let status = response.status();
     let is_json = response
         .headers()

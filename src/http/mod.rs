@@ -204,7 +204,7 @@ pub fn router(state: AppState) -> impl AppService {
                 .on_failure(()),
         )
         .layer(PropagateRequestIdLayer::new(request_id))
-        .layer(axum::middleware::from_fn(middleware::json_error_bodies))
+        .map_response(middleware::json_error_bodies)
         .layer(compression)
         .layer(TimeoutLayer::with_status_code(
             StatusCode::GATEWAY_TIMEOUT,
