@@ -16,7 +16,7 @@ use tracing::Span;
 use crate::error::{ApiError, ErrorCause, ErrorCode};
 
 /// One span per request; handlers and the cache fill `tenant`, `cache` and
-/// `db_ms` as they learn them, and `observability::track_requests` the
+/// `db_ms` as they learn them, and `observability::TrackRequests` the
 /// `route` (the span starts before routing).
 /// Nothing is built when the filter drops request spans (`RUST_LOG=warn`):
 /// a cache hit should not pay for a span no one sees.

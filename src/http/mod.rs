@@ -175,7 +175,7 @@ pub fn router(state: AppState) -> impl AppService {
         .merge(utoipa_swagger_ui::SwaggerUi::new("/docs").url("/openapi.json", spec))
         .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such route; see /openapi.json for the API") })
         .layer(DefaultBodyLimit::max(server.body_limit_bytes))
-        .layer(axum::middleware::from_fn(observability::track_requests))
+        .layer(observability::TrackRequestsLayer)
         .with_state(state.clone());
     let routes = match cors {
         Some(cors) => routes.layer(cors),

@@ -2,12 +2,14 @@
 //! operator status page (`/status`, `/status.json`).
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::sync::{OnceLock, PoisonError, RwLock};
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, HeaderValue, Method};
-use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Response};
 use axum::Json;
 use metrics::Histogram;
@@ -18,20 +20,82 @@ use crate::http::auth::Admin;
 use crate::state::AppState;
 use crate::status::{HotKey, Percentiles, SeriesPoint, BUCKETS, BUCKET_SECONDS};
 
-/// Records `analytics_http_request_duration_seconds{method, route, status}`.
-/// Routes are the matched templates and methods the standard ones (else
-/// `other`), so label cardinality stays bounded.
-pub async fn track_requests(request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let route = request.extensions().get::<MatchedPath>().cloned();
-    if let Some(route) = &route {
-        tracing::Span::current().record("route", route.as_str());
+/// Records `analytics_http_request_duration_seconds{method, route, status}`
+/// around each route (it needs the matched route). Routes are the matched
+/// templates and methods the standard ones (else `other`), so label
+/// cardinality stays bounded. A tower layer rather than `from_fn`, whose
+/// boxed future would be allocated and moved on every request.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TrackRequestsLayer;
+
+impl<S> tower::Layer<S> for TrackRequestsLayer {
+    type Service = TrackRequests<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        TrackRequests { inner }
     }
-    let method = request.method().clone();
-    let response = next.run(request).await;
-    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
-    request_histogram(route, &method, response.status().as_u16()).record(started.elapsed().as_secs_f64());
-    response
+}
+
+#[derive(Debug, Clone)]
+pub struct TrackRequests<S> {
+    inner: S,
+}
+
+impl<S, B> tower::Service<Request<B>> for TrackRequests<S>
+where
+    S: tower::Service<Request<B>, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = Tracked<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let route = request.extensions().get::<MatchedPath>().cloned();
+        if let Some(route) = &route {
+            // The request span starts before routing (see `make_span`).
+            tracing::Span::current().record("route", route.as_str());
+        }
+        let method = request.method().clone();
+        Tracked {
+            started: Instant::now(),
+            route,
+            method,
+            inner: self.inner.call(request),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A route's response future, timed.
+    pub struct Tracked<F> {
+        #[pin]
+        inner: F,
+        started: Instant,
+        route: Option<MatchedPath>,
+        method: Method,
+    }
+}
+
+impl<F, E> Future for Tracked<F>
+where
+    F: Future<Output = Result<Response, E>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let output = std::task::ready!(this.inner.poll(cx));
+        if let Ok(response) = &output {
+            let route = this.route.as_ref().map_or("unmatched", MatchedPath::as_str);
+            request_histogram(route, this.method, response.status().as_u16())
+                .record(this.started.elapsed().as_secs_f64());
+        }
+        Poll::Ready(output)
+    }
 }
 
 /// Handles by route, then method and status, resolved once: a request then
