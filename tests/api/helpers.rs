@@ -5,10 +5,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use analytics_api::config::{Secret, Settings};
-use analytics_api::db::seed::{seed_demo, SeedOptions};
 use analytics_api::Application;
 
-pub use crate::processes::{DelayProxy, PgCluster, RedisProcess};
+pub use crate::processes::{DelayProxy, RedisProcess};
 use chrono::NaiveDate;
 use serde_json::Value;
 use sqlx::postgres::PgPoolOptions;
@@ -393,17 +392,7 @@ async fn build_template() -> String {
                 .connect(&format!("{}/{building}", server_url()))
                 .await
                 .expect("template pool");
-            analytics_api::db::migrate(&pool).await.expect("migrate template");
-            seed_demo(
-                &pool,
-                &SeedOptions {
-                    sales: TEST_SALES,
-                    seed: SEED,
-                    anchor: anchor(),
-                },
-            )
-            .await
-            .expect("seed template");
+            crate::pg_cluster::migrate_and_seed(&pool).await;
             pool.close().await;
         }
         sqlx::query(&format!("ALTER DATABASE \"{building}\" RENAME TO \"{template}\""))

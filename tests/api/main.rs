@@ -19,6 +19,7 @@ mod injection;
 mod observability;
 mod openapi;
 mod outage;
+mod pg_cluster;
 mod processes;
 mod properties;
 mod query;

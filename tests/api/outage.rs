@@ -6,13 +6,12 @@
 use std::time::{Duration, Instant};
 
 use analytics_api::config::Secret;
-use analytics_api::db::seed::{seed_demo, SeedOptions};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, PgConnection};
 
-use crate::helpers::{anchor, spawn_app_with, PgCluster, SendJson, TestApp, SEED, TEST_SALES};
+use crate::helpers::{spawn_app_with, SendJson, TestApp};
+use crate::pg_cluster::{create_and_seed, PrivateCluster};
 
 const STALE_IF_ERROR_SECONDS: u64 = 3;
 
@@ -35,29 +34,11 @@ fn uncached() -> Value {
 }
 
 /// A cluster of its own with the test data (as in the template database).
-async fn seeded_cluster() -> PgCluster {
-    let cluster = PgCluster::start().await;
-    let mut admin = PgConnection::connect(&cluster.url("postgres"))
-        .await
-        .expect("connect postgres");
-    sqlx::query("CREATE DATABASE analytics")
-        .execute(&mut admin)
-        .await
-        .expect("create database");
-    admin.close().await.expect("close");
-    let pool = PgPoolOptions::new()
-        .max_connections(2)
-        .connect(&cluster.url("analytics"))
-        .await
-        .expect("pool");
-    analytics_api::db::migrate(&pool).await.expect("migrate");
-    let options = SeedOptions {
-        sales: TEST_SALES,
-        seed: SEED,
-        anchor: anchor(),
-    };
-    seed_demo(&pool, &options).await.expect("seed");
-    pool.close().await;
+async fn seeded_cluster() -> PrivateCluster {
+    let cluster = PrivateCluster::init("pg").await;
+    cluster.start().await;
+    let options = cluster.url("postgres").parse().expect("url");
+    create_and_seed(options).await.close().await;
     cluster
 }
 
@@ -199,7 +180,7 @@ async fn stale_if_error_serves_marked_entries_while_postgres_is_down_and_recover
     assert_database_unavailable(status, retry_after, &body, "past TTL + stale-if-error");
 
     // Back: the same server answers fresh again, and listens for changes.
-    cluster.start_again().await;
+    cluster.start().await;
     let restarted = Instant::now();
     loop {
         let (status, x_cache, _, body) = ask(&app, &aged()).await;
@@ -245,7 +226,7 @@ async fn start_up_waits_for_a_database_that_is_not_up_yet() {
         }),
         async {
             tokio::time::sleep(Duration::from_millis(1_500)).await;
-            cluster.start_again().await;
+            cluster.start().await;
         }
     );
     let (status, _, _, body) = ask(&started, &uncached()).await;

@@ -1,11 +1,23 @@
 //! Servers of a test's own, on free ports, which the test may kill, pause,
-//! stop and restart without touching the shared PostgreSQL and Redis.
+//! stop and restart without touching the shared Redis (PostgreSQL clusters
+//! of a test's own: `pg_cluster`).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use sqlx::{Connection, PgConnection};
+/// `redis-server` on 127.0.0.1 keeping nothing on disk (no RDB, no AOF),
+/// `dir` its working directory, output discarded; add the ports and spawn.
+pub fn redis_server(dir: &Path) -> Command {
+    let mut command = Command::new("redis-server");
+    command
+        .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .arg("--dir")
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    command
+}
 
 /// A redis-server of the test's own on a free port, which the test may kill,
 /// pause and restart without touching the shared one.
@@ -30,21 +42,8 @@ impl RedisProcess {
     }
 
     async fn launch(&mut self) {
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .arg("--dir")
-            .arg(&self.dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+        let child = redis_server(&self.dir)
+            .args(["--port", &self.port.to_string()])
             .spawn()
             .expect("redis-server must be installed (apt-get install redis-server)");
         self.child = Some(child);
@@ -99,111 +98,8 @@ impl Drop for RedisProcess {
     }
 }
 
-/// Where the PostgreSQL 15 binaries are.
-const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
-
-/// A PostgreSQL cluster of the test's own on a free port, which the test may
-/// stop and start again; the shared one is never touched. Its data lives in a
-/// temporary directory (removed on drop); it runs as user `postgres` with
-/// trust authentication and `fsync=off`.
-pub struct PgCluster {
-    pub port: u16,
-    dir: PathBuf,
-}
-
-impl PgCluster {
-    pub async fn start() -> Self {
-        let port = free_port();
-        let dir = std::env::temp_dir().join(format!("analytics-pg-{port}-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&dir).expect("cluster dir");
-        let chown = Command::new("chown").arg("postgres:").arg(&dir).status();
-        assert!(chown.is_ok_and(|s| s.success()), "chown {}", dir.display());
-        let cluster = Self { port, dir };
-        let data = cluster.data();
-        let initdb = as_postgres("initdb")
-            .args(["-A", "trust", "-U", "postgres"])
-            .args(["--no-sync", "-E", "UTF8", "--locale", "C"])
-            .arg("-D")
-            .arg(&data)
-            .stdout(Stdio::null())
-            .output()
-            .await
-            .expect("initdb (runs as user postgres)");
-        assert!(
-            initdb.status.success(),
-            "initdb: {}",
-            String::from_utf8_lossy(&initdb.stderr)
-        );
-        cluster.start_again().await;
-        cluster
-    }
-
-    pub fn url(&self, db: &str) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
-    }
-
-    /// Starts the (stopped) cluster and waits until it accepts connections.
-    pub async fn start_again(&self) {
-        let options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
-            self.port,
-            self.dir.display()
-        );
-        let started = as_postgres("pg_ctl")
-            .args(["start", "-W", "-D"])
-            .arg(self.data())
-            .arg("-l")
-            .arg(self.dir.join("log"))
-            .args(["-o", &options])
-            .stdout(Stdio::null())
-            .status()
-            .await;
-        assert!(started.is_ok_and(|s| s.success()), "pg_ctl start");
-        for _ in 0..200 {
-            if let Ok(connection) = PgConnection::connect(&self.url("postgres")).await {
-                let _ = connection.close().await;
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!(
-            "PostgreSQL on port {} did not start; see {}",
-            self.port,
-            self.dir.join("log").display()
-        );
-    }
-
-    /// Immediate shutdown: the server processes exit at once, connections drop.
-    pub fn stop(&self) {
-        let _ = Command::new("runuser")
-            .args(["-u", "postgres", "--", &format!("{PG_BIN}/pg_ctl")])
-            .args(["stop", "-m", "immediate", "-D"])
-            .arg(self.data())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-    }
-
-    fn data(&self) -> PathBuf {
-        self.dir.join("data")
-    }
-}
-
-/// A PostgreSQL `program` run as user `postgres` (it refuses to run as root).
-fn as_postgres(program: &str) -> tokio::process::Command {
-    let mut command = tokio::process::Command::new("runuser");
-    command.args(["-u", "postgres", "--", &format!("{PG_BIN}/{program}")]);
-    command
-}
-
-impl Drop for PgCluster {
-    fn drop(&mut self) {
-        self.stop();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn free_port() -> u16 {
+/// A free TCP port on 127.0.0.1 (free when asked).
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())

@@ -13,14 +13,8 @@ use analytics_api::config::{RedisMode, Secret};
 use serde_json::{json, Value};
 
 use crate::helpers::{spawn_app_with, TestApp};
+use crate::processes::{free_port, redis_server};
 use crate::tenancy::{tenant, KEY_A};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
 
 /// Redis processes of one test, killed (by PID) with their directory on drop.
 struct Servers {
@@ -38,35 +32,16 @@ impl Servers {
         }
     }
 
-    fn spawn(&mut self, port: u16, args: &[String]) {
-        let child = Command::new("redis-server")
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server must be installed");
+    fn spawn(&mut self, port: u16, command: &mut Command) {
+        let child = command.spawn().expect("redis-server must be installed");
         self.children.push((port, child));
     }
 
     /// A data node on `port` (`extra`: replication or cluster options).
     fn server(&mut self, port: u16, extra: &[&str]) {
-        let mut args: Vec<String> = [
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            &self.dir.display().to_string(),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        args.extend(extra.iter().map(|s| s.to_string()));
-        self.spawn(port, &args);
+        let mut command = redis_server(&self.dir);
+        command.args(["--port", &port.to_string()]).args(extra);
+        self.spawn(port, &mut command);
     }
 
     /// A sentinel on `port` monitoring `master` at `primary` (quorum 2).
@@ -83,7 +58,13 @@ impl Servers {
             ),
         )
         .expect("sentinel.conf");
-        self.spawn(port, &[conf.display().to_string(), "--sentinel".into()]);
+        let mut command = Command::new("redis-server");
+        command
+            .arg(&conf)
+            .arg("--sentinel")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        self.spawn(port, &mut command);
     }
 
     /// SIGKILL the process on `port`.

@@ -3,205 +3,50 @@
 //! fails) when the replica stops, and moves back once it is up again. Runs a
 //! primary and a replica cluster of its own, never the shared one.
 
-use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use analytics_api::config::{ReplicaSettings, Secret};
-use analytics_api::db::seed::{seed_demo, SeedOptions};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, PgConnection};
 
-use crate::helpers::{anchor, spawn_app_with, SendJson, TestApp, SEED, TEST_SALES};
+use crate::helpers::{spawn_app_with, SendJson, TestApp};
+use crate::pg_cluster::{create_and_seed, PrivateCluster};
 
-/// Where the PostgreSQL 15 binaries are.
-const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
-/// How long a cluster may take to accept connections, and the replica to be
-/// routed to again.
+/// How long the replica may take to be routed to again.
 const READY_WITHIN: Duration = Duration::from_secs(30);
 /// The replica's lag probe interval in this test.
 const PROBE_MS: u64 = 200;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-/// A PostgreSQL program run as user `postgres` (it refuses to run as root).
-fn as_postgres(program: &str) -> tokio::process::Command {
-    let mut command = tokio::process::Command::new("runuser");
-    command.args(["-u", "postgres", "--", &format!("{PG_BIN}/{program}")]);
-    command
-}
-
-async fn run(command: &mut tokio::process::Command, what: &str) {
-    let output = command.stdout(Stdio::null()).output().await.expect(what);
-    assert!(
-        output.status.success(),
-        "{what}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
 /// A primary (`wal_level=replica`) with the test data and a streaming
 /// replica of it made with `pg_basebackup`, each on a free port; both
-/// stopped (by data directory) and removed on drop.
+/// stopped (replica first) and removed on drop.
 struct Pair {
-    dir: PathBuf,
-    primary_port: u16,
-    replica_port: u16,
+    replica: PrivateCluster,
+    primary: PrivateCluster,
 }
 
 impl Pair {
     async fn start() -> Self {
-        let dir = std::env::temp_dir().join(format!("analytics-pg-replica-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&dir).expect("pair dir");
-        let pair = Self {
-            dir,
-            primary_port: free_port(),
-            replica_port: free_port(),
-        };
-        run(
-            tokio::process::Command::new("chown").arg("postgres:").arg(&pair.dir),
-            "chown",
-        )
-        .await;
-        run(
-            as_postgres("initdb")
-                .args([
-                    "-A",
-                    "trust",
-                    "-U",
-                    "postgres",
-                    "--no-sync",
-                    "-E",
-                    "UTF8",
-                    "--locale",
-                    "C",
-                    "-D",
-                ])
-                .arg(pair.data("primary")),
-            "initdb (runs as user postgres)",
-        )
-        .await;
-        let hba = pair.data("primary").join("pg_hba.conf");
-        let mut rules = std::fs::read_to_string(&hba).expect("pg_hba.conf");
-        rules.push_str("\nhost replication postgres 127.0.0.1/32 trust\n");
-        std::fs::write(&hba, rules).expect("pg_hba.conf");
-        pair.start_cluster(
-            "primary",
-            pair.primary_port,
-            "-c wal_level=replica -c max_wal_senders=4",
-        )
-        .await;
+        let primary = PrivateCluster::init("pg-primary").await;
+        primary.allow("host replication postgres 127.0.0.1/32 trust");
+        primary.configure("wal_level = replica\nmax_wal_senders = 4");
+        primary.start().await;
+        let options = primary.url("postgres").parse().expect("url");
+        create_and_seed(options).await.close().await;
 
-        // The schema and the test data, as in the shared template database.
-        let mut admin = PgConnection::connect(&pair.url(pair.primary_port, "postgres"))
-            .await
-            .expect("connect primary");
-        sqlx::query("CREATE DATABASE analytics")
-            .execute(&mut admin)
-            .await
-            .expect("create database");
-        admin.close().await.expect("close");
-        let pool = PgPoolOptions::new()
-            .max_connections(2)
-            .connect(&pair.url(pair.primary_port, "analytics"))
-            .await
-            .expect("pool");
-        analytics_api::db::migrate(&pool).await.expect("migrate");
-        let options = SeedOptions {
-            sales: TEST_SALES,
-            seed: SEED,
-            anchor: anchor(),
-        };
-        seed_demo(&pool, &options).await.expect("seed");
-        pool.close().await;
-
-        run(
-            as_postgres("pg_basebackup")
-                .args([
-                    "-h",
-                    "127.0.0.1",
-                    "-p",
-                    &pair.primary_port.to_string(),
-                    "-U",
-                    "postgres",
-                ])
-                .args(["-R", "-X", "stream", "-c", "fast", "-D"])
-                .arg(pair.data("replica")),
-            "pg_basebackup",
-        )
-        .await;
-        pair.start_replica().await;
-        pair
+        let replica = PrivateCluster::base_backup("pg-replica", &primary).await;
+        replica.configure("hot_standby = on");
+        replica.start().await;
+        Self { replica, primary }
     }
 
-    fn data(&self, which: &str) -> PathBuf {
-        self.dir.join(which)
-    }
-
-    fn url(&self, port: u16, db: &str) -> String {
-        format!("postgres://postgres@127.0.0.1:{port}/{db}")
-    }
-
-    async fn start_replica(&self) {
-        self.start_cluster("replica", self.replica_port, "-c hot_standby=on")
-            .await;
-    }
-
-    /// Starts cluster `which` and waits until it accepts connections.
-    async fn start_cluster(&self, which: &str, port: u16, extra: &str) {
-        let options = format!(
-            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off {extra}",
-            self.dir.display()
-        );
-        run(
-            as_postgres("pg_ctl")
-                .args(["start", "-W", "-D"])
-                .arg(self.data(which))
-                .arg("-l")
-                .arg(self.dir.join(format!("{which}.log")))
-                .args(["-o", &options]),
-            "pg_ctl start",
-        )
-        .await;
-        let started = Instant::now();
-        loop {
-            if let Ok(connection) = PgConnection::connect(&self.url(port, "postgres")).await {
-                let _ = connection.close().await;
-                return;
-            }
-            assert!(
-                started.elapsed() < READY_WITHIN,
-                "PostgreSQL {which} on port {port} did not start; see {}",
-                self.dir.join(format!("{which}.log")).display()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// Immediate shutdown: the server processes exit at once, connections drop.
-    fn stop(&self, which: &str) {
-        let _ = std::process::Command::new("runuser")
-            .args(["-u", "postgres", "--", &format!("{PG_BIN}/pg_ctl")])
-            .args(["stop", "-m", "immediate", "-D"])
-            .arg(self.data(which))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-    }
-
-    /// Connections of the server's query pool on the cluster at `port`
+    /// Connections of the server's query pool on `cluster`
     /// (`application_name`) whose last statement was an analytics query.
-    async fn query_connections(&self, port: u16, application_name: &str) -> i64 {
-        let mut connection = PgConnection::connect(&self.url(port, "analytics"))
+    async fn query_connections(cluster: &PrivateCluster, application_name: &str) -> i64 {
+        let mut connection = PgConnection::connect(&cluster.url("analytics"))
             .await
             .expect("connect for pg_stat_activity");
         let count = sqlx::query_scalar(
@@ -213,14 +58,6 @@ impl Pair {
         .expect("pg_stat_activity");
         let _ = connection.close().await;
         count
-    }
-}
-
-impl Drop for Pair {
-    fn drop(&mut self) {
-        self.stop("replica");
-        self.stop("primary");
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -265,13 +102,10 @@ async fn a_dataset_reads_its_replica_falls_back_to_the_primary_and_moves_back() 
     let model = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/model.toml")).expect("model");
     assert!(model.contains("[datasets.sales]\n"), "the shipped model declares sales");
     let model = model.replacen("[datasets.sales]\n", "[datasets.sales]\ndatabase = \"replica\"\n", 1);
-    let model_path = pair.dir.join("model.toml");
+    let model_path = pair.primary.dir().join("model.toml");
     std::fs::write(&model_path, model).expect("write model");
 
-    let (primary, replica) = (
-        pair.url(pair.primary_port, "analytics"),
-        pair.url(pair.replica_port, "analytics"),
-    );
+    let (primary, replica) = (pair.primary.url("analytics"), pair.replica.url("analytics"));
     // `spawn_app_with` also copies the template on the shared cluster; that
     // copy is unused here: the server runs on the pair.
     let app = spawn_app_with(move |s| {
@@ -305,7 +139,7 @@ async fn a_dataset_reads_its_replica_falls_back_to_the_primary_and_moves_back() 
     let (status, body) = refreshed(&app, 1).await;
     assert_eq!(status, 200, "{body}");
     assert!(
-        pair.query_connections(pair.replica_port, "analytics-api-replica").await > 0,
+        Pair::query_connections(&pair.replica, "analytics-api-replica").await > 0,
         "the query did not run on the replica"
     );
     let before = fallbacks(&app.metrics_text().await);
@@ -347,7 +181,7 @@ async fn a_dataset_reads_its_replica_falls_back_to_the_primary_and_moves_back() 
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    pair.stop("replica");
+    pair.replica.stop();
     let stopped = Instant::now();
     let health = health_until(&app, stopped + Duration::from_secs(10), |h| {
         h["databases"]["replica"]["status"] == json!("down")
@@ -378,7 +212,7 @@ async fn a_dataset_reads_its_replica_falls_back_to_the_primary_and_moves_back() 
     let after_stop = outcomes.iter().filter(|(at, _, _)| *at > stopped).count();
     assert!(after_stop >= 10, "only {after_stop} requests after the stop");
     assert!(
-        pair.query_connections(pair.primary_port, "analytics-api").await > 0,
+        Pair::query_connections(&pair.primary, "analytics-api").await > 0,
         "the answers did not come from the primary"
     );
     let metrics = app.metrics_text().await;
@@ -388,7 +222,7 @@ async fn a_dataset_reads_its_replica_falls_back_to_the_primary_and_moves_back() 
         "routed gauge"
     );
     // (3) Back: queries read the replica again, within a bounded wait.
-    pair.start_replica().await;
+    pair.replica.start().await;
     let restarted = Instant::now();
     let health = health_until(&app, restarted + READY_WITHIN, |h| {
         h["databases"]["replica"]["routed"] == json!(true)
@@ -398,7 +232,7 @@ async fn a_dataset_reads_its_replica_falls_back_to_the_primary_and_moves_back() 
     let (status, body) = refreshed(&app, 3).await;
     assert_eq!(status, 200, "{body}");
     assert!(
-        pair.query_connections(pair.replica_port, "analytics-api-replica").await > 0,
+        Pair::query_connections(&pair.replica, "analytics-api-replica").await > 0,
         "the query did not run on the restarted replica"
     );
     assert!(

@@ -4,21 +4,22 @@
 //! certificates the test makes: the right CA serves, a wrong one is named.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use analytics_api::config::{Secret, Settings};
-use analytics_api::db::seed::{seed_demo, SeedOptions};
 use analytics_api::redis::RedisClient;
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
     KeyUsagePurpose,
 };
 use serde_json::{json, Value};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{ConnectOptions, Connection};
+use sqlx::postgres::PgConnectOptions;
+use sqlx::Connection;
 
-use crate::helpers::{anchor, spawn_app_with, startup_error, SendJson, SEED, TEST_SALES};
+use crate::helpers::{spawn_app_with, startup_error, SendJson};
+use crate::pg_cluster::{create_and_seed, PrivateCluster};
+use crate::processes::{free_port, redis_server};
 
 /// In every URL, so that the tests can check no message shows it.
 const PASSWORD: &str = "tls-test-secret-pw";
@@ -89,13 +90,6 @@ fn certificate_authority(name: &str) -> CertifiedIssuer<'static, KeyPair> {
     CertifiedIssuer::self_signed(params, KeyPair::generate().expect("ca key")).expect("ca certificate")
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
 /// A redis-server of the test's own that speaks TLS only (no plain port),
 /// with a password; killed by PID on drop.
 struct TlsRedis {
@@ -109,8 +103,8 @@ impl TlsRedis {
         let port = free_port();
         let dir = std::env::temp_dir().join(format!("analytics-redis-tls-{port}-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).expect("redis dir");
-        let child = Command::new("redis-server")
-            .args(["--port", "0", "--tls-port", &port.to_string(), "--bind", "127.0.0.1"])
+        let child = redis_server(&dir)
+            .args(["--port", "0", "--tls-port", &port.to_string()])
             .arg("--tls-cert-file")
             .arg(pki.server_cert())
             .arg("--tls-key-file")
@@ -118,11 +112,6 @@ impl TlsRedis {
             .arg("--tls-ca-cert-file")
             .arg(pki.ca())
             .args(["--tls-auth-clients", "no", "--requirepass", PASSWORD])
-            .args(["--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(&dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
             .spawn()
             .expect("redis-server must be installed (apt-get install redis-server)");
         let redis = Self { port, child, dir };
@@ -257,128 +246,57 @@ async fn redis_ca_files_that_cannot_be_used_stop_the_start_naming_the_setting() 
     );
 }
 
-/// Where the PostgreSQL 15 binaries are.
-const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
-
-/// A PostgreSQL program run as user `postgres` (it refuses to run as root).
-fn as_postgres(program: &str) -> Command {
-    let mut command = Command::new("runuser");
-    command.args(["-u", "postgres", "--", &format!("{PG_BIN}/{program}")]);
-    command
-}
-
 /// A PostgreSQL cluster of the test's own with `ssl = on` that accepts TCP
 /// connections over TLS only (`hostssl`; plain ones are rejected); stopped
 /// and removed on drop.
 struct TlsPg {
-    port: u16,
-    dir: PathBuf,
+    cluster: PrivateCluster,
 }
 
 impl TlsPg {
     async fn start(pki: &Pki) -> Self {
-        let port = free_port();
-        let dir = std::env::temp_dir().join(format!("analytics-pg-tls-{port}-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&dir).expect("cluster dir");
-        let cluster = Self { port, dir };
-        let run = |command: &mut Command, what: &str| {
-            let output = command.stdout(Stdio::null()).output().expect(what);
-            assert!(
-                output.status.success(),
-                "{what}: {}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-        };
-        run(Command::new("chown").arg("postgres:").arg(&cluster.dir), "chown");
-        run(
-            as_postgres("initdb")
-                .args([
-                    "-A",
-                    "trust",
-                    "-U",
-                    "postgres",
-                    "--no-sync",
-                    "-E",
-                    "UTF8",
-                    "--locale",
-                    "C",
-                    "-D",
-                ])
-                .arg(cluster.data()),
-            "initdb (runs as user postgres)",
-        );
+        let cluster = PrivateCluster::init("pg-tls").await;
         // The server's certificate and key, the key readable by postgres only.
-        let (cert, key) = (cluster.dir.join("server.crt"), cluster.dir.join("server.key"));
+        let (cert, key) = (cluster.dir().join("server.crt"), cluster.dir().join("server.key"));
         std::fs::copy(pki.server_cert(), &cert).expect("copy certificate");
         std::fs::copy(pki.server_key(), &key).expect("copy key");
+        let run = |command: &mut Command, what: &str| {
+            let status = command.status().expect(what);
+            assert!(status.success(), "{what}");
+        };
         run(Command::new("chown").arg("postgres:").arg(&cert).arg(&key), "chown");
         run(Command::new("chmod").arg("0600").arg(&key), "chmod");
-        std::fs::write(
-            cluster.data().join("pg_hba.conf"),
+        cluster.replace_hba(
             "local all all trust\n\
              hostssl all all 127.0.0.1/32 trust\n\
              hostssl all all ::1/128 trust\n\
              hostnossl all all 0.0.0.0/0 reject\n\
              hostnossl all all ::/0 reject\n",
-        )
-        .expect("pg_hba.conf");
-        let options = format!(
-            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
-            cluster.dir.display(),
+        );
+        cluster.configure(&format!(
+            "ssl = on\nssl_cert_file = '{}'\nssl_key_file = '{}'",
             cert.display(),
             key.display()
-        );
-        run(
-            as_postgres("pg_ctl")
-                .args(["start", "-W", "-D"])
-                .arg(cluster.data())
-                .arg("-l")
-                .arg(cluster.dir.join("log"))
-                .args(["-o", &options]),
-            "pg_ctl start",
-        );
-        let started = Instant::now();
-        loop {
-            if let Ok(connection) = cluster.options("postgres", &pki.ca()).connect().await {
-                let _ = connection.close().await;
-                return cluster;
-            }
-            assert!(
-                started.elapsed() < READY_WITHIN,
-                "PostgreSQL with TLS on port {port} did not start; see {}",
-                cluster.dir.join("log").display()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        ));
+        cluster.start().await;
+        Self { cluster }
     }
 
-    fn data(&self) -> PathBuf {
-        self.dir.join("data")
+    fn port(&self) -> u16 {
+        self.cluster.port
     }
 
     /// The URL the operator would write: host name, password, verify-full.
     fn url(&self, db: &str, ca: &Path) -> String {
         format!(
             "postgres://postgres:{PASSWORD}@localhost:{}/{db}?sslmode=verify-full&sslrootcert={}",
-            self.port,
+            self.port(),
             ca.display()
         )
     }
 
     fn options(&self, db: &str, ca: &Path) -> PgConnectOptions {
         self.url(db, ca).parse().expect("url")
-    }
-}
-
-impl Drop for TlsPg {
-    fn drop(&mut self) {
-        let _ = as_postgres("pg_ctl")
-            .args(["stop", "-m", "immediate", "-D"])
-            .arg(self.data())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -390,7 +308,7 @@ async fn postgres_over_verified_tls_serves_and_an_untrusted_certificate_stops_th
     // Plain TCP is refused: whatever works below went over TLS.
     let plain = format!(
         "postgres://postgres@127.0.0.1:{}/postgres?sslmode=disable",
-        cluster.port
+        cluster.port()
     );
     let refused = sqlx::PgConnection::connect(&plain)
         .await
@@ -398,24 +316,7 @@ async fn postgres_over_verified_tls_serves_and_an_untrusted_certificate_stops_th
     assert!(refused.to_string().contains("no encryption"), "{refused}");
 
     // The schema and the test data, as in the shared template database.
-    let mut admin = cluster.options("postgres", &pki.ca()).connect().await.expect("admin");
-    sqlx::query("CREATE DATABASE analytics")
-        .execute(&mut admin)
-        .await
-        .expect("create database");
-    admin.close().await.expect("close");
-    let pool = PgPoolOptions::new()
-        .max_connections(2)
-        .connect_with(cluster.options("analytics", &pki.ca()))
-        .await
-        .expect("pool");
-    analytics_api::db::migrate(&pool).await.expect("migrate");
-    let seed = SeedOptions {
-        sales: TEST_SALES,
-        seed: SEED,
-        anchor: anchor(),
-    };
-    seed_demo(&pool, &seed).await.expect("seed");
+    let pool = create_and_seed(cluster.options("postgres", &pki.ca())).await;
 
     let url = cluster.url("analytics", &pki.ca());
     let app = spawn_app_with(move |s| {
@@ -478,7 +379,8 @@ async fn postgres_over_verified_tls_serves_and_an_untrusted_certificate_stops_th
             "{what}: a certificate problem was waited on"
         );
         assert!(
-            message.contains(&format!("localhost:{}", cluster.port)) && message.contains("certificate was not trusted"),
+            message.contains(&format!("localhost:{}", cluster.port()))
+                && message.contains("certificate was not trusted"),
             "{what}: {message}"
         );
         assert!(message.contains("sslrootcert"), "{what}: {message}");
