@@ -35,6 +35,19 @@ pub struct CacheHealth {
     pub breaker: &'static str,
     pub latency_ms: Option<f64>,
     pub l1_enabled: bool,
+    /// The remote Redis of `[redis.remote]`, when one is configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote: Option<RemoteHealth>,
+}
+
+/// The remote Redis (`[redis.remote]`).
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct RemoteHealth {
+    /// `up` or `down`.
+    pub redis: &'static str,
+    /// Its own circuit breaker: `closed` or `open`.
+    pub breaker: &'static str,
+    pub latency_ms: Option<f64>,
 }
 
 /// Checks the dependencies the server answers from.
@@ -44,7 +57,18 @@ pub struct HealthChecker {
     replicas: Arc<Replicas>,
     /// The Redis the cache reads, `None` when the cache or Redis is disabled.
     cache_redis: Option<Arc<RedisClient>>,
+    /// The remote Redis of `[redis.remote]`, when configured.
+    cache_remote: Option<Arc<RedisClient>>,
     l1_enabled: bool,
+}
+
+/// A PING on a fresh connection, skipped while the breaker is open.
+async fn ping(redis: &Arc<RedisClient>) -> Option<Duration> {
+    if redis.breaker().is_open() {
+        None
+    } else {
+        redis.ping_fresh().await.ok()
+    }
 }
 
 fn millis(duration: Duration) -> f64 {
@@ -61,8 +85,15 @@ impl HealthChecker {
             db,
             replicas,
             cache_redis,
+            cache_remote: None,
             l1_enabled,
         }
+    }
+
+    /// Adds the remote Redis of `[redis.remote]` to the cache's health.
+    pub fn with_remote(mut self, remote: Option<Arc<RedisClient>>) -> Self {
+        self.cache_remote = remote;
+        self
     }
 
     pub async fn database(&self) -> ComponentHealth {
@@ -100,18 +131,25 @@ impl HealthChecker {
                 breaker: "disabled",
                 latency_ms: None,
                 l1_enabled: self.l1_enabled,
+                remote: None,
             };
         };
-        let ping = if redis.breaker().is_open() {
-            None
-        } else {
-            redis.ping_fresh().await.ok()
+        let remote = async {
+            let remote = self.cache_remote.as_ref()?;
+            let ping = ping(remote).await;
+            Some(RemoteHealth {
+                redis: if ping.is_some() { "up" } else { "down" },
+                breaker: remote.breaker().state_name(),
+                latency_ms: ping.map(millis),
+            })
         };
+        let (ping, remote) = tokio::join!(ping(redis), remote);
         CacheHealth {
             redis: if ping.is_some() { "up" } else { "down" },
             breaker: redis.breaker().state_name(),
             latency_ms: ping.map(millis),
             l1_enabled: self.l1_enabled,
+            remote,
         }
     }
 

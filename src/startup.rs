@@ -104,6 +104,17 @@ impl Application {
             None
         };
         let cache_redis = redis.clone().filter(|_| settings.cache.enabled);
+        // The remote Redis of `[redis.remote]`: the cache's only (leases, the
+        // rate limiter and the L1 broadcasts stay on the local one).
+        let remote_redis = match settings.redis.remote.as_ref().filter(|_| cache_redis.is_some()) {
+            Some(remote) => {
+                let client = RedisClient::new_remote(&remote.as_redis())?;
+                client.report_at_start();
+                Some(client)
+            }
+            None => None,
+        };
+        let max_pending_remote_writes = settings.redis.remote.as_ref().map_or(0, |r| r.max_pending_writes);
         let l1_enabled = settings.cache.enabled && settings.cache.l1_enabled;
         // Unauthenticated requests run as `default`: one more tenant.
         let query_tenants = settings.auth.tenants.len() + usize::from(!settings.auth.required);
@@ -119,7 +130,10 @@ impl Application {
             wait: Duration::from_millis(settings.freshness.lease_wait_ms),
             token: instance.clone(),
         };
-        let cache = Arc::new(QueryCache::new(&settings.cache, cache_redis.clone(), lease));
+        let cache = Arc::new(
+            QueryCache::new(&settings.cache, cache_redis.clone(), lease)
+                .with_remote(remote_redis.clone(), max_pending_remote_writes),
+        );
         let (rollups, reaggregated) = Rollups::new(
             Arc::clone(&model),
             pool.clone(),
@@ -147,7 +161,7 @@ impl Application {
         // After the first LISTEN: a rollup adopted now catches up with the
         // change log, and what it re-aggregates is invalidated.
         rollups.start();
-        let health = HealthChecker::new((database, replicas), cache_redis, l1_enabled);
+        let health = HealthChecker::new((database, replicas), cache_redis, l1_enabled).with_remote(remote_redis);
         let rate_limiter = RateLimiter::new(redis, keys);
         let auth = Authenticator::new(tenants, &settings.auth, pool);
         let address = format!("{}:{}", settings.server.host, settings.server.port);

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use super::entry::{self, CachedData, EntryDeps};
 use super::recent::Recent;
+use super::remote::Remote;
 use super::singleflight::SingleFlight;
 use super::stats::{CacheStats, Outcome};
 use super::versions::Versions;
@@ -91,11 +92,21 @@ pub(super) struct Flight<E: Clone> {
     pub recent: Arc<Recent>,
     pub started_after: u64,
     pub redis: Option<Arc<RedisClient>>,
+    /// The remote Redis of `[redis.remote]`, when configured.
+    pub remote: Option<Arc<Remote>>,
     pub versions: Arc<Versions>,
     pub lease: Arc<LeasePolicy>,
     pub stats: Arc<CacheStats>,
     /// For the background refresh of a stale-while-revalidate serve.
     pub flights: Arc<SingleFlight<Result<Served, E>>>,
+}
+
+/// The snapshots of an entry's counters in each Redis, as read by this
+/// flight: an entry is stored in a Redis only under that Redis' snapshot.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Snapshots {
+    pub local: Option<u64>,
+    pub remote: Option<u64>,
 }
 
 /// An entry read from Redis, judged against its counters.
@@ -162,25 +173,73 @@ impl<E: ComputeError> Flight<E> {
             && self.request.accept.max_age.is_none_or(|max| found.age <= max)
     }
 
-    /// The entry and the snapshot of its counters now (`None` without Redis).
-    pub(super) async fn read(&self) -> (Option<Found>, Option<u64>) {
-        let Some(redis) = &self.redis else {
-            return (None, None);
+    /// The entry and the snapshots of its counters now: the local Redis
+    /// first; the remote (when configured) on a local miss, a local entry
+    /// not fresh enough, or a local failure.
+    pub(super) async fn read(&self) -> (Option<Found>, Snapshots) {
+        self.read_tiers(true).await
+    }
+
+    pub(super) async fn read_tiers(&self, with_remote: bool) -> (Option<Found>, Snapshots) {
+        let mut snapshots = Snapshots::default();
+        let mut found = None;
+        if let Some(redis) = &self.redis {
+            match self
+                .versions
+                .read(redis, &self.request.key, &self.request.counters)
+                .await
+            {
+                Ok((bytes, snapshot)) => {
+                    snapshots.local = Some(snapshot);
+                    found = bytes.and_then(|bytes| self.judge(redis, &bytes, snapshot, None));
+                }
+                Err(error) => self.record_failure(&error),
+            }
+        }
+        let Some(remote) = self.remote.as_ref().filter(|_| with_remote) else {
+            return (found, snapshots);
         };
-        let (bytes, snapshot) = match self
+        if self.request.mode == ReadMode::Normal && found.as_ref().is_some_and(|f| self.fresh_enough(f)) {
+            return (found, snapshots);
+        }
+        match self
             .versions
-            .read(redis, &self.request.key, &self.request.counters)
+            .read(&remote.client, &self.request.key, &self.request.counters)
             .await
         {
-            Ok(read) => read,
-            Err(error) => {
-                self.record_failure(&error);
-                return (None, None);
+            Ok((bytes, snapshot)) => {
+                snapshots.remote = Some(snapshot);
+                match bytes.and_then(|bytes| self.judge(&remote.client, &bytes, snapshot, Some(remote))) {
+                    Some(theirs) if theirs.valid => {
+                        remote.record_hit();
+                        if let (Some(local), Some(local_snapshot)) = (&self.redis, snapshots.local) {
+                            self.fill_local(local, &theirs, local_snapshot);
+                        }
+                        if found.as_ref().is_none_or(|ours| !ours.valid || ours.age > theirs.age) {
+                            found = Some(theirs);
+                        }
+                    }
+                    theirs => found = found.or(theirs),
+                }
             }
-        };
-        let found = bytes.and_then(|bytes| match entry::decode(&bytes, self.max_entry_bytes) {
+            Err(error) => remote.record_failure(&error),
+        }
+        (found, snapshots)
+    }
+
+    /// Decodes an entry read from `redis` and judges it against `snapshot`
+    /// (and, for the remote, against the bumps it missed); a corrupt one is
+    /// deleted and reads as a miss.
+    fn judge(
+        &self,
+        redis: &Arc<RedisClient>,
+        bytes: &[u8],
+        snapshot: u64,
+        remote: Option<&Arc<Remote>>,
+    ) -> Option<Found> {
+        match entry::decode(bytes, self.max_entry_bytes) {
             Ok(entry) => Some(Found {
-                valid: entry.versions == Some(snapshot),
+                valid: entry.versions == Some(snapshot) && remote.is_none_or(|r| r.trusts(entry.created_at)),
                 age: entry.age(unix_now()),
                 entry,
             }),
@@ -193,8 +252,28 @@ impl<E: ComputeError> Flight<E> {
                 });
                 None
             }
+        }
+    }
+
+    /// A valid entry found on the remote is copied to the local Redis (in
+    /// the background), under the local snapshot read before the remote's:
+    /// counters are bumped on the remote first, so an entry the remote still
+    /// finds valid was valid when the local snapshot was taken.
+    fn fill_local(&self, local: &Arc<RedisClient>, found: &Found, local_snapshot: u64) {
+        let keep = self.request.retention_seconds().saturating_sub(found.age);
+        if keep == 0 || !self.store {
+            return;
+        }
+        let mut copy = found.entry.clone();
+        copy.versions = Some(local_snapshot);
+        let encoded = entry::encode(&copy, self.compress_above);
+        let (local, key, stats) = (Arc::clone(local), self.request.key.clone(), Arc::clone(&self.stats));
+        tokio::spawn(async move {
+            let started = Instant::now();
+            if local.set_ex(RedisCaller::Cache, &key, encoded, keep).await.is_ok() {
+                stats.record_set(started.elapsed());
+            }
         });
-        (found, Some(snapshot))
     }
 
     /// Computes under the cross-instance lease, or waits for the instance
@@ -203,7 +282,7 @@ impl<E: ComputeError> Flight<E> {
         &self,
         redis: &Arc<RedisClient>,
         compute: F,
-        snapshot: &mut Option<u64>,
+        snapshot: &mut Snapshots,
     ) -> Result<Served, E>
     where
         F: FnOnce() -> Fut + Send + 'static,
@@ -219,8 +298,8 @@ impl<E: ComputeError> Flight<E> {
                     // (and released its lease) since our read: look once
                     // more, a round trip that saves a statement.
                     if self.request.mode == ReadMode::Normal {
-                        let (found, now) = self.read().await;
-                        *snapshot = now;
+                        let (found, now) = self.read_tiers(false).await;
+                        snapshot.local = now.local;
                         if let Some(found) = found.filter(|f| self.fresh_enough(f)) {
                             lease.release().await;
                             let entry = self.keep(found.entry).await;
@@ -238,8 +317,8 @@ impl<E: ComputeError> Flight<E> {
                         self.stats.record_lease_wait();
                     }
                     tokio::time::sleep(LEASE_POLL).await;
-                    let (found, now) = self.read().await;
-                    *snapshot = now;
+                    let (found, now) = self.read_tiers(false).await;
+                    snapshot.local = now.local;
                     if let Some(found) = found.filter(|f| self.fresh_enough(f)) {
                         let entry = self.keep(found.entry).await;
                         return Ok(Served::cached(entry, Outcome::Redis, false, found.age));
@@ -256,7 +335,7 @@ impl<E: ComputeError> Flight<E> {
     }
 
     /// Runs the computation and stores its result under `snapshot`.
-    async fn compute_and_store<F, Fut>(&self, compute: F, snapshot: Option<u64>) -> Result<Served, E>
+    async fn compute_and_store<F, Fut>(&self, compute: F, snapshot: Snapshots) -> Result<Served, E>
     where
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = Result<Fresh, E>> + Send + 'static,
@@ -269,11 +348,11 @@ impl<E: ComputeError> Flight<E> {
             total: fresh.total,
             created_at: unix_now(),
             ttl_seconds: self.request.ttl_seconds,
-            versions: snapshot,
+            versions: snapshot.local,
             source: fresh.source,
             deps: Some(Arc::clone(&self.request.deps)),
         });
-        let stored = self.store && self.save(&entry).await;
+        let stored = self.store && self.save(&entry, snapshot.remote).await;
         Ok(Served {
             entry,
             outcome: Outcome::Miss,
@@ -313,13 +392,21 @@ impl<E: ComputeError> Flight<E> {
         entry
     }
 
-    /// Stores in Redis and L1; returns whether any tier holds it now.
-    async fn save(&self, entry: &Arc<CachedData>) -> bool {
+    /// Stores in Redis and L1 (and, in the background, on the remote under
+    /// its own snapshot); returns whether any tier holds it now.
+    async fn save(&self, entry: &Arc<CachedData>, remote_snapshot: Option<u64>) -> bool {
         if entry.data.len() > self.max_entry_bytes {
             self.stats.record_uncacheable();
             return false;
         }
         let mut stored = false;
+        if let (Some(remote), Some(snapshot)) = (&self.remote, remote_snapshot) {
+            let mut copy = CachedData::clone(entry);
+            copy.versions = Some(snapshot);
+            let encoded = entry::encode(&copy, self.compress_above);
+            remote.spawn_write(self.request.key.clone(), encoded, self.request.retention_seconds());
+            stored = true;
+        }
         if let (Some(redis), Some(_)) = (&self.redis, entry.versions) {
             let started = Instant::now();
             let encoded = entry::encode(entry, self.compress_above);

@@ -11,6 +11,7 @@
 //! - `keys`: the key space, the one owner of key formats and scopes
 //! - `lease`: one computation per key across instances
 //! - `recent`: the invalidations L1 saw lately, for flights that overlap them
+//! - `remote`: the second, remote Redis of `[redis.remote]` (local + remote)
 //! - `singleflight`: one computation per key in this process
 //! - `stats`: counters for `/cache/stats` and `/metrics`
 //! - `versions`: the version counters entries are valid under
@@ -20,6 +21,7 @@ mod flight;
 pub mod keys;
 mod lease;
 mod recent;
+pub mod remote;
 pub mod singleflight;
 pub mod stats;
 pub mod versions;
@@ -39,6 +41,7 @@ pub use entry::EntryDeps;
 use flight::Flight;
 pub use flight::{Accept, EntryRequest, Fresh, LeasePolicy};
 use recent::{Dropped, Recent};
+use remote::{Remote, RemoteCounters};
 use singleflight::SingleFlight;
 use stats::{CacheStats, Outcome};
 use versions::Versions;
@@ -133,6 +136,8 @@ pub struct QueryCache<E: Clone> {
     /// Recent invalidations of L1 (see `recent`).
     recent: Arc<Recent>,
     redis: Option<Arc<RedisClient>>,
+    /// The remote Redis (`[redis.remote]`), when configured.
+    remote: Option<Arc<Remote>>,
     versions: Arc<Versions>,
     lease: Arc<LeasePolicy>,
     flights: Arc<SingleFlight<Result<Served, E>>>,
@@ -199,11 +204,23 @@ impl<E: ComputeError> QueryCache<E> {
             l1,
             recent: Arc::default(),
             redis: redis.filter(|_| settings.enabled),
+            remote: None,
             versions: Arc::default(),
             lease: Arc::new(lease),
             flights: Arc::default(),
             stats: Arc::default(),
         }
+    }
+
+    /// Adds the remote Redis of `[redis.remote]` (local + remote): written
+    /// in the background, at most `max_pending_writes` at a time, and read on
+    /// a local miss or while the local one is down. Ignored without a local
+    /// Redis or with the cache off.
+    pub fn with_remote(mut self, remote: Option<Arc<RedisClient>>, max_pending_writes: usize) -> Self {
+        self.remote = remote
+            .filter(|_| self.redis.is_some())
+            .map(|client| Arc::new(Remote::new(client, max_pending_writes)));
+        self
     }
 
     pub fn stats(&self) -> &CacheStats {
@@ -291,6 +308,7 @@ impl<E: ComputeError> QueryCache<E> {
             recent: Arc::clone(&self.recent),
             started_after: self.recent.now(),
             redis: self.redis.clone(),
+            remote: self.remote.clone(),
             versions: Arc::clone(&self.versions),
             lease: Arc::clone(&self.lease),
             stats: Arc::clone(&self.stats),
@@ -298,9 +316,21 @@ impl<E: ComputeError> QueryCache<E> {
         }
     }
 
-    /// INCR version counters in Redis (an invalidation's shared half).
+    /// INCR version counters in Redis (an invalidation's shared half). With
+    /// a remote Redis, its counters are bumped first, then the local ones:
+    /// an entry the remote still finds valid was then valid under the local
+    /// snapshot read before it (see `flight::fill_local`). A remote bump that
+    /// fails makes this instance distrust what the remote holds now.
     pub async fn bump(&self, counters: Vec<String>) -> Result<(), RedisUnavailable> {
-        self.versions.bump(self.redis()?, counters).await
+        let local = self.redis()?;
+        if let Some(remote) = &self.remote {
+            if let Err(error) = self.versions.bump(&remote.client, counters.clone()).await {
+                remote.record_failure(&error);
+                remote.distrust_existing();
+                tracing::warn!(%error, "bumping the remote Redis' version counters failed; its current entries are no longer trusted here");
+            }
+        }
+        self.versions.bump(local, counters).await
     }
 
     /// Drops matching entries from this instance's L1 (an invalidation's
@@ -341,6 +371,17 @@ impl<E: ComputeError> QueryCache<E> {
     /// (SCAN + UNLINK) and from this instance's L1.
     pub async fn clear(&self, pattern: &str) -> Result<u64, RedisUnavailable> {
         self.clear_l1(pattern);
+        if let Some(remote) = &self.remote {
+            if let Err(error) = remote
+                .client
+                .delete_matching(RedisCaller::Admin, pattern, self.settings.clear_batch_size)
+                .await
+            {
+                remote.record_failure(&error);
+                remote.distrust_existing();
+                tracing::warn!(%error, "clearing the remote Redis failed; its current entries are no longer trusted here");
+            }
+        }
         let deleted = self
             .redis()?
             .delete_matching(RedisCaller::Admin, pattern, self.settings.clear_batch_size)
@@ -353,6 +394,12 @@ impl<E: ComputeError> QueryCache<E> {
     pub async fn delete_key(&self, key: &str) -> Result<u64, RedisUnavailable> {
         if let Some(l1) = &self.l1 {
             l1.invalidate(key).await;
+        }
+        if let Some(remote) = &self.remote {
+            if let Err(error) = remote.client.unlink(RedisCaller::Admin, vec![key.to_owned()]).await {
+                remote.record_failure(&error);
+                remote.distrust_existing();
+            }
         }
         let deleted = self.redis()?.unlink(RedisCaller::Admin, vec![key.to_owned()]).await?;
         self.stats.record_deletes(deleted);
@@ -389,5 +436,21 @@ impl<E: ComputeError> QueryCache<E> {
             .as_ref()
             .map(|r| r.breaker().state_name())
             .unwrap_or("disabled")
+    }
+
+    /// The remote Redis' breaker (`open`, `closed`), when one is configured.
+    pub fn remote_breaker_state(&self) -> Option<&'static str> {
+        self.remote.as_ref().map(|r| r.client.breaker().state_name())
+    }
+
+    /// The remote Redis' INFO fields, when one is configured.
+    pub async fn remote_info(&self) -> Option<Result<RedisInfo, RedisUnavailable>> {
+        let remote = self.remote.as_ref()?;
+        Some(remote.client.info(RedisCaller::Admin).await)
+    }
+
+    /// This instance's remote counters, when a remote is configured.
+    pub fn remote_counters(&self) -> Option<RemoteCounters> {
+        self.remote.as_ref().map(|r| r.counters())
     }
 }

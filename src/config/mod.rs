@@ -246,6 +246,68 @@ pub struct RedisSettings {
     pub sentinel: RedisSentinelSettings,
     /// Used when `mode = "cluster"`.
     pub cluster: RedisClusterSettings,
+    /// A second, remote Redis (`[redis.remote]`, env `APP__REDIS__REMOTE__URL`):
+    /// written too, read on a local miss or while the local one is down.
+    /// Unset (or an empty `url`): off.
+    pub remote: Option<RemoteRedisSettings>,
+}
+
+/// `[redis.remote]`: a managed Redis farther away (tens of ms), written
+/// beside the local one off the request path and read when the local one
+/// misses or is down. Its own timeouts and circuit breaker; one server
+/// (standalone) reached at `url` (`rediss://` for TLS).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RemoteRedisSettings {
+    pub url: Secret,
+    pub pool_size: u32,
+    pub connect_timeout_ms: u64,
+    pub command_timeout_ms: u64,
+    pub breaker_failure_threshold: u32,
+    pub breaker_window_ms: u64,
+    pub breaker_probe_interval_ms: u64,
+    /// PEM file of the CA of a `rediss://` remote with a private CA.
+    pub tls_ca_file: Option<PathBuf>,
+    /// Writes to the remote waiting for an answer at most; beyond this,
+    /// writes are dropped (and counted) rather than queued.
+    pub max_pending_writes: usize,
+}
+
+impl Default for RemoteRedisSettings {
+    fn default() -> Self {
+        Self {
+            url: Secret::new(""),
+            pool_size: 8,
+            connect_timeout_ms: 500,
+            command_timeout_ms: 250,
+            breaker_failure_threshold: 3,
+            breaker_window_ms: 2_000,
+            breaker_probe_interval_ms: 1_000,
+            tls_ca_file: None,
+            max_pending_writes: 1_000,
+        }
+    }
+}
+
+impl RemoteRedisSettings {
+    /// The remote as a standalone [`RedisSettings`], for its own client.
+    pub fn as_redis(&self) -> RedisSettings {
+        RedisSettings {
+            url: self.url.clone(),
+            enabled: true,
+            pool_size: self.pool_size,
+            connect_timeout_ms: self.connect_timeout_ms,
+            command_timeout_ms: self.command_timeout_ms,
+            breaker_failure_threshold: self.breaker_failure_threshold,
+            breaker_window_ms: self.breaker_window_ms,
+            breaker_probe_interval_ms: self.breaker_probe_interval_ms,
+            tls_ca_file: self.tls_ca_file.clone(),
+            mode: RedisMode::Standalone,
+            sentinel: RedisSentinelSettings::default(),
+            cluster: RedisClusterSettings::default(),
+            remote: None,
+        }
+    }
 }
 
 /// `redis.mode`.
@@ -322,6 +384,7 @@ impl Default for RedisSettings {
             mode: RedisMode::Standalone,
             sentinel: RedisSentinelSettings::default(),
             cluster: RedisClusterSettings::default(),
+            remote: None,
         }
     }
 }
@@ -698,6 +761,24 @@ impl Settings {
         }
         if let Some(ca) = settings.redis.ca_file().filter(|p| p.is_relative()) {
             settings.redis.tls_ca_file = Some(config_dir.join(ca));
+        }
+        // An empty remote URL (an env override that blanks it) means off.
+        if settings
+            .redis
+            .remote
+            .as_ref()
+            .is_some_and(|r| r.url.expose().trim().is_empty())
+        {
+            settings.redis.remote = None;
+        }
+        if let Some(remote) = settings.redis.remote.as_mut() {
+            if let Some(ca) = remote
+                .tls_ca_file
+                .as_ref()
+                .filter(|p| p.is_relative() && !p.as_os_str().is_empty())
+            {
+                remote.tls_ca_file = Some(config_dir.join(ca));
+            }
         }
         if let Some(problem) = checks::tls_files(&settings) {
             return Err(config::ConfigError::Message(problem));

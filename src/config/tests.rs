@@ -212,3 +212,19 @@ fn redis_topologies_read_their_lists_from_the_environment() {
     assert_eq!(settings.redis.cluster.nodes.len(), 3);
     assert_eq!(load(&[]).redis.mode, RedisMode::Standalone);
 }
+
+#[test]
+fn a_remote_redis_is_off_unless_its_url_is_set() {
+    assert!(load(&[]).redis.remote.is_none());
+    assert!(load(&[("APP__REDIS__REMOTE__URL", "")]).redis.remote.is_none());
+    let settings = load(&[
+        ("APP__REDIS__REMOTE__URL", "rediss://:pw@remote.example:6380"),
+        ("APP__REDIS__REMOTE__COMMAND_TIMEOUT_MS", "300"),
+    ]);
+    let remote = settings.redis.remote.expect("remote set");
+    assert_eq!(remote.url.expose(), "rediss://:pw@remote.example:6380");
+    assert_eq!((remote.connect_timeout_ms, remote.command_timeout_ms), (500, 300));
+    let as_redis = remote.as_redis();
+    assert_eq!(as_redis.mode, RedisMode::Standalone);
+    assert!(as_redis.remote.is_none());
+}

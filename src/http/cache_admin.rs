@@ -7,6 +7,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
+use crate::cache::remote::RemoteCounters;
 use crate::cache::stats::StatsSnapshot;
 use crate::error::{ApiError, ErrorCode};
 use crate::http::auth::{configured_tenant, CacheActor};
@@ -30,9 +31,26 @@ pub struct CacheStatsResponse {
     pub l1: L1Stats,
     /// This instance's counters.
     pub app: StatsSnapshot,
+    /// The remote Redis of `[redis.remote]`, when one is configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote: Option<RemoteStats>,
     /// Per rollup: state, rows, size, last refresh, lag, share of computed
     /// answers it served (this instance).
     pub rollups: Vec<RollupStatus>,
+}
+
+/// The remote Redis (`[redis.remote]`) as `/cache/stats` reports it.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct RemoteStats {
+    /// `connected`, `degraded` (its breaker open) or `disconnected`.
+    pub status: &'static str,
+    /// Its own circuit breaker: `closed` or `open`.
+    pub breaker: &'static str,
+    pub memory_used_mb: Option<f64>,
+    pub total_keys: Option<u64>,
+    /// This instance's remote hits, errors and writes.
+    #[serde(flatten)]
+    pub app: RemoteCounters,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -103,7 +121,17 @@ fn redis_status(reachable: bool, breaker: &str) -> &'static str {
 
 async fn admin_stats(state: &AppState) -> CacheStatsResponse {
     let cache = state.queries.cache();
-    let info = cache.redis_info().await;
+    let (info, remote_info) = tokio::join!(cache.redis_info(), cache.remote_info());
+    let remote = match (remote_info, cache.remote_breaker_state(), cache.remote_counters()) {
+        (Some(remote_info), Some(breaker), Some(app)) => Some(RemoteStats {
+            status: redis_status(remote_info.is_ok(), breaker),
+            breaker,
+            memory_used_mb: remote_info.as_ref().ok().map(|i| i.memory_used_mb),
+            total_keys: remote_info.as_ref().ok().map(|i| i.total_keys),
+            app,
+        }),
+        _ => None,
+    };
     let (entries, bytes) = cache.l1_size().await;
     let status = redis_status(info.is_ok(), cache.breaker_state());
     let info = info.ok();
@@ -123,6 +151,7 @@ async fn admin_stats(state: &AppState) -> CacheStatsResponse {
             max_bytes: state.settings.cache.l1_max_bytes,
         },
         app: cache.stats().snapshot(),
+        remote,
         rollups: state.queries.rollups().status(),
     }
 }

@@ -12,7 +12,7 @@ use crate::state::AppState;
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct HealthResponse {
-    /// `ok`, `degraded` (cache down, a rollup failing, a read replica not up
+    /// `ok`, `degraded` (cache down (local or remote Redis), a rollup failing, a read replica not up
     /// or the model broken by a schema change; still serving) or `down`
     /// (database down).
     pub status: &'static str,
@@ -53,7 +53,12 @@ pub async fn get_health(State(state): State<AppState>) -> (StatusCode, Json<Heal
     let replica_down = databases.values().any(|r| r.status != "up");
     let (code, status) = if !database.is_up() {
         (StatusCode::SERVICE_UNAVAILABLE, "down")
-    } else if cache.redis == "down" || !rollups_failing.is_empty() || model_broken.is_some() || replica_down {
+    } else if cache.redis == "down"
+        || cache.remote.as_ref().is_some_and(|r| r.redis == "down")
+        || !rollups_failing.is_empty()
+        || model_broken.is_some()
+        || replica_down
+    {
         (StatusCode::OK, "degraded")
     } else {
         (StatusCode::OK, "ok")

@@ -130,18 +130,28 @@ pub struct RedisClient {
     created: Instant,
     /// Whether our own runtime is starved (timeouts then say nothing of Redis).
     busy: Arc<busy::Busy>,
+    /// The second, remote Redis of `[redis.remote]`: its own metric names.
+    remote: bool,
 }
 
 impl RedisClient {
     /// Builds the client without connecting: the server starts while Redis is
     /// down (but not with a CA file it cannot read).
     pub fn new(settings: &RedisSettings) -> Result<Arc<Self>, RedisConfigError> {
+        Self::build(settings, false)
+    }
+
+    /// The client of the remote Redis (`[redis.remote]`): the same client,
+    /// its failures and breaker exported under `analytics_cache_remote_*`.
+    pub fn new_remote(settings: &RedisSettings) -> Result<Arc<Self>, RedisConfigError> {
+        Self::build(settings, true)
+    }
+
+    fn build(settings: &RedisSettings, remote: bool) -> Result<Arc<Self>, RedisConfigError> {
         crate::tls::install_crypto_provider();
         let backend = Arc::new(open_backend(settings)?);
         let pool = build_pool(&backend, settings);
-        // Export the breaker state from the start, not only after a first trip.
-        metrics::gauge!("analytics_cache_breaker_open").set(0.0);
-        Ok(Arc::new(Self {
+        let client = Arc::new(Self {
             backend,
             pool: RwLock::new(pool),
             breaker: Breaker::new(
@@ -152,7 +162,35 @@ impl RedisClient {
             pool_refreshed_at_ms: AtomicU64::new(0),
             created: Instant::now(),
             busy: busy::Busy::start(),
-        }))
+            remote,
+        });
+        // Export the breaker state from the start, not only after a first trip.
+        client.set_breaker_gauge(false);
+        Ok(client)
+    }
+
+    /// Whether this is the remote Redis of `[redis.remote]`.
+    pub fn is_remote(&self) -> bool {
+        self.remote
+    }
+
+    /// `analytics_cache_breaker_open` (or the remote's) to 1 or 0.
+    fn set_breaker_gauge(&self, open: bool) {
+        let value = if open { 1.0 } else { 0.0 };
+        if self.remote {
+            metrics::gauge!("analytics_cache_remote_breaker_open").set(value);
+        } else {
+            metrics::gauge!("analytics_cache_breaker_open").set(value);
+        }
+    }
+
+    /// `local` or `remote`, for logs.
+    fn role(&self) -> &'static str {
+        if self.remote {
+            "remote"
+        } else {
+            "local"
+        }
     }
 
     pub fn breaker(&self) -> &Breaker {
@@ -224,7 +262,11 @@ impl RedisClient {
             (true, false) => "timeout",
             (false, _) => "error",
         };
-        metrics::counter!("analytics_redis_errors_total", "caller" => caller.as_str(), "kind" => kind).increment(1);
+        if self.remote {
+            metrics::counter!("analytics_cache_remote_errors_total", "kind" => kind).increment(1);
+        } else {
+            metrics::counter!("analytics_redis_errors_total", "caller" => caller.as_str(), "kind" => kind).increment(1);
+        }
         if busy {
             tracing::debug!(
                 caller = caller.as_str(),
@@ -236,9 +278,11 @@ impl RedisClient {
             self.refresh_pool();
         }
         if self.breaker.record_failure() == Transition::Opened {
-            metrics::gauge!("analytics_cache_breaker_open").set(1.0);
-            metrics::counter!("analytics_redis_breaker_opened_total").increment(1);
-            tracing::warn!(%error, caller = caller.as_str(), "redis failing; circuit breaker opened, serving from L1 and the database");
+            self.set_breaker_gauge(true);
+            if !self.remote {
+                metrics::counter!("analytics_redis_breaker_opened_total").increment(1);
+            }
+            tracing::warn!(%error, caller = caller.as_str(), redis = self.role(), "redis failing; circuit breaker opened, serving from the other tiers and the database");
             let client = Arc::clone(self);
             tokio::spawn(async move { client.probe_until_healthy().await });
         } else {
@@ -280,8 +324,8 @@ impl RedisClient {
             if self.ping_fresh().await.is_ok() {
                 self.swap_pool();
                 self.breaker.close();
-                metrics::gauge!("analytics_cache_breaker_open").set(0.0);
-                tracing::info!("redis reachable again; circuit breaker closed");
+                self.set_breaker_gauge(false);
+                tracing::info!(redis = self.role(), "redis reachable again; circuit breaker closed");
                 return;
             }
         }

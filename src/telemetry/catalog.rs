@@ -122,6 +122,36 @@ pub const CATALOG: &[Entry] = &[
     ),
     (
         Kind::Gauge,
+        "analytics_cache_remote_breaker_open",
+        "1 while the remote Redis' ([redis.remote]) circuit breaker is open.",
+        NONE,
+    ),
+    (
+        Kind::Counter,
+        "analytics_cache_remote_hits_total",
+        "Lookups the remote Redis ([redis.remote]) answered with a valid entry (local miss or local down).",
+        PLAIN,
+    ),
+    (
+        Kind::Counter,
+        "analytics_cache_remote_errors_total",
+        "Failed remote Redis ([redis.remote]) commands, by kind (timeout, timeout_busy, error).",
+        NONE,
+    ),
+    (
+        Kind::Counter,
+        "analytics_cache_remote_writes_total",
+        "Entries written to the remote Redis ([redis.remote]) in the background.",
+        PLAIN,
+    ),
+    (
+        Kind::Counter,
+        "analytics_cache_remote_writes_dropped_total",
+        "Writes to the remote Redis dropped because redis.remote.max_pending_writes were already waiting.",
+        PLAIN,
+    ),
+    (
+        Kind::Gauge,
         "analytics_singleflight_waiters",
         "Requests waiting on another request's computation of the same key.",
         NONE,

@@ -15,6 +15,7 @@ mod faults;
 mod freshness;
 mod health;
 mod http_caching;
+mod hybrid;
 mod injection;
 mod observability;
 mod openapi;

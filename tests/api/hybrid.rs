@@ -1,0 +1,127 @@
+//! Local + remote Redis (`[redis.remote]`): a private local redis-server and
+//! a private "remote" one behind a proxy adding 60 ms each way. Writes reach
+//! both, hits are local, a dead local is covered by the remote, and a local
+//! that comes back empty is refilled from the remote.
+
+use std::time::{Duration, Instant};
+
+use analytics_api::config::{RemoteRedisSettings, Secret};
+use serde_json::{json, Value};
+
+use crate::helpers::{spawn_app_with, DelayProxy, RedisProcess, TestApp};
+
+const REMOTE_DELAY: Duration = Duration::from_millis(60);
+
+fn query() -> Value {
+    json!({"metrics": ["revenue", "sales_count"], "filters": {"store_id": 7}})
+}
+
+/// Entry keys of `app` on the redis-server at `url` (reached directly).
+async fn entry_keys(app: &TestApp, url: &str) -> Vec<String> {
+    let Ok(client) = redis::Client::open(url) else {
+        return Vec::new();
+    };
+    let Ok(mut c) = client.get_multiplexed_async_connection().await else {
+        return Vec::new();
+    };
+    redis::cmd("KEYS")
+        .arg(format!("{}:query:*", app.prefix))
+        .query_async::<Vec<String>>(&mut c)
+        .await
+        .unwrap_or_default()
+}
+
+/// Waits (bounded) until an entry of `app` is on the server at `url`.
+async fn wait_for_entry(app: &TestApp, url: &str, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while entry_keys(app, url).await.is_empty() {
+        assert!(Instant::now() < deadline, "no entry on the {what} Redis within 10 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn health(app: &TestApp) -> Value {
+    app.client
+        .get(app.url("/health"))
+        .send()
+        .await
+        .expect("health")
+        .json()
+        .await
+        .expect("health json")
+}
+
+#[tokio::test]
+async fn local_and_remote_redis_write_both_read_local_and_cover_for_each_other() {
+    let mut local = RedisProcess::start().await;
+    let remote = RedisProcess::start().await;
+    let proxy = DelayProxy::start(remote.port, REMOTE_DELAY).await;
+    let (local_url, remote_url) = (local.url(), proxy.url());
+    let app = spawn_app_with(move |s| {
+        s.redis.url = Secret::new(local_url);
+        s.redis.breaker_probe_interval_ms = 100;
+        s.cache.l1_enabled = false;
+        s.redis.remote = Some(RemoteRedisSettings {
+            url: Secret::new(remote_url),
+            // Connecting through the proxy takes a few delayed round trips.
+            command_timeout_ms: 1_000,
+            connect_timeout_ms: 1_000,
+            breaker_probe_interval_ms: 100,
+            ..RemoteRedisSettings::default()
+        });
+    })
+    .await;
+
+    // (1) A miss is written to both.
+    let first = app.query_ok(query()).await;
+    assert_eq!(first["metadata"]["from_cache"], json!(false), "{first}");
+    wait_for_entry(&app, &local.url(), "local").await;
+    wait_for_entry(&app, &remote.url(), "remote").await;
+
+    // (2) Hits are local: well under the remote's 120 ms round trip.
+    for i in 0..5 {
+        let hit = app.query_ok(query()).await;
+        assert_eq!(hit["metadata"]["cache_tier"], json!("redis"), "hit {i}: {hit}");
+        let took = hit["metadata"]["query_time_ms"].as_f64().expect("query_time_ms");
+        assert!(took < 60.0, "hit {i} took {took} ms: not local");
+    }
+    let stats = app.cache_stats().await;
+    assert_eq!(stats["remote"]["breaker"], json!("closed"), "{stats}");
+    assert!(stats["remote"]["writes"].as_u64() >= Some(1), "{stats}");
+    let before = health(&app).await;
+    assert_eq!(before["cache"]["remote"]["redis"], json!("up"), "{before}");
+
+    // (3) The local Redis dies: the remote answers, no request fails.
+    local.kill();
+    let mut from_remote = 0;
+    for i in 0..20 {
+        let response = app.query(query()).await;
+        assert_eq!(response.status(), 200, "request {i} after the local Redis died");
+        let body: Value = response.json().await.expect("json");
+        if body["metadata"]["cache_tier"] == json!("redis") {
+            from_remote += 1;
+        }
+    }
+    assert!(from_remote >= 15, "only {from_remote} of 20 hits came from the remote");
+    let stats = app.cache_stats().await;
+    assert!(stats["remote"]["hits"].as_u64() >= Some(15), "{stats}");
+    assert_eq!(stats["breaker"], json!("open"), "{stats}");
+    assert_eq!(stats["remote"]["breaker"], json!("closed"), "{stats}");
+
+    // (4) The local Redis comes back empty: once its breaker closes, a hit
+    // (from the remote) refills it.
+    local.restart().await;
+    assert!(entry_keys(&app, &local.url()).await.is_empty());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while health(&app).await["cache"]["breaker"] != json!("closed") {
+        assert!(Instant::now() < deadline, "the local breaker did not close within 10 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let refill = app.query_ok(query()).await;
+    assert_eq!(refill["metadata"]["cache_tier"], json!("redis"), "{refill}");
+    wait_for_entry(&app, &local.url(), "restarted local").await;
+    let hit = app.query_ok(query()).await;
+    assert_eq!(hit["metadata"]["cache_tier"], json!("redis"), "{hit}");
+    let took = hit["metadata"]["query_time_ms"].as_f64().expect("query_time_ms");
+    assert!(took < 60.0, "after the refill a hit took {took} ms: not local");
+}
