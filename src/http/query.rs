@@ -280,19 +280,18 @@ fn respond(
 /// after a change gets a new tag even within the same second. A comparison's
 /// tag covers every part; the CSV form has a tag of its own.
 fn entity_tag(answers: &[Answer], format: Format) -> String {
-    let tags: Vec<String> = answers
-        .iter()
-        .map(|answer| {
-            let hash = answer.key.rsplit(':').next().unwrap_or_default();
-            let entry = &answer.served.entry;
-            format!("{hash}-{:x}-{:x}", entry.created_at, entry.versions.unwrap_or_default())
-        })
-        .collect();
-    let tag = match tags.as_slice() {
-        [one] => one.clone(),
+    let tag_of = |answer: &Answer| {
+        let hash = answer.key.rsplit(':').next().unwrap_or_default();
+        let entry = &answer.served.entry;
+        format!("{hash}-{:x}-{:x}", entry.created_at, entry.versions.unwrap_or_default())
+    };
+    // One answer (every hit) formats its tag once; only a comparison hashes.
+    let tag = match answers {
+        [one] => tag_of(one),
         many => {
             use md5::Digest;
-            format!("cmp-{}", hex::encode(md5::Md5::digest(many.join(",").as_bytes())))
+            let tags: Vec<String> = many.iter().map(tag_of).collect();
+            format!("cmp-{}", hex::encode(md5::Md5::digest(tags.join(",").as_bytes())))
         }
     };
     let suffix = if format == Format::Csv { "-csv" } else { "" };
