@@ -17,6 +17,7 @@ mod health;
 mod http_caching;
 mod hybrid;
 mod injection;
+mod load_balancer;
 mod observability;
 mod openapi;
 mod outage;
