@@ -125,3 +125,74 @@ async fn local_and_remote_redis_write_both_read_local_and_cover_for_each_other()
     let took = hit["metadata"]["query_time_ms"].as_f64().expect("query_time_ms");
     assert!(took < 60.0, "after the refill a hit took {took} ms: not local");
 }
+
+/// Distinct queries, so each is a miss and a write.
+fn store_query(store: u64) -> Value {
+    json!({"metrics": ["revenue"], "filters": {"store_id": store}})
+}
+
+#[tokio::test]
+async fn a_slow_remote_drops_writes_beyond_its_bound_and_a_dead_one_fails_nothing() {
+    let local = RedisProcess::start().await;
+    let mut remote = RedisProcess::start().await;
+    // Slow enough that writes pile up behind it (the proxy delays each chunk
+    // in turn, so commands queue behind each other as on a thin link).
+    let proxy = DelayProxy::start(remote.port, Duration::from_millis(100)).await;
+    let (local_url, remote_url) = (local.url(), proxy.url());
+    let app = spawn_app_with(move |s| {
+        s.redis.url = Secret::new(local_url);
+        s.cache.l1_enabled = false;
+        s.redis.remote = Some(RemoteRedisSettings {
+            url: Secret::new(remote_url),
+            command_timeout_ms: 5_000,
+            connect_timeout_ms: 5_000,
+            breaker_probe_interval_ms: 100,
+            max_pending_writes: 2,
+            ..RemoteRedisSettings::default()
+        });
+    })
+    .await;
+
+    // (1) Twelve misses at once: every one answers; at most two remote
+    // writes wait at a time, the rest are dropped and counted, never queued.
+    let answers = futures::future::join_all((1..=12).map(|store| app.query(store_query(store)))).await;
+    for (i, answer) in answers.into_iter().enumerate() {
+        assert_eq!(answer.status(), 200, "miss {i}");
+    }
+    let stats = app.cache_stats().await;
+    let remote_stats = &stats["remote"];
+    assert!(remote_stats["pending_writes"].as_u64() <= Some(2), "{stats}");
+    assert!(remote_stats["writes_dropped"].as_u64() >= Some(1), "{stats}");
+    // Every entry is on the local Redis whatever the remote did.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while entry_keys(&app, &local.url()).await.len() < 12 {
+        assert!(Instant::now() < deadline, "not every entry reached the local Redis");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // (2) The remote dies: hits stay local, misses still answer, its
+    // breaker opens and /health says it is down (degraded, not down).
+    remote.kill();
+    for store in 1..=12 {
+        let hit = app.query_ok(store_query(store)).await;
+        assert_eq!(hit["metadata"]["from_cache"], json!(true), "{hit}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        for store in 13..=15 {
+            let answer = app.query(store_query(store)).await;
+            assert_eq!(answer.status(), 200, "a miss while the remote is down");
+        }
+        let report = health(&app).await;
+        if report["cache"]["remote"]["redis"] != json!("up") {
+            assert_eq!(report["cache"]["redis"], json!("up"), "{report}");
+            assert_ne!(report["status"], json!("down"), "{report}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/health still shows the dead remote up: {report}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
