@@ -38,9 +38,14 @@ pub struct CacheHealth {
     /// The remote Redis of `[redis.remote]`, when one is configured.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub remote: Option<RemoteHealth>,
+    /// The replicas the cache reads (sentinel `read_from_replicas`), when
+    /// configured: `down` means no replica answers and reads go to the primary.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<RemoteHealth>,
 }
 
-/// The remote Redis (`[redis.remote]`).
+/// A Redis the cache reads besides its own: the remote one
+/// (`[redis.remote]`) or the sentinels' replicas.
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct RemoteHealth {
     /// `up` or `down`.
@@ -59,6 +64,8 @@ pub struct HealthChecker {
     cache_redis: Option<Arc<RedisClient>>,
     /// The remote Redis of `[redis.remote]`, when configured.
     cache_remote: Option<Arc<RedisClient>>,
+    /// The sentinels' replicas the cache reads, when configured.
+    cache_replicas: Option<Arc<RedisClient>>,
     l1_enabled: bool,
 }
 
@@ -69,6 +76,17 @@ async fn ping(redis: &Arc<RedisClient>) -> Option<Duration> {
     } else {
         redis.ping_fresh().await.ok()
     }
+}
+
+/// The health of a Redis the cache reads besides its own, when configured.
+async fn other_redis(redis: Option<&Arc<RedisClient>>) -> Option<RemoteHealth> {
+    let redis = redis?;
+    let ping = ping(redis).await;
+    Some(RemoteHealth {
+        redis: if ping.is_some() { "up" } else { "down" },
+        breaker: redis.breaker().state_name(),
+        latency_ms: ping.map(millis),
+    })
 }
 
 fn millis(duration: Duration) -> f64 {
@@ -86,6 +104,7 @@ impl HealthChecker {
             replicas,
             cache_redis,
             cache_remote: None,
+            cache_replicas: None,
             l1_enabled,
         }
     }
@@ -93,6 +112,12 @@ impl HealthChecker {
     /// Adds the remote Redis of `[redis.remote]` to the cache's health.
     pub fn with_remote(mut self, remote: Option<Arc<RedisClient>>) -> Self {
         self.cache_remote = remote;
+        self
+    }
+
+    /// Adds the sentinels' replicas the cache reads to the cache's health.
+    pub fn with_replicas(mut self, replicas: Option<Arc<RedisClient>>) -> Self {
+        self.cache_replicas = replicas;
         self
     }
 
@@ -132,24 +157,21 @@ impl HealthChecker {
                 latency_ms: None,
                 l1_enabled: self.l1_enabled,
                 remote: None,
+                replicas: None,
             };
         };
-        let remote = async {
-            let remote = self.cache_remote.as_ref()?;
-            let ping = ping(remote).await;
-            Some(RemoteHealth {
-                redis: if ping.is_some() { "up" } else { "down" },
-                breaker: remote.breaker().state_name(),
-                latency_ms: ping.map(millis),
-            })
-        };
-        let (ping, remote) = tokio::join!(ping(redis), remote);
+        let (ping, remote, replicas) = tokio::join!(
+            ping(redis),
+            other_redis(self.cache_remote.as_ref()),
+            other_redis(self.cache_replicas.as_ref())
+        );
         CacheHealth {
             redis: if ping.is_some() { "up" } else { "down" },
             breaker: redis.breaker().state_name(),
             latency_ms: ping.map(millis),
             l1_enabled: self.l1_enabled,
             remote,
+            replicas,
         }
     }
 

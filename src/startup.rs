@@ -114,6 +114,17 @@ impl Application {
             }
             None => None,
         };
+        // The sentinels' replicas, for the cache's reads only.
+        let replica_redis = if cache_redis.is_some()
+            && settings.redis.mode == crate::config::RedisMode::Sentinel
+            && settings.redis.sentinel.read_from_replicas
+        {
+            let client = RedisClient::new_replica(&settings.redis)?;
+            client.report_at_start();
+            Some(client)
+        } else {
+            None
+        };
         let max_pending_remote_writes = settings.redis.remote.as_ref().map_or(0, |r| r.max_pending_writes);
         let l1_enabled = settings.cache.enabled && settings.cache.l1_enabled;
         // Unauthenticated requests run as `default`: one more tenant.
@@ -132,7 +143,8 @@ impl Application {
         };
         let cache = Arc::new(
             QueryCache::new(&settings.cache, cache_redis.clone(), lease)
-                .with_remote(remote_redis.clone(), max_pending_remote_writes),
+                .with_remote(remote_redis.clone(), max_pending_remote_writes)
+                .with_replica(replica_redis.clone()),
         );
         let (rollups, reaggregated) = Rollups::new(
             Arc::clone(&model),
@@ -161,7 +173,9 @@ impl Application {
         // After the first LISTEN: a rollup adopted now catches up with the
         // change log, and what it re-aggregates is invalidated.
         rollups.start();
-        let health = HealthChecker::new((database, replicas), cache_redis, l1_enabled).with_remote(remote_redis);
+        let health = HealthChecker::new((database, replicas), cache_redis, l1_enabled)
+            .with_remote(remote_redis)
+            .with_replicas(replica_redis);
         let rate_limiter = RateLimiter::new(redis, keys);
         let auth = Authenticator::new(tenants, &settings.auth, pool);
         let address = format!("{}:{}", settings.server.host, settings.server.port);

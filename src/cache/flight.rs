@@ -92,6 +92,8 @@ pub(super) struct Flight<E: Clone> {
     pub recent: Arc<Recent>,
     pub started_after: u64,
     pub redis: Option<Arc<RedisClient>>,
+    /// The sentinels' replicas, for first looks (`read_from_replicas`).
+    pub replica: Option<Arc<RedisClient>>,
     /// The remote Redis of `[redis.remote]`, when configured.
     pub remote: Option<Arc<Remote>>,
     pub versions: Arc<Versions>,
@@ -174,21 +176,21 @@ impl<E: ComputeError> Flight<E> {
     }
 
     /// The entry and the snapshots of its counters now: the local Redis
-    /// first; the remote (when configured) on a local miss, a local entry
-    /// not fresh enough, or a local failure.
+    /// first (a replica of it, with `read_from_replicas`); the remote (when
+    /// configured) on a local miss, a local entry not fresh enough, or a
+    /// local failure.
     pub(super) async fn read(&self) -> (Option<Found>, Snapshots) {
         self.read_tiers(true).await
     }
 
-    pub(super) async fn read_tiers(&self, with_remote: bool) -> (Option<Found>, Snapshots) {
+    /// `first_look`: the read before any lease. Re-reads under a lease
+    /// (looking for what another instance just stored) read the local
+    /// primary only: a replica may not have it yet, nor the remote.
+    pub(super) async fn read_tiers(&self, first_look: bool) -> (Option<Found>, Snapshots) {
         let mut snapshots = Snapshots::default();
         let mut found = None;
         if let Some(redis) = &self.redis {
-            match self
-                .versions
-                .read(redis, &self.request.key, &self.request.counters)
-                .await
-            {
+            match self.read_local(redis, first_look).await {
                 Ok((bytes, snapshot)) => {
                     snapshots.local = Some(snapshot);
                     found = bytes.and_then(|bytes| self.judge(redis, &bytes, snapshot, None));
@@ -196,7 +198,7 @@ impl<E: ComputeError> Flight<E> {
                 Err(error) => self.record_failure(&error),
             }
         }
-        let Some(remote) = self.remote.as_ref().filter(|_| with_remote) else {
+        let Some(remote) = self.remote.as_ref().filter(|_| first_look) else {
             return (found, snapshots);
         };
         if self.request.mode == ReadMode::Normal && found.as_ref().is_some_and(|f| self.fresh_enough(f)) {
@@ -225,6 +227,33 @@ impl<E: ComputeError> Flight<E> {
             Err(error) => remote.record_failure(&error),
         }
         (found, snapshots)
+    }
+
+    /// The entry and its counters' snapshot from the local Redis: on a first
+    /// look from a replica when one is configured and its breaker is closed,
+    /// else (or when the replica fails) from the primary. A replica trails
+    /// the primary by its replication lag, so an entry invalidated a moment
+    /// ago may still read as valid there; a snapshot read there and stamped
+    /// on a new entry can only make that entry stale early, never wrong.
+    async fn read_local(
+        &self,
+        primary: &Arc<RedisClient>,
+        first_look: bool,
+    ) -> Result<(Option<Vec<u8>>, u64), RedisUnavailable> {
+        let (key, counters) = (&self.request.key, &self.request.counters);
+        if let Some(replica) = self.replica.as_ref().filter(|r| first_look && !r.breaker().is_open()) {
+            // The replica's own client counts its failures and trips its breaker.
+            match self.versions.read_from(replica, primary, key, counters).await {
+                Ok(read) => {
+                    metrics::counter!("analytics_redis_replica_reads_total", "served_by" => "replica").increment(1);
+                    return Ok(read);
+                }
+                Err(_) => {
+                    metrics::counter!("analytics_redis_replica_reads_total", "served_by" => "primary").increment(1);
+                }
+            }
+        }
+        self.versions.read(primary, key, counters).await
     }
 
     /// Decodes an entry read from `redis` and judges it against `snapshot`

@@ -136,6 +136,8 @@ pub struct QueryCache<E: Clone> {
     /// Recent invalidations of L1 (see `recent`).
     recent: Arc<Recent>,
     redis: Option<Arc<RedisClient>>,
+    /// The sentinels' replicas (`read_from_replicas`), when configured.
+    replica: Option<Arc<RedisClient>>,
     /// The remote Redis (`[redis.remote]`), when configured.
     remote: Option<Arc<Remote>>,
     versions: Arc<Versions>,
@@ -204,6 +206,7 @@ impl<E: ComputeError> QueryCache<E> {
             l1,
             recent: Arc::default(),
             redis: redis.filter(|_| settings.enabled),
+            replica: None,
             remote: None,
             versions: Arc::default(),
             lease: Arc::new(lease),
@@ -220,6 +223,14 @@ impl<E: ComputeError> QueryCache<E> {
         self.remote = remote
             .filter(|_| self.redis.is_some())
             .map(|client| Arc::new(Remote::new(client, max_pending_writes)));
+        self
+    }
+
+    /// Adds the sentinels' replicas (`read_from_replicas`): lookups read
+    /// an entry and its counters there, and the primary when they fail.
+    /// Everything else (writes, leases, invalidations) stays on the primary.
+    pub fn with_replica(mut self, replica: Option<Arc<RedisClient>>) -> Self {
+        self.replica = replica.filter(|_| self.redis.is_some());
         self
     }
 
@@ -308,6 +319,7 @@ impl<E: ComputeError> QueryCache<E> {
             recent: Arc::clone(&self.recent),
             started_after: self.recent.now(),
             redis: self.redis.clone(),
+            replica: self.replica.clone(),
             remote: self.remote.clone(),
             versions: Arc::clone(&self.versions),
             lease: Arc::clone(&self.lease),

@@ -71,8 +71,21 @@ impl Versions {
         key: &str,
         counters: &[String],
     ) -> Result<(Option<Vec<u8>>, u64), RedisUnavailable> {
+        self.read_from(redis, redis, key, counters).await
+    }
+
+    /// [`Self::read`] from `reader` (a replica, or the primary itself);
+    /// a counter that does not exist yet is created on `primary`, since a
+    /// replica refuses writes.
+    pub async fn read_from(
+        &self,
+        reader: &Arc<RedisClient>,
+        primary: &Arc<RedisClient>,
+        key: &str,
+        counters: &[String],
+    ) -> Result<(Option<Vec<u8>>, u64), RedisUnavailable> {
         let (owned_key, owned_counters) = (key.to_owned(), counters.to_vec());
-        let (entry, values): (Option<Vec<u8>>, Vec<Option<String>>) = redis
+        let (entry, values): (Option<Vec<u8>>, Vec<Option<String>>) = reader
             .run_hot(RedisCaller::Cache, |mut c| async move {
                 redis::pipe()
                     .cmd("GET")
@@ -86,7 +99,7 @@ impl Versions {
         if let Some(values) = values.into_iter().collect::<Option<Vec<String>>>() {
             return Ok((entry, snapshot(&values)));
         }
-        self.read_creating(redis, key, counters).await
+        self.read_creating(primary, key, counters).await
     }
 
     /// The same read through the script that creates missing counters.

@@ -248,6 +248,16 @@ pub fn tls_files(settings: &Settings) -> Option<String> {
     None
 }
 
+/// Settings of one Redis mode given in another, where they would do nothing.
+pub fn redis_mode(settings: &Settings) -> Option<String> {
+    let redis = &settings.redis;
+    (redis.sentinel.read_from_replicas && redis.mode != super::RedisMode::Sentinel).then(|| {
+        "APP__REDIS__SENTINEL__READ_FROM_REPLICAS (redis.sentinel.read_from_replicas) needs \
+         APP__REDIS__MODE=sentinel: replicas are found through the sentinels"
+            .to_owned()
+    })
+}
+
 /// Whether a Redis URL asks for TLS.
 pub fn is_rediss(url: &str) -> bool {
     url.trim_start().to_ascii_lowercase().starts_with("rediss://")

@@ -335,6 +335,10 @@ pub struct RedisSentinelSettings {
     pub service_name: String,
     /// `host:port` or `redis://` URLs of the sentinels (env: comma-separated).
     pub addresses: Vec<Secret>,
+    /// Cache reads (an entry and its version counters) go to a replica the
+    /// sentinels name, falling back to the primary; writes, leases,
+    /// broadcasts and the rate limiter stay on the primary.
+    pub read_from_replicas: bool,
 }
 
 /// `[redis.cluster]`: the seed nodes of a Redis Cluster.
@@ -784,6 +788,9 @@ impl Settings {
             return Err(config::ConfigError::Message(problem));
         }
         if let Some(problem) = checks::replicas(&settings) {
+            return Err(config::ConfigError::Message(problem));
+        }
+        if let Some(problem) = checks::redis_mode(&settings) {
             return Err(config::ConfigError::Message(problem));
         }
         settings.sources = sources;

@@ -214,6 +214,19 @@ fn redis_topologies_read_their_lists_from_the_environment() {
 }
 
 #[test]
+fn replica_reads_need_sentinel_mode() {
+    assert!(!load(&[]).redis.sentinel.read_from_replicas);
+    let on = [("APP__REDIS__SENTINEL__READ_FROM_REPLICAS", "true")];
+    let message = refused(&empty_dir(), &on);
+    assert!(
+        message.contains("APP__REDIS__SENTINEL__READ_FROM_REPLICAS") && message.contains("APP__REDIS__MODE=sentinel"),
+        "{message}"
+    );
+    let settings = load(&[on[0], ("APP__REDIS__MODE", "sentinel")]);
+    assert!(settings.redis.sentinel.read_from_replicas);
+}
+
+#[test]
 fn a_remote_redis_is_off_unless_its_url_is_set() {
     assert!(load(&[]).redis.remote.is_none());
     assert!(load(&[("APP__REDIS__REMOTE__URL", "")]).redis.remote.is_none());

@@ -12,7 +12,7 @@ use crate::state::AppState;
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct HealthResponse {
-    /// `ok`, `degraded` (cache down (local or remote Redis), a rollup failing, a read replica not up
+    /// `ok`, `degraded` (cache down (local or remote Redis, or no Redis replica it reads), a rollup failing, a read replica not up
     /// or the model broken by a schema change; still serving) or `down`
     /// (database down).
     pub status: &'static str,
@@ -55,6 +55,7 @@ pub async fn get_health(State(state): State<AppState>) -> (StatusCode, Json<Heal
         (StatusCode::SERVICE_UNAVAILABLE, "down")
     } else if cache.redis == "down"
         || cache.remote.as_ref().is_some_and(|r| r.redis == "down")
+        || cache.replicas.as_ref().is_some_and(|r| r.redis == "down")
         || !rollups_failing.is_empty()
         || model_broken.is_some()
         || replica_down

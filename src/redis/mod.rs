@@ -102,14 +102,35 @@ pub enum RedisConfigError {
 
 /// The clients of `settings.mode`: over TLS trusting the CA file when one
 /// is set (read now: a missing or unreadable one stops the start).
-fn open_backend(settings: &RedisSettings) -> Result<Backend, RedisConfigError> {
+fn open_backend(settings: &RedisSettings, replicas: bool) -> Result<Backend, RedisConfigError> {
     let pem = settings.ca_pem().map_err(RedisConfigError::Tls)?;
-    Backend::open(settings, pem).map_err(RedisConfigError::Url)
+    Backend::open(settings, pem, replicas).map_err(RedisConfigError::Url)
 }
 
 /// Whether `url` asks for TLS.
 fn is_tls_url(url: &str) -> bool {
     url.trim_start().to_ascii_lowercase().starts_with("rediss://")
+}
+
+/// Which Redis a client talks to: its metric names and log label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// `redis.url` (or the sentinels' primary, or the cluster).
+    Local,
+    /// The remote Redis of `[redis.remote]`.
+    Remote,
+    /// The sentinels' replicas, for cache reads (`read_from_replicas`).
+    Replica,
+}
+
+impl Role {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Local => "local",
+            Self::Remote => "remote",
+            Self::Replica => "replica",
+        }
+    }
 }
 
 /// Pool replacements after lost connections are at most this frequent.
@@ -130,26 +151,34 @@ pub struct RedisClient {
     created: Instant,
     /// Whether our own runtime is starved (timeouts then say nothing of Redis).
     busy: Arc<busy::Busy>,
-    /// The second, remote Redis of `[redis.remote]`: its own metric names.
-    remote: bool,
+    /// Local, remote or replicas: its own metric names.
+    role: Role,
 }
 
 impl RedisClient {
     /// Builds the client without connecting: the server starts while Redis is
     /// down (but not with a CA file it cannot read).
     pub fn new(settings: &RedisSettings) -> Result<Arc<Self>, RedisConfigError> {
-        Self::build(settings, false)
+        Self::build(settings, Role::Local)
     }
 
     /// The client of the remote Redis (`[redis.remote]`): the same client,
     /// its failures and breaker exported under `analytics_cache_remote_*`.
     pub fn new_remote(settings: &RedisSettings) -> Result<Arc<Self>, RedisConfigError> {
-        Self::build(settings, true)
+        Self::build(settings, Role::Remote)
     }
 
-    fn build(settings: &RedisSettings, remote: bool) -> Result<Arc<Self>, RedisConfigError> {
+    /// A client of the replicas the sentinels name (sentinel mode with
+    /// `read_from_replicas`), for cache reads: each pooled connection goes
+    /// to a random replica; its failures and breaker are exported under
+    /// `analytics_redis_replica_*`.
+    pub fn new_replica(settings: &RedisSettings) -> Result<Arc<Self>, RedisConfigError> {
+        Self::build(settings, Role::Replica)
+    }
+
+    fn build(settings: &RedisSettings, role: Role) -> Result<Arc<Self>, RedisConfigError> {
         crate::tls::install_crypto_provider();
-        let backend = Arc::new(open_backend(settings)?);
+        let backend = Arc::new(open_backend(settings, role == Role::Replica)?);
         let pool = build_pool(&backend, settings);
         let client = Arc::new(Self {
             backend,
@@ -162,35 +191,26 @@ impl RedisClient {
             pool_refreshed_at_ms: AtomicU64::new(0),
             created: Instant::now(),
             busy: busy::Busy::start(),
-            remote,
+            role,
         });
         // Export the breaker state from the start, not only after a first trip.
         client.set_breaker_gauge(false);
         Ok(client)
     }
 
-    /// Whether this is the remote Redis of `[redis.remote]`.
-    pub fn is_remote(&self) -> bool {
-        self.remote
-    }
-
-    /// `analytics_cache_breaker_open` (or the remote's) to 1 or 0.
+    /// `analytics_cache_breaker_open` (or the remote's, or the replicas') to 1 or 0.
     fn set_breaker_gauge(&self, open: bool) {
         let value = if open { 1.0 } else { 0.0 };
-        if self.remote {
-            metrics::gauge!("analytics_cache_remote_breaker_open").set(value);
-        } else {
-            metrics::gauge!("analytics_cache_breaker_open").set(value);
+        match self.role {
+            Role::Local => metrics::gauge!("analytics_cache_breaker_open").set(value),
+            Role::Remote => metrics::gauge!("analytics_cache_remote_breaker_open").set(value),
+            Role::Replica => metrics::gauge!("analytics_redis_replica_breaker_open").set(value),
         }
     }
 
-    /// `local` or `remote`, for logs.
+    /// `local`, `remote` or `replica`, for logs.
     fn role(&self) -> &'static str {
-        if self.remote {
-            "remote"
-        } else {
-            "local"
-        }
+        self.role.as_str()
     }
 
     pub fn breaker(&self) -> &Breaker {
@@ -262,10 +282,13 @@ impl RedisClient {
             (true, false) => "timeout",
             (false, _) => "error",
         };
-        if self.remote {
-            metrics::counter!("analytics_cache_remote_errors_total", "kind" => kind).increment(1);
-        } else {
-            metrics::counter!("analytics_redis_errors_total", "caller" => caller.as_str(), "kind" => kind).increment(1);
+        match self.role {
+            Role::Local => {
+                metrics::counter!("analytics_redis_errors_total", "caller" => caller.as_str(), "kind" => kind)
+                    .increment(1);
+            }
+            Role::Remote => metrics::counter!("analytics_cache_remote_errors_total", "kind" => kind).increment(1),
+            Role::Replica => metrics::counter!("analytics_redis_replica_errors_total", "kind" => kind).increment(1),
         }
         if busy {
             tracing::debug!(
@@ -279,7 +302,7 @@ impl RedisClient {
         }
         if self.breaker.record_failure() == Transition::Opened {
             self.set_breaker_gauge(true);
-            if !self.remote {
+            if self.role == Role::Local {
                 metrics::counter!("analytics_redis_breaker_opened_total").increment(1);
             }
             tracing::warn!(%error, caller = caller.as_str(), redis = self.role(), "redis failing; circuit breaker opened, serving from the other tiers and the database");
@@ -349,9 +372,17 @@ impl RedisClient {
         let client = Arc::clone(self);
         tokio::spawn(async move {
             match client.ping_fresh().await {
-                Ok(latency) => tracing::info!(redis = %client.address(), ?latency, "redis answers"),
+                Ok(latency) => {
+                    tracing::info!(redis = %client.address(), role = client.role(), ?latency, "redis answers")
+                }
+                Err(error) if client.role == Role::Replica => tracing::warn!(
+                    redis = %client.address(),
+                    %error,
+                    "no redis replica answers; cache reads go to the primary until one does"
+                ),
                 Err(error) => tracing::warn!(
                     redis = %client.address(),
+                    role = client.role(),
                     %error,
                     "redis does not answer (REDIS_URL); serving from L1 and the database until it does"
                 ),

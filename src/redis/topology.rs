@@ -5,7 +5,9 @@
 //!
 //! - Sentinel: every new connection asks the sentinels for the current
 //!   primary (redis-rs checks its ROLE too), so once a lost connection has
-//!   replaced the pool, the next connections reach the promoted replica.
+//!   replaced the pool, the next connections reach the promoted replica. A
+//!   replica backend (`read_from_replicas`) asks for a random replica the
+//!   same way.
 //! - Cluster: redis-rs' cluster connection follows MOVED/ASK and slot changes
 //!   itself; commands without a key are routed to every primary by the
 //!   callers that need it (SCAN, INFO).
@@ -66,9 +68,14 @@ fn client_for(url: &str, certificates: Option<&[u8]>) -> RedisResult<redis::Clie
 }
 
 impl Backend {
-    /// Builds the clients of `settings.mode` without connecting.
-    pub fn open(settings: &RedisSettings, certificates: Option<Vec<u8>>) -> RedisResult<Self> {
+    /// Builds the clients of `settings.mode` without connecting. With
+    /// `replicas` (sentinel mode only), connections go to the replicas the
+    /// sentinels name instead of the primary.
+    pub fn open(settings: &RedisSettings, certificates: Option<Vec<u8>>, replicas: bool) -> RedisResult<Self> {
         let url = settings.url.expose();
+        if replicas && settings.mode != RedisMode::Sentinel {
+            return Err(invalid("only sentinel mode reads from replicas"));
+        }
         match settings.mode {
             RedisMode::Standalone => Ok(Self::Standalone(client_for(url, certificates.as_deref())?)),
             RedisMode::Sentinel => {
@@ -91,7 +98,11 @@ impl Backend {
                     addresses,
                     sentinel.service_name.trim(),
                     Some(node),
-                    SentinelServerType::Master,
+                    if replicas {
+                        SentinelServerType::Replica
+                    } else {
+                        SentinelServerType::Master
+                    },
                 )?;
                 Ok(Self::Sentinel {
                     client: tokio::sync::Mutex::new(client),
@@ -134,7 +145,8 @@ impl Backend {
         matches!(self, Self::Cluster { .. })
     }
 
-    /// The client of the current primary (sentinel: asked now).
+    /// The client of the current primary (sentinel: asked now; a random
+    /// replica for a replica backend).
     async fn primary(&self) -> RedisResult<redis::Client> {
         match self {
             Self::Standalone(client) => Ok(client.clone()),

@@ -151,6 +151,25 @@ pub const CATALOG: &[Entry] = &[
         PLAIN,
     ),
     (
+        Kind::Counter,
+        "analytics_redis_replica_reads_total",
+        "Cache lookups sent to the sentinels' replicas (redis.sentinel.read_from_replicas), by who answered: \
+         replica, or primary (the replica failed).",
+        NONE,
+    ),
+    (
+        Kind::Counter,
+        "analytics_redis_replica_errors_total",
+        "Failed commands on the sentinels' replicas, by kind (timeout, timeout_busy, error).",
+        NONE,
+    ),
+    (
+        Kind::Gauge,
+        "analytics_redis_replica_breaker_open",
+        "1 while the circuit breaker of the sentinels' replicas is open (cache lookups read the primary).",
+        NONE,
+    ),
+    (
         Kind::Gauge,
         "analytics_singleflight_waiters",
         "Requests waiting on another request's computation of the same key.",

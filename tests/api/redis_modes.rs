@@ -237,6 +237,106 @@ async fn sentinel_mode_follows_a_failover_without_failing_a_request() {
     eprintln!("sentinel failover: promoted after {promoted:?}, Redis hits again after {recovered:?}, {answered} requests, none failed");
 }
 
+/// `calls` of `command` in the server's `INFO commandstats` (0 when absent).
+fn command_calls(port: u16, command: &str) -> u64 {
+    let stats = cli(port, &["INFO", "commandstats"]);
+    let prefix = format!("cmdstat_{command}:calls=");
+    stats
+        .lines()
+        .find_map(|line| line.trim().strip_prefix(prefix.as_str()))
+        .and_then(|rest| rest.split(',').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn sentinel_replicas_serve_cache_reads_and_a_dead_replica_sends_them_to_the_primary() {
+    let mut servers = Servers::new("sentinel-replicas");
+    let (primary, replica) = (free_port(), free_port());
+    servers.server(primary, &[]);
+    servers.server(replica, &["--replicaof", "127.0.0.1", &primary.to_string()]);
+    wait_until("replica in sync", Duration::from_secs(10), || {
+        cli(replica, &["INFO", "replication"]).contains("master_link_status:up")
+    })
+    .await;
+    let sentinel = free_port();
+    servers.sentinel(sentinel, "analytics", primary);
+    wait_until("the sentinel knows the replica", Duration::from_secs(20), || {
+        cli(sentinel, &["SENTINEL", "replicas", "analytics"]).contains(&replica.to_string())
+    })
+    .await;
+
+    let app = spawn_app_with(move |s| {
+        s.redis.mode = RedisMode::Sentinel;
+        s.redis.url = Secret::new("redis://127.0.0.1:1/0");
+        s.redis.sentinel.service_name = "analytics".into();
+        s.redis.sentinel.addresses = vec![Secret::new(format!("127.0.0.1:{sentinel}"))];
+        s.redis.sentinel.read_from_replicas = true;
+        s.redis.breaker_probe_interval_ms = 200;
+        s.cache.l1_enabled = false;
+    })
+    .await;
+    let body = json!({"metrics": ["revenue"], "filters": {"store_id": 4}});
+    until_redis_hit(&app, &body, Duration::from_secs(5)).await;
+
+    // (1) Hits read the replica; the primary only took the write.
+    let (replica_before, primary_before) = (command_calls(replica, "mget"), command_calls(primary, "mget"));
+    for i in 0..10 {
+        let hit = app.query_ok(body.clone()).await;
+        assert_eq!(hit["metadata"]["cache_tier"], json!("redis"), "hit {i}: {hit}");
+    }
+    assert!(
+        command_calls(replica, "mget") >= replica_before + 10,
+        "the replica served the hits' reads"
+    );
+    assert_eq!(
+        command_calls(primary, "mget"),
+        primary_before,
+        "no hit read the primary"
+    );
+    assert!(
+        count_lines(&cli(replica, &["KEYS", &format!("{}:*", app.prefix)])) > 0,
+        "entries replicated"
+    );
+    let report: Value = app
+        .client
+        .get(app.url("/health"))
+        .send()
+        .await
+        .expect("health")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(report["cache"]["replicas"]["redis"], json!("up"), "{report}");
+
+    // (2) The replica dies: no request fails, hits come from the primary,
+    // /health says no replica answers (degraded, still serving).
+    servers.kill(replica);
+    for i in 0..20 {
+        let hit = app.query_ok(body.clone()).await;
+        assert_eq!(
+            hit["metadata"]["cache_tier"],
+            json!("redis"),
+            "request {i} after the replica died: {hit}"
+        );
+    }
+    assert!(
+        command_calls(primary, "mget") > primary_before,
+        "reads went to the primary"
+    );
+    let report: Value = app
+        .client
+        .get(app.url("/health"))
+        .send()
+        .await
+        .expect("health")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(report["cache"]["replicas"]["redis"], json!("down"), "{report}");
+    assert_eq!(report["cache"]["redis"], json!("up"), "{report}");
+    assert_eq!(report["status"], json!("degraded"), "{report}");
+}
+
 #[tokio::test]
 async fn cluster_mode_hits_clears_every_primary_limits_and_survives_a_dead_primary() {
     let mut servers = Servers::new("cluster");
