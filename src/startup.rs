@@ -115,7 +115,7 @@ impl Application {
             None => None,
         };
         // The sentinels' replicas, for the cache's reads only.
-        let replica_redis = if cache_redis.is_some()
+        let replicas_redis = if cache_redis.is_some()
             && settings.redis.mode == crate::config::RedisMode::Sentinel
             && settings.redis.sentinel.read_from_replicas
         {
@@ -144,7 +144,7 @@ impl Application {
         let cache = Arc::new(
             QueryCache::new(&settings.cache, cache_redis.clone(), lease)
                 .with_remote(remote_redis.clone(), max_pending_remote_writes)
-                .with_replica(replica_redis.clone()),
+                .with_replicas(replicas_redis.clone()),
         );
         let (rollups, reaggregated) = Rollups::new(
             Arc::clone(&model),
@@ -175,7 +175,7 @@ impl Application {
         rollups.start();
         let health = HealthChecker::new((database, replicas), cache_redis, l1_enabled)
             .with_remote(remote_redis)
-            .with_replicas(replica_redis);
+            .with_replicas(replicas_redis);
         let rate_limiter = RateLimiter::new(redis, keys);
         let auth = Authenticator::new(tenants, &settings.auth, pool);
         let address = format!("{}:{}", settings.server.host, settings.server.port);

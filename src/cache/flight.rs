@@ -93,7 +93,7 @@ pub(super) struct Flight<E: Clone> {
     pub started_after: u64,
     pub redis: Option<Arc<RedisClient>>,
     /// The sentinels' replicas, for first looks (`read_from_replicas`).
-    pub replica: Option<Arc<RedisClient>>,
+    pub replicas: Option<Arc<RedisClient>>,
     /// The remote Redis of `[redis.remote]`, when configured.
     pub remote: Option<Arc<Remote>>,
     pub versions: Arc<Versions>,
@@ -241,7 +241,7 @@ impl<E: ComputeError> Flight<E> {
         first_look: bool,
     ) -> Result<(Option<Vec<u8>>, u64), RedisUnavailable> {
         let (key, counters) = (&self.request.key, &self.request.counters);
-        if let Some(replica) = self.replica.as_ref().filter(|r| first_look && !r.breaker().is_open()) {
+        if let Some(replica) = self.replicas.as_ref().filter(|r| first_look && !r.breaker().is_open()) {
             // The replica's own client counts its failures and trips its breaker.
             match self.versions.read_from(replica, primary, key, counters).await {
                 Ok(read) => {

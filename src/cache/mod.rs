@@ -137,7 +137,7 @@ pub struct QueryCache<E: Clone> {
     recent: Arc<Recent>,
     redis: Option<Arc<RedisClient>>,
     /// The sentinels' replicas (`read_from_replicas`), when configured.
-    replica: Option<Arc<RedisClient>>,
+    replicas: Option<Arc<RedisClient>>,
     /// The remote Redis (`[redis.remote]`), when configured.
     remote: Option<Arc<Remote>>,
     versions: Arc<Versions>,
@@ -206,7 +206,7 @@ impl<E: ComputeError> QueryCache<E> {
             l1,
             recent: Arc::default(),
             redis: redis.filter(|_| settings.enabled),
-            replica: None,
+            replicas: None,
             remote: None,
             versions: Arc::default(),
             lease: Arc::new(lease),
@@ -229,8 +229,8 @@ impl<E: ComputeError> QueryCache<E> {
     /// Adds the sentinels' replicas (`read_from_replicas`): lookups read
     /// an entry and its counters there, and the primary when they fail.
     /// Everything else (writes, leases, invalidations) stays on the primary.
-    pub fn with_replica(mut self, replica: Option<Arc<RedisClient>>) -> Self {
-        self.replica = replica.filter(|_| self.redis.is_some());
+    pub fn with_replicas(mut self, replicas: Option<Arc<RedisClient>>) -> Self {
+        self.replicas = replicas.filter(|_| self.redis.is_some());
         self
     }
 
@@ -319,7 +319,7 @@ impl<E: ComputeError> QueryCache<E> {
             recent: Arc::clone(&self.recent),
             started_after: self.recent.now(),
             redis: self.redis.clone(),
-            replica: self.replica.clone(),
+            replicas: self.replicas.clone(),
             remote: self.remote.clone(),
             versions: Arc::clone(&self.versions),
             lease: Arc::clone(&self.lease),
