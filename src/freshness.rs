@@ -390,13 +390,22 @@ impl Freshness {
         }
     }
 
-    /// Bumps, as whole-dataset invalidations, what could not be bumped.
+    /// Bumps, as whole-dataset invalidations, what could not be bumped in
+    /// the local Redis. Only there: the remote's half of the bump ran (or
+    /// its failure was handled) when it failed, and bumping the remote every
+    /// second while the local Redis is down would invalidate every remote
+    /// entry of the dataset every second, for every instance sharing it.
     async fn retry_unbumped(self: Arc<Self>) {
         loop {
             tokio::time::sleep(Duration::from_secs(1)).await;
             let pending: Vec<String> = lock(&self.unbumped).iter().cloned().collect();
             for dataset in pending {
-                if self.cache.bump(vec![self.keys.generation_key(&dataset)]).await.is_ok() {
+                if self
+                    .cache
+                    .bump_local(vec![self.keys.generation_key(&dataset)])
+                    .await
+                    .is_ok()
+                {
                     lock(&self.unbumped).remove(&dataset);
                     tracing::info!(dataset, "deferred invalidation applied");
                 }

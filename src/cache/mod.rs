@@ -332,7 +332,9 @@ impl<E: ComputeError> QueryCache<E> {
     /// a remote Redis, its counters are bumped first, then the local ones:
     /// an entry the remote still finds valid was then valid under the local
     /// snapshot read before it (see `flight::fill_local`). A remote bump that
-    /// fails makes this instance distrust what the remote holds now.
+    /// fails makes this instance distrust what the remote holds now. An
+    /// error is the local half's: retry it with [`Self::bump_local`], never
+    /// with `bump` (that would invalidate the remote's entries again).
     pub async fn bump(&self, counters: Vec<String>) -> Result<(), RedisUnavailable> {
         let local = self.redis()?;
         if let Some(remote) = &self.remote {
@@ -343,6 +345,12 @@ impl<E: ComputeError> QueryCache<E> {
             }
         }
         self.versions.bump(local, counters).await
+    }
+
+    /// INCR version counters in the local Redis only: the retry of a
+    /// [`Self::bump`] whose local half failed (its remote half already ran).
+    pub async fn bump_local(&self, counters: Vec<String>) -> Result<(), RedisUnavailable> {
+        self.versions.bump(self.redis()?, counters).await
     }
 
     /// Drops matching entries from this instance's L1 (an invalidation's

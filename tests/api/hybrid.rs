@@ -196,3 +196,66 @@ async fn a_slow_remote_drops_writes_beyond_its_bound_and_a_dead_one_fails_nothin
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// The remote's whole-dataset counter of `app` (None: never bumped).
+async fn remote_generation(app: &TestApp, url: &str) -> Option<String> {
+    let client = redis::Client::open(url).ok()?;
+    let mut c = client.get_multiplexed_async_connection().await.ok()?;
+    redis::cmd("GET")
+        .arg(format!("version:{}:sales:gen", app.prefix))
+        .query_async::<Option<String>>(&mut c)
+        .await
+        .ok()?
+}
+
+#[tokio::test]
+async fn with_the_local_redis_down_the_deferred_invalidation_leaves_the_remote_alone() {
+    let mut local = RedisProcess::start().await;
+    let remote = RedisProcess::start().await;
+    // Down from the start: the start-up invalidation cannot reach it and is
+    // retried every second until it can.
+    local.kill();
+    let (local_url, remote_url) = (local.url(), remote.url());
+    let app = spawn_app_with(move |s| {
+        s.redis.url = Secret::new(local_url);
+        s.redis.breaker_probe_interval_ms = 100;
+        s.cache.l1_enabled = false;
+        s.redis.remote = Some(RemoteRedisSettings {
+            url: Secret::new(remote_url),
+            breaker_probe_interval_ms: 100,
+            ..RemoteRedisSettings::default()
+        });
+    })
+    .await;
+    app.query_ok(query()).await;
+    wait_for_entry(&app, &remote.url(), "remote").await;
+    let generation = remote_generation(&app, &remote.url()).await;
+    assert!(generation.is_some(), "the remote holds the dataset's counter");
+
+    // Several retries later the remote's counter has not moved and its entry
+    // is still a hit.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    assert_eq!(
+        remote_generation(&app, &remote.url()).await,
+        generation,
+        "the retry of the local bump invalidated the remote"
+    );
+    let hit = app.query_ok(query()).await;
+    assert_eq!(hit["metadata"]["from_cache"], json!(true), "{hit}");
+
+    // The local Redis comes back: the deferred invalidation reaches it.
+    local.restart().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let local_generation = remote_generation(&app, &local.url()).await;
+        if local_generation.is_some() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the deferred invalidation never reached the local Redis"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(remote_generation(&app, &remote.url()).await, generation);
+}
