@@ -343,11 +343,15 @@ async fn cluster_mode_hits_clears_every_primary_limits_and_survives_a_dead_prima
     let nodes = [free_port(), free_port(), free_port()];
     for port in nodes {
         let conf = servers.dir.join(format!("nodes-{port}.conf")).display().to_string();
+        // The bus port defaults to port + 10000, past 65535 for a high free port.
+        let bus = free_port().to_string();
         servers.server(
             port,
             &[
                 "--cluster-enabled",
                 "yes",
+                "--cluster-port",
+                &bus,
                 "--cluster-config-file",
                 &conf,
                 "--cluster-node-timeout",
