@@ -327,3 +327,47 @@ async fn x_cache_as(app: &TestApp, key: &str, query: &Value) -> String {
     let response = app.query_as(key, query).await;
     response.headers()["x-cache"].to_str().expect("x-cache").to_owned()
 }
+
+#[tokio::test]
+async fn a_burst_of_changes_behind_a_slow_remote_redis_reaches_every_answer() {
+    use analytics_api::config::{RemoteRedisSettings, Secret};
+    // Each invalidation waits for the remote (60 ms each way) before the
+    // local bump: thirty changes in a row must all reach the answers.
+    let remote = crate::helpers::RedisProcess::start().await;
+    let proxy = crate::helpers::DelayProxy::start(remote.port, Duration::from_millis(60)).await;
+    let remote_url = proxy.url();
+    let app = spawn_app_with(move |s| {
+        s.redis.remote = Some(RemoteRedisSettings {
+            url: Secret::new(remote_url),
+            command_timeout_ms: 2_000,
+            connect_timeout_ms: 2_000,
+            ..RemoteRedisSettings::default()
+        });
+    })
+    .await;
+    app.rollups_settled().await;
+    let today = |channel: i64| json!({"metrics": ["revenue", "sales_count"], "filters": {"channel_id": channel}});
+    let mut before = Vec::new();
+    for channel in [2, 3, 5] {
+        before.push(revenue(&ask(&app, &today(channel)).await.1));
+        assert_eq!(ask(&app, &today(channel)).await.0, "HIT");
+    }
+    let total_before = revenue(&ask(&app, &total_revenue()).await.1);
+
+    // Thirty statements, one after another, as fast as PostgreSQL takes them.
+    for i in 0..30 {
+        insert_sale_now(&app, [2, 3, 5][i % 3], 10.0).await;
+    }
+    within(Duration::from_secs(10), || async {
+        (revenue(&ask(&app, &total_revenue()).await.1) - (total_before + 300.0)).abs() < 1e-6
+    })
+    .await;
+    for (i, channel) in [2, 3, 5].into_iter().enumerate() {
+        let now = revenue(&ask(&app, &today(channel)).await.1);
+        assert!(
+            (now - (before[i] + 100.0)).abs() < 1e-6,
+            "channel {channel}: {now} after {}",
+            before[i]
+        );
+    }
+}
