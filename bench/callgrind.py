@@ -15,12 +15,17 @@ with L1 off) and `/health/live` (the HTTP stack alone). The table goes to
 stdout and, with --results FILE, between the `callgrind:start/end` markers of
 that file (bench/RESULTS.md).
 
+With --gzip, instead: a large answer (store x channel, ~35 KB of JSON) as
+an L1 hit, asked with `Accept-Encoding: gzip` and with `identity`, per
+binary; its table goes between the `callgrind-gzip:start/end` markers.
+
 Binaries built by bench/ab.sh live in target/bench-base/<commit>/release/,
 with their config in target/bench-base/<commit>/config.
 """
 
 import argparse
 import glob
+import gzip
 import http.client
 import json
 import os
@@ -37,7 +42,12 @@ BODY = (
     '{"metrics":["revenue","average_ticket","sales_count"],"dimensions":["channel"],'
     '"date_range":{"start_date":"2026-10-01","end_date":"2026-10-31"}}'
 )
+LARGE_BODY = (
+    '{"metrics":["revenue","average_ticket","sales_count"],"dimensions":["store","channel"],'
+    '"date_range":{"start_date":"2026-10-01","end_date":"2026-10-31"}}'
+)
 START, END = "<!-- callgrind:start -->", "<!-- callgrind:end -->"
+GZIP_START, GZIP_END = "<!-- callgrind-gzip:start -->", "<!-- callgrind-gzip:end -->"
 # valgrind names its control channel after $USER and $HOST; the server's
 # HOST is its bind address, so callgrind_control runs with the same two.
 CONTROL_ENV = {**os.environ, "USER": os.environ.get("USER", "root"), "HOST": "127.0.0.1"}
@@ -52,15 +62,21 @@ def free_port() -> int:
 def request(conn: http.client.HTTPConnection, target: str) -> None:
     if target == "health":
         conn.request("GET", "/health/live")
+    elif target.startswith("large-"):
+        encoding = target.removeprefix("large-")
+        headers = {"Content-Type": "application/json", "Accept-Encoding": encoding}
+        conn.request("POST", "/analytics/query", body=LARGE_BODY, headers=headers)
     else:
         conn.request("POST", "/analytics/query", body=BODY, headers={"Content-Type": "application/json"})
     response = conn.getresponse()
     body = response.read()
     if response.status != 200:
         sys.exit(f"{target}: HTTP {response.status}: {body[:300]!r}")
+    if response.getheader("Content-Encoding") == "gzip":
+        body = gzip.decompress(body)
     if target != "health":
         tier = json.loads(body)["metadata"]["cache_tier"]
-        expected = "l1" if target == "hit-l1" else "redis"
+        expected = "redis" if target == "hit-redis" else "l1"
         if tier != expected:
             sys.exit(f"{target}: served from {tier!r}, not {expected}")
 
@@ -92,7 +108,7 @@ def dump_ir(pid: int, out_file: str, nudge) -> int:
     sys.exit(f"no new dump of {out_file}")
 
 
-def measure(binary: str, config: str, l1: bool, requests: int, database: str) -> dict:
+def measure(binary: str, config: str, l1: bool, requests: int, database: str, large: bool = False) -> dict:
     port = free_port()
     work = tempfile.mkdtemp(prefix="callgrind-")
     out_file = os.path.join(work, "callgrind.out")
@@ -134,10 +150,11 @@ def measure(binary: str, config: str, l1: bool, requests: int, database: str) ->
                     sys.exit(f"{binary} did not start: {' | '.join(errors[-3:])}")
                 time.sleep(0.5)
         hit = "hit-l1" if l1 else "hit-redis"
-        conn.request("POST", "/analytics/query", body=BODY, headers={"Content-Type": "application/json"})
+        body = LARGE_BODY if large else BODY
+        conn.request("POST", "/analytics/query", body=body, headers={"Content-Type": "application/json"})
         conn.getresponse().read()  # the miss that fills the cache
         results = {}
-        for target in (hit, "health"):
+        for target in ("large-gzip", "large-identity") if large else (hit, "health"):
             request(conn, target)
             # Zeroing, like dumping, happens when the server next runs: as
             # the first of the requests starts, so all of them are counted.
@@ -163,14 +180,31 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--results", help="splice the table into this markdown file")
     parser.add_argument("--database", default="postgres://postgres@127.0.0.1:5432/analytics_bench")
+    parser.add_argument("--gzip", action="store_true", help="the large answer, gzip vs identity (see above)")
     args = parser.parse_args()
 
-    rows = []
+    binaries = []
     for spec in args.binaries:
         label, _, path = spec.partition("=")
         binary, _, config = path.partition(":")
         binary = os.path.abspath(binary)
         config = os.path.abspath(config or os.path.join(os.path.dirname(os.path.dirname(binary)), "config"))
+        binaries.append((label, binary, config))
+    table = gzip_table(binaries, args) if args.gzip else hit_table(binaries, args)
+    print(table)
+    if args.results:
+        start, end = (GZIP_START, GZIP_END) if args.gzip else (START, END)
+        text = open(args.results).read()
+        if start in text:
+            text = re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: table, text, flags=re.S)
+        else:
+            text = text.rstrip("\n") + "\n\n" + table + "\n"
+        open(args.results, "w").write(text)
+
+
+def hit_table(binaries: list, args) -> str:
+    rows = []
+    for label, binary, config in binaries:
         on = measure(binary, config, True, args.requests, args.database)
         off = measure(binary, config, False, args.requests, args.database)
         rows.append((label, on["hit-l1"], off["hit-redis"], on["health"]))
@@ -195,15 +229,32 @@ def main() -> None:
             f"| {l1 / base[1]:.3f} |"
         )
     lines.append(END)
-    table = "\n".join(lines)
-    print(table)
-    if args.results:
-        text = open(args.results).read()
-        if START in text:
-            text = re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _: table, text, flags=re.S)
-        else:
-            text = text.rstrip("\n") + "\n\n" + table + "\n"
-        open(args.results, "w").write(text)
+    return "\n".join(lines)
+
+
+def gzip_table(binaries: list, args) -> str:
+    rows = []
+    for label, binary, config in binaries:
+        on = measure(binary, config, True, args.requests, args.database, large=True)
+        rows.append((label, on["large-gzip"], on["large-identity"]))
+        print(f"{label}: gzip {on['large-gzip']:,.0f} Ir, identity {on['large-identity']:,.0f} Ir", file=sys.stderr)
+    base = rows[0]
+    lines = [
+        GZIP_START,
+        "## Compressed hits (callgrind)",
+        "",
+        f"`bench/callgrind.py --gzip`, {time.strftime('%Y-%m-%d')}: instructions per L1 hit of a large answer "
+        "(store x channel over a month: ~35 KB of JSON, ~5 KB gzipped), asked with `Accept-Encoding: gzip` "
+        f"(a browser) and with `identity`; {args.requests} keep-alive requests each after a warm-up. "
+        "Ratios are to the first row.",
+        "",
+        "| binary | gzip hit | identity hit | gzip / identity | gzip hit vs first |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for label, gz, identity in rows:
+        lines.append(f"| {label} | {gz:,.0f} | {identity:,.0f} | {gz / identity:.2f} | {gz / base[1]:.3f} |")
+    lines.append(GZIP_END)
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@
 //! - `clock`: wall-clock helpers
 //! - `breaker`: the circuit breaker of a dependency (Redis, PostgreSQL)
 //! - `sync`: poison-tolerant locking
+//! - `gzip`: gzip responses from data deflated once (segments, one member)
 //! - `tls`: TLS to PostgreSQL and Redis: CA files, the rustls provider, failed
 //!   handshakes in words
 //! - `config`: layered settings (defaults, TOML files, environment)
@@ -35,6 +36,7 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod freshness;
+pub mod gzip;
 pub mod health;
 pub mod http;
 pub mod model;

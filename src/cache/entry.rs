@@ -45,6 +45,10 @@ pub struct CachedData {
     /// What the entry depends on, kept in memory (not stored) so an
     /// invalidation can find L1 entries without asking Redis.
     pub deps: Option<Arc<EntryDeps>>,
+    /// `data` deflated for gzip responses, made once as the entry enters L1
+    /// (in memory only, and only for data of `gzip::MIN_BYTES` or more):
+    /// every later hit sends it instead of compressing the answer again.
+    pub deflated: Option<Arc<crate::gzip::Segment>>,
 }
 
 /// The dataset, tenant and version keys an entry depends on.
@@ -173,6 +177,7 @@ pub fn decode(bytes: &[u8], max_uncompressed: usize) -> Result<CachedData, Decod
         versions,
         source,
         deps: None,
+        deflated: None,
     })
 }
 
@@ -194,6 +199,7 @@ mod tests {
             versions: Some(42),
             source: None,
             deps: None,
+            deflated: None,
         }
     }
 

@@ -371,7 +371,7 @@ impl<E: ComputeError> Flight<E> {
     {
         self.stats.record_db_query();
         let fresh = compute().await?;
-        let entry = Arc::new(CachedData {
+        let mut entry = CachedData {
             data: fresh.data,
             rows: fresh.rows,
             total: fresh.total,
@@ -380,7 +380,10 @@ impl<E: ComputeError> Flight<E> {
             versions: snapshot.local,
             source: fresh.source,
             deps: Some(Arc::clone(&self.request.deps)),
-        });
+            deflated: None,
+        };
+        self.deflate_for_l1(&mut entry);
+        let entry = Arc::new(entry);
         let stored = self.store && self.save(&entry, snapshot.remote).await;
         Ok(Served {
             entry,
@@ -414,6 +417,7 @@ impl<E: ComputeError> Flight<E> {
     /// that applies to it arrived since this flight started.
     async fn keep(&self, mut entry: CachedData) -> Arc<CachedData> {
         entry.deps = Some(Arc::clone(&self.request.deps));
+        self.deflate_for_l1(&mut entry);
         let entry = Arc::new(entry);
         if let Some(l1) = &self.l1 {
             self.fill_l1(l1, &entry).await;
@@ -472,6 +476,15 @@ impl<E: ComputeError> Flight<E> {
             return false;
         }
         true
+    }
+
+    /// Deflates an entry about to enter L1 (see `CachedData::deflated`):
+    /// once here, so its hits never compress. Without L1 there is nothing
+    /// to keep it in, and responses are compressed as they go.
+    fn deflate_for_l1(&self, entry: &mut CachedData) {
+        if self.l1.is_some() && entry.deflated.is_none() && entry.data.len() >= crate::gzip::MIN_BYTES {
+            entry.deflated = crate::gzip::Segment::new(&entry.data).map(Arc::new);
+        }
     }
 
     fn record_failure(&self, error: &RedisUnavailable) {

@@ -193,7 +193,8 @@ impl<E: ComputeError> QueryCache<E> {
             MokaCache::builder()
                 .max_capacity(settings.l1_max_bytes)
                 .weigher(|key: &String, value: &Arc<CachedData>| {
-                    u32::try_from(key.len() + value.data.len()).unwrap_or(u32::MAX)
+                    let deflated = value.deflated.as_ref().map_or(0, |d| d.deflated.len());
+                    u32::try_from(key.len() + value.data.len() + deflated).unwrap_or(u32::MAX)
                 })
                 .expire_after(L1Expiry {
                     l1_ttl: Duration::from_secs(settings.l1_ttl_seconds.max(1)),

@@ -98,6 +98,7 @@ mod tests {
             ttl_seconds: 60,
             versions: Some(1),
             source: None,
+            deflated: None,
             deps: Some(Arc::new(EntryDeps {
                 dataset: dataset.into(),
                 tenant: "t".into(),

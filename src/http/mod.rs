@@ -161,7 +161,7 @@ pub fn router(state: AppState) -> impl AppService {
     let server = &state.settings.server;
     let request_id = HeaderName::from_static("x-request-id");
     let compression = CompressionLayer::new().compress_when(
-        SizeAbove::new(1024)
+        SizeAbove::new(crate::gzip::MIN_BYTES as u16)
             .and(NotForContentType::GRPC)
             .and(NotForContentType::IMAGES)
             .and(NotForContentType::SSE),

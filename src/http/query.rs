@@ -12,6 +12,7 @@ use crate::analytics::{Answer, ReadOptions, Reply};
 use crate::cache::stats::Outcome;
 use crate::cache::{Accept, ReadMode};
 use crate::error::{ApiError, ErrorCode};
+use crate::gzip;
 use crate::http::auth::{AdminTenantParam, Caller};
 use crate::http::export::{csv_body, CsvPart, Format};
 use crate::model::QueryRequest;
@@ -138,7 +139,7 @@ pub async fn run_query(
         .queries
         .run_body(&caller.tenant, &body, read_options(&headers, &params))
         .await?;
-    respond(&caller, &reply, format, None)
+    respond(&caller, &reply, format, None, gzip::accepted(accept_encoding(&headers)))
 }
 
 /// Runs an analytics query given as `?q=<url-encoded JSON>`.
@@ -240,15 +241,32 @@ async fn execute(
         .queries
         .run(&caller.tenant, &request, read_options(headers, params))
         .await?;
-    respond(&caller, &reply, format, headers.get(header::IF_NONE_MATCH))
+    respond(
+        &caller,
+        &reply,
+        format,
+        headers.get(header::IF_NONE_MATCH),
+        gzip::accepted(accept_encoding(headers)),
+    )
+}
+
+/// The values of `Accept-Encoding` (unreadable ones skipped).
+fn accept_encoding(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
 }
 
 /// The rendered reply with its caching and the caller's rate-limit headers.
+/// `gzip`: the client takes gzip, so an answer deflated in L1 is sent so
+/// (others are left to the compression layer).
 fn respond(
     caller: &Caller,
     reply: &Reply,
     format: Format,
     if_none_match: Option<&HeaderValue>,
+    gzip: bool,
 ) -> Result<Response, ApiError> {
     let answers: &[Answer] = match reply {
         Reply::One(answer) => std::slice::from_ref(answer),
@@ -258,10 +276,18 @@ fn respond(
     let mut response = match if_none_match {
         Some(tags) if matches_etag(tags, &etag) => not_modified(),
         _ => match (reply, format) {
-            (Reply::One(answer), Format::Json) => render(answer),
+            (Reply::One(answer), Format::Json) => render(answer, gzip),
             (Reply::Compare(answers), Format::Json) => render_comparison(answers),
             (_, Format::Csv) => render_csv(answers, matches!(reply, Reply::Compare(_)))?,
         },
+    };
+    // A gzip body is another representation of the same answer: its tag is
+    // weak (RFC 9110 8.8.1), and If-None-Match compares weakly, so it still
+    // gets its 304.
+    let etag = if response.headers().contains_key(header::CONTENT_ENCODING) {
+        format!("W/{etag}")
+    } else {
+        etag
     };
     caching_headers(response.headers_mut(), answers, etag);
     if let Reply::One(Answer { served, .. }) = reply {
@@ -374,21 +400,48 @@ fn metadata(answer: &Answer) -> QueryMetadata<'_> {
 /// Appends `"data":<cached bytes>,"metadata":{...}` (no braces) to `body`,
 /// splicing the data unparsed.
 fn push_result(body: &mut Vec<u8>, answer: &Answer) {
-    // Serializing a struct of numbers and strings cannot fail.
-    let metadata = serde_json::to_vec(&metadata(answer)).unwrap_or_else(|_| b"{}".to_vec());
     body.extend_from_slice(b"\"data\":");
     body.extend_from_slice(&answer.served.entry.data);
-    body.extend_from_slice(b",\"metadata\":");
-    body.extend_from_slice(&metadata);
+    push_metadata(body, answer);
 }
 
-/// `{"data": ..., "metadata": ...}`.
-fn render(answer: &Answer) -> Response {
+/// Appends `,"metadata":{...}` to `body`.
+fn push_metadata(body: &mut Vec<u8>, answer: &Answer) {
+    body.extend_from_slice(b",\"metadata\":");
+    // Serializing a struct of numbers and strings cannot fail.
+    if serde_json::to_writer(&mut *body, &metadata(answer)).is_err() {
+        body.extend_from_slice(b"{}");
+    }
+}
+
+/// `{"data": ..., "metadata": ...}`, gzipped around the data deflated in L1
+/// when the client takes gzip and the entry has that form.
+fn render(answer: &Answer, gzip: bool) -> Response {
+    if gzip {
+        if let Some(response) = render_gzip(answer) {
+            return response;
+        }
+    }
     let mut body = Vec::with_capacity(answer.served.entry.data.len() + 320);
     body.push(b'{');
     push_result(&mut body, answer);
     body.push(b'}');
     json_response(body, std::slice::from_ref(answer))
+}
+
+/// The answer as one gzip member: `{"data":`, the entry's deflated data,
+/// then the metadata of this response (see `crate::gzip`).
+fn render_gzip(answer: &Answer) -> Option<Response> {
+    let deflated = answer.served.entry.deflated.as_ref()?;
+    let mut tail = Vec::with_capacity(320);
+    push_metadata(&mut tail, answer);
+    tail.push(b'}');
+    let body = gzip::member(b"{\"data\":", deflated, &tail);
+    let mut response = json_response(body, std::slice::from_ref(answer));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    Some(response)
 }
 
 /// `{"results": [{"date_range": ..., "data": ..., "metadata": ...}, ...]}`.

@@ -80,3 +80,77 @@ async fn a_polling_dashboard_costs_a_header_exchange() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+/// Decodes a gzip body (one member, as any HTTP client reads it).
+fn gunzip(bytes: &[u8]) -> serde_json::Value {
+    use std::io::Read;
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(bytes)
+        .read_to_string(&mut text)
+        .expect("a valid gzip body");
+    serde_json::from_str(&text).expect("JSON inside")
+}
+
+#[tokio::test]
+async fn a_large_answer_is_gzipped_from_its_l1_form_for_clients_that_take_gzip() {
+    let app = spawn_app().await;
+    let query = json!({"metrics": ["revenue", "sales_count"], "dimensions": ["store", "channel"]});
+    let post = |encoding: &'static str| {
+        app.client
+            .post(app.url("/analytics/query"))
+            .header("accept-encoding", encoding)
+            .json(&query)
+            .send()
+    };
+    let plain = post("identity").await.expect("plain");
+    assert_eq!(plain.status(), 200);
+    assert!(plain.headers().get("content-encoding").is_none());
+    let plain: serde_json::Value = plain.json().await.expect("json");
+    assert!(plain.to_string().len() > 1024, "a large answer");
+
+    for (i, encoding) in ["gzip", "br;q=1, gzip;q=0.5", "*"].into_iter().enumerate() {
+        let response = post(encoding).await.expect("gzip");
+        assert_eq!(response.status(), 200);
+        let headers = response.headers().clone();
+        assert_eq!(headers["content-encoding"], "gzip", "{encoding}");
+        assert_eq!(headers["x-cache"], "HIT");
+        assert!(headers["vary"].to_str().expect("vary").contains("accept-encoding"));
+        let etag = headers["etag"].to_str().expect("etag");
+        assert!(etag.starts_with("W/\""), "a gzip body's tag is weak: {etag}");
+        let body = response.bytes().await.expect("body");
+        let answer = gunzip(&body);
+        assert_eq!(answer["data"], plain["data"], "{encoding}");
+        assert_eq!(answer["metadata"]["cache_tier"], "l1");
+        assert_eq!(answer["metadata"]["from_cache"], true);
+        assert_eq!(answer["metadata"]["total_rows"], plain["metadata"]["total_rows"]);
+        if i == 0 {
+            assert!(
+                body.len() * 3 < plain.to_string().len(),
+                "compressed: {} bytes",
+                body.len()
+            );
+        }
+    }
+    // Refused or not offered: plain JSON.
+    for encoding in ["gzip;q=0", "br", "identity"] {
+        let response = post(encoding).await.expect("plain");
+        assert!(response.headers().get("content-encoding").is_none(), "{encoding}");
+        let answer: serde_json::Value = response.json().await.expect("json");
+        assert_eq!(answer["data"], plain["data"]);
+    }
+    // The weak tag still earns a 304 on GET.
+    let get = |etag: Option<String>| {
+        let mut request = app
+            .client
+            .get(app.url("/analytics/query"))
+            .query(&[("q", query.to_string())])
+            .header("accept-encoding", "gzip");
+        if let Some(etag) = etag {
+            request = request.header("if-none-match", etag);
+        }
+        request.send()
+    };
+    let first = get(None).await.expect("get");
+    let etag = first.headers()["etag"].to_str().expect("etag").to_owned();
+    assert_eq!(get(Some(etag)).await.expect("conditional").status(), 304);
+}
