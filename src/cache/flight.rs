@@ -482,7 +482,9 @@ impl<E: ComputeError> Flight<E> {
     /// once here, so its hits never compress. Without L1 there is nothing
     /// to keep it in, and responses are compressed as they go.
     fn deflate_for_l1(&self, entry: &mut CachedData) {
-        if self.l1.is_some() && entry.deflated.is_none() && entry.data.len() >= crate::gzip::MIN_BYTES {
+        let size = entry.data.len();
+        let kept = self.store && self.l1.is_some() && size <= self.max_entry_bytes;
+        if kept && entry.deflated.is_none() && size >= crate::gzip::MIN_BYTES {
             entry.deflated = crate::gzip::Segment::new(&entry.data).map(Arc::new);
         }
     }
