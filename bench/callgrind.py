@@ -108,11 +108,10 @@ def dump_ir(pid: int, out_file: str, nudge) -> int:
     sys.exit(f"no new dump of {out_file}")
 
 
-def measure(binary: str, config: str, l1: bool, requests: int, database: str, large: bool = False) -> dict:
-    port = free_port()
-    work = tempfile.mkdtemp(prefix="callgrind-")
-    out_file = os.path.join(work, "callgrind.out")
-    env = {
+def server_env(port: int, database: str, config: str, prefix: str) -> dict:
+    """A bench server's whole environment: on 127.0.0.1:`port`, the bench
+    database, the shared Redis under its own cache `prefix`, rollups off."""
+    return {
         "PATH": os.environ["PATH"],
         "HOME": os.environ.get("HOME", "/root"),
         "APP_ENV": "bench",
@@ -124,11 +123,18 @@ def measure(binary: str, config: str, l1: bool, requests: int, database: str, la
         "PORT": str(port),
         "RUST_LOG": "warn",
         "APP__DATABASE__SEED_DEMO_ON_EMPTY": "false",
-        "APP__CACHE__PREFIX": f"bench-cg-{port}",
-        "APP__CACHE__L1_ENABLED": "true" if l1 else "false",
+        "APP__CACHE__PREFIX": prefix,
         "APP__ROLLUPS__ENABLED": "false",
         "MODEL_PATH": os.path.join(config, "model.toml"),
     }
+
+
+def measure(binary: str, config: str, l1: bool, requests: int, database: str, large: bool = False) -> dict:
+    port = free_port()
+    work = tempfile.mkdtemp(prefix="callgrind-")
+    out_file = os.path.join(work, "callgrind.out")
+    env = server_env(port, database, config, f"bench-cg-{port}")
+    env["APP__CACHE__L1_ENABLED"] = "true" if l1 else "false"
     server = subprocess.Popen(
         ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_file}", binary, "--config-dir", config],
         env=env,
@@ -166,12 +172,28 @@ def measure(binary: str, config: str, l1: bool, requests: int, database: str, la
             results[target] = dump_ir(server.pid, out_file, lambda: request(conn, target)) / requests
         return results
     finally:
-        if server.poll() is None:
-            os.killpg(server.pid, signal.SIGTERM)
-            try:
-                server.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(server.pid, signal.SIGKILL)
+        stop(server)
+
+
+def stop(server: subprocess.Popen) -> None:
+    """SIGTERM to the server's process group, SIGKILL after 60 s."""
+    if server.poll() is None:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+
+
+def splice(path: str, start: str, end: str, table: str) -> None:
+    """Puts `table` (which begins with `start` and ends with `end`) in place
+    of the text between those markers in the file at `path`, or at its end."""
+    text = open(path).read()
+    if start in text:
+        text = re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: table, text, flags=re.S)
+    else:
+        text = text.rstrip("\n") + "\n\n" + table + "\n"
+    open(path, "w").write(text)
 
 
 def main() -> None:
@@ -194,12 +216,7 @@ def main() -> None:
     print(table)
     if args.results:
         start, end = (GZIP_START, GZIP_END) if args.gzip else (START, END)
-        text = open(args.results).read()
-        if start in text:
-            text = re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: table, text, flags=re.S)
-        else:
-            text = text.rstrip("\n") + "\n\n" + table + "\n"
-        open(args.results, "w").write(text)
+        splice(args.results, start, end, table)
 
 
 def hit_table(binaries: list, args) -> str:

@@ -54,6 +54,8 @@ import tempfile
 import time
 import urllib.parse
 
+import callgrind
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The typical dashboard query (bench/lua/typical.lua, bench/callgrind.py). The
 # demo seed's window ends today, so October 2026 has rows.
@@ -510,15 +512,6 @@ def render(args, rows: dict, proxy_rtt: dict, failed_over: bool) -> str:
     return "\n".join(lines)
 
 
-def splice(path: str, table: str) -> None:
-    text = open(path).read()
-    if START in text:
-        text = re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _: table, text, flags=re.S)
-    else:
-        text = text.rstrip("\n") + "\n\n" + table + "\n"
-    open(path, "w").write(text)
-
-
 # --- main --------------------------------------------------------------------
 
 def create_database(url: str) -> None:
@@ -634,7 +627,7 @@ def run(args, processes: Processes) -> None:
     table = render(args, rows, proxy_rtt, failed_over)
     print(table)
     if args.results:
-        splice(args.results, table)
+        callgrind.splice(args.results, START, END, table)
 
 
 def main() -> None:

@@ -249,6 +249,8 @@ impl RedisClient {
         if self.breaker.is_open() {
             return Err(RedisUnavailable::BreakerOpen);
         }
+        // The starvation ticker runs while commands do (see `busy`).
+        self.busy.touch();
         let pool = self.current_pool();
         let attempt = tokio::time::timeout(limit, async {
             let connection = pool.get().await.map_err(|e| match e {
