@@ -104,27 +104,25 @@ impl Application {
             None
         };
         let cache_redis = redis.clone().filter(|_| settings.cache.enabled);
-        // The remote Redis of `[redis.remote]`: the cache's only (leases, the
-        // rate limiter and the L1 broadcasts stay on the local one).
-        let remote_redis = match settings.redis.remote.as_ref().filter(|_| cache_redis.is_some()) {
-            Some(remote) => {
-                let client = RedisClient::new_remote(&remote.as_redis())?;
-                client.report_at_start();
-                Some(client)
+        // The remote Redis of `[redis.remote]` and the sentinels' replicas:
+        // the cache's only (leases, the rate limiter and the L1 broadcasts
+        // stay on the local one), beside the local client.
+        let remote_redis = match (&cache_redis, &settings.redis.remote) {
+            (Some(local), Some(remote)) => Some(local.remote(&remote.as_redis())?),
+            _ => None,
+        };
+        let replicas_redis = match &cache_redis {
+            Some(local)
+                if settings.redis.mode == crate::config::RedisMode::Sentinel
+                    && settings.redis.sentinel.read_from_replicas =>
+            {
+                Some(local.replicas()?)
             }
-            None => None,
+            _ => None,
         };
-        // The sentinels' replicas, for the cache's reads only.
-        let replicas_redis = if cache_redis.is_some()
-            && settings.redis.mode == crate::config::RedisMode::Sentinel
-            && settings.redis.sentinel.read_from_replicas
-        {
-            let client = RedisClient::new_replica(&settings.redis)?;
+        for client in remote_redis.iter().chain(&replicas_redis) {
             client.report_at_start();
-            Some(client)
-        } else {
-            None
-        };
+        }
         let max_pending_remote_writes = settings.redis.remote.as_ref().map_or(0, |r| r.max_pending_writes);
         let l1_enabled = settings.cache.enabled && settings.cache.l1_enabled;
         // Unauthenticated requests run as `default`: one more tenant.

@@ -139,7 +139,7 @@ pub async fn run_query(
         .queries
         .run_body(&caller.tenant, &body, read_options(&headers, &params))
         .await?;
-    respond(&caller, &reply, format, None, gzip::accepted(accept_encoding(&headers)))
+    respond(&caller, &reply, format, None, &headers)
 }
 
 /// Runs an analytics query given as `?q=<url-encoded JSON>`.
@@ -241,13 +241,7 @@ async fn execute(
         .queries
         .run(&caller.tenant, &request, read_options(headers, params))
         .await?;
-    respond(
-        &caller,
-        &reply,
-        format,
-        headers.get(header::IF_NONE_MATCH),
-        gzip::accepted(accept_encoding(headers)),
-    )
+    respond(&caller, &reply, format, headers.get(header::IF_NONE_MATCH), headers)
 }
 
 /// The values of `Accept-Encoding` (unreadable ones skipped).
@@ -259,14 +253,14 @@ fn accept_encoding(headers: &HeaderMap) -> impl Iterator<Item = &str> {
 }
 
 /// The rendered reply with its caching and the caller's rate-limit headers.
-/// `gzip`: the client takes gzip, so an answer deflated in L1 is sent so
+/// An answer deflated in L1 goes gzipped if `headers` accept gzip
 /// (others are left to the compression layer).
 fn respond(
     caller: &Caller,
     reply: &Reply,
     format: Format,
     if_none_match: Option<&HeaderValue>,
-    gzip: bool,
+    headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
     let answers: &[Answer] = match reply {
         Reply::One(answer) => std::slice::from_ref(answer),
@@ -276,7 +270,7 @@ fn respond(
     let mut response = match if_none_match {
         Some(tags) if matches_etag(tags, &etag) => not_modified(),
         _ => match (reply, format) {
-            (Reply::One(answer), Format::Json) => render(answer, gzip),
+            (Reply::One(answer), Format::Json) => render(answer, headers),
             (Reply::Compare(answers), Format::Json) => render_comparison(answers),
             (_, Format::Csv) => render_csv(answers, matches!(reply, Reply::Compare(_)))?,
         },
@@ -415,11 +409,12 @@ fn push_metadata(body: &mut Vec<u8>, answer: &Answer) {
 }
 
 /// `{"data": ..., "metadata": ...}`, gzipped around the data deflated in L1
-/// when the client takes gzip and the entry has that form.
-fn render(answer: &Answer, gzip: bool) -> Response {
-    if gzip {
-        if let Some(response) = render_gzip(answer) {
-            return response;
+/// when the entry has that form and `headers` accept gzip (read only then:
+/// most answers are small and have none).
+fn render(answer: &Answer, headers: &HeaderMap) -> Response {
+    if let Some(deflated) = &answer.served.entry.deflated {
+        if gzip::accepted(accept_encoding(headers)) {
+            return render_gzip(answer, deflated);
         }
     }
     let mut body = Vec::with_capacity(answer.served.entry.data.len() + 320);
@@ -431,8 +426,7 @@ fn render(answer: &Answer, gzip: bool) -> Response {
 
 /// The answer as one gzip member: `{"data":`, the entry's deflated data,
 /// then the metadata of this response (see `crate::gzip`).
-fn render_gzip(answer: &Answer) -> Option<Response> {
-    let deflated = answer.served.entry.deflated.as_ref()?;
+fn render_gzip(answer: &Answer, deflated: &gzip::Segment) -> Response {
     let mut tail = Vec::with_capacity(320);
     push_metadata(&mut tail, answer);
     tail.push(b'}');
@@ -441,7 +435,7 @@ fn render_gzip(answer: &Answer) -> Option<Response> {
     response
         .headers_mut()
         .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
-    Some(response)
+    response
 }
 
 /// `{"results": [{"date_range": ..., "data": ..., "metadata": ...}, ...]}`.

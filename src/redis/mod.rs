@@ -159,24 +159,26 @@ impl RedisClient {
     /// Builds the client without connecting: the server starts while Redis is
     /// down (but not with a CA file it cannot read).
     pub fn new(settings: &RedisSettings) -> Result<Arc<Self>, RedisConfigError> {
-        Self::build(settings, Role::Local)
+        Self::build(settings, Role::Local, busy::Busy::start())
     }
 
-    /// The client of the remote Redis (`[redis.remote]`): the same client,
-    /// its failures and breaker exported under `analytics_cache_remote_*`.
-    pub fn new_remote(settings: &RedisSettings) -> Result<Arc<Self>, RedisConfigError> {
-        Self::build(settings, Role::Remote)
+    /// The client of the remote Redis (`[redis.remote]`) beside this one:
+    /// the same client, its failures and breaker exported under
+    /// `analytics_cache_remote_*`. Both run on one runtime, so they share
+    /// one starvation ticker.
+    pub fn remote(&self, settings: &RedisSettings) -> Result<Arc<Self>, RedisConfigError> {
+        Self::build(settings, Role::Remote, Arc::clone(&self.busy))
     }
 
     /// A client of the replicas the sentinels name (sentinel mode with
-    /// `read_from_replicas`), for cache reads: each pooled connection goes
-    /// to a random replica; its failures and breaker are exported under
-    /// `analytics_redis_replica_*`.
-    pub fn new_replica(settings: &RedisSettings) -> Result<Arc<Self>, RedisConfigError> {
-        Self::build(settings, Role::Replica)
+    /// `read_from_replicas`) of this client's settings, for cache reads:
+    /// each pooled connection goes to a random replica; its failures and
+    /// breaker are exported under `analytics_redis_replica_*`.
+    pub fn replicas(&self) -> Result<Arc<Self>, RedisConfigError> {
+        Self::build(&self.settings, Role::Replica, Arc::clone(&self.busy))
     }
 
-    fn build(settings: &RedisSettings, role: Role) -> Result<Arc<Self>, RedisConfigError> {
+    fn build(settings: &RedisSettings, role: Role, busy: Arc<busy::Busy>) -> Result<Arc<Self>, RedisConfigError> {
         crate::tls::install_crypto_provider();
         let backend = Arc::new(open_backend(settings, role == Role::Replica)?);
         let pool = build_pool(&backend, settings);
@@ -190,7 +192,7 @@ impl RedisClient {
             settings: settings.clone(),
             pool_refreshed_at_ms: AtomicU64::new(0),
             created: Instant::now(),
-            busy: busy::Busy::start(),
+            busy,
             role,
         });
         // Export the breaker state from the start, not only after a first trip.

@@ -192,26 +192,19 @@ impl Backend {
             Self::Standalone(_) => settings.url.address(6379),
             Self::Sentinel { service, .. } => format!(
                 "sentinel primary `{service}` via {}",
-                settings
-                    .sentinel
-                    .addresses
-                    .iter()
-                    .map(|a| crate::config::Secret::new(as_url(a.expose(), false)).address(26379))
-                    .collect::<Vec<_>>()
-                    .join(",")
+                addresses(&settings.sentinel.addresses, 26379)
             ),
-            Self::Cluster { .. } => format!(
-                "cluster via {}",
-                settings
-                    .cluster
-                    .nodes
-                    .iter()
-                    .map(|n| crate::config::Secret::new(as_url(n.expose(), false)).address(6379))
-                    .collect::<Vec<_>>()
-                    .join(",")
-            ),
+            Self::Cluster { .. } => format!("cluster via {}", addresses(&settings.cluster.nodes, 6379)),
         }
     }
+}
+
+/// `host:port,host:port` of a list of addresses or URLs (passwords left out).
+fn addresses(list: &[crate::config::Secret], default_port: u16) -> String {
+    list.iter()
+        .map(|a| crate::config::Secret::new(as_url(a.expose(), false)).address(default_port))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// A `rediss://` URL for a discovered primary with the credentials of its

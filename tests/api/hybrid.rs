@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use analytics_api::config::{RemoteRedisSettings, Secret};
 use serde_json::{json, Value};
 
-use crate::helpers::{spawn_app_with, DelayProxy, RedisProcess, TestApp};
+use crate::helpers::{spawn_app_with, DelayProxy, RedisProcess, SendJson, TestApp};
 
 const REMOTE_DELAY: Duration = Duration::from_millis(60);
 
@@ -16,19 +16,34 @@ fn query() -> Value {
     json!({"metrics": ["revenue", "sales_count"], "filters": {"store_id": 7}})
 }
 
-/// Entry keys of `app` on the redis-server at `url` (reached directly).
+/// A server with L1 off (every hit a Redis read), its local Redis at
+/// `local_url` and `remote` as `[redis.remote]`; both breakers probe every
+/// 100 ms.
+async fn hybrid_app(local_url: String, remote: RemoteRedisSettings) -> TestApp {
+    spawn_app_with(move |s| {
+        s.redis.url = Secret::new(local_url);
+        s.redis.breaker_probe_interval_ms = 100;
+        s.cache.l1_enabled = false;
+        s.redis.remote = Some(RemoteRedisSettings {
+            breaker_probe_interval_ms: 100,
+            ..remote
+        });
+    })
+    .await
+}
+
+/// `command` on the redis-server at `url`, reached directly (None: it did
+/// not answer).
+async fn ask_redis<T: redis::FromRedisValue>(url: &str, command: &redis::Cmd) -> Option<T> {
+    let client = redis::Client::open(url).ok()?;
+    let mut c = client.get_multiplexed_async_connection().await.ok()?;
+    command.query_async(&mut c).await.ok()
+}
+
+/// Entry keys of `app` on the redis-server at `url`.
 async fn entry_keys(app: &TestApp, url: &str) -> Vec<String> {
-    let Ok(client) = redis::Client::open(url) else {
-        return Vec::new();
-    };
-    let Ok(mut c) = client.get_multiplexed_async_connection().await else {
-        return Vec::new();
-    };
-    redis::cmd("KEYS")
-        .arg(format!("{}:query:*", app.prefix))
-        .query_async::<Vec<String>>(&mut c)
-        .await
-        .unwrap_or_default()
+    let keys = redis::cmd("KEYS").arg(format!("{}:query:*", app.prefix)).clone();
+    ask_redis(url, &keys).await.unwrap_or_default()
 }
 
 /// Waits (bounded) until an entry of `app` is on the server at `url`.
@@ -41,14 +56,7 @@ async fn wait_for_entry(app: &TestApp, url: &str, what: &str) {
 }
 
 async fn health(app: &TestApp) -> Value {
-    app.client
-        .get(app.url("/health"))
-        .send()
-        .await
-        .expect("health")
-        .json()
-        .await
-        .expect("health json")
+    app.client.get(app.url("/health")).json_body().await
 }
 
 #[tokio::test]
@@ -57,19 +65,16 @@ async fn local_and_remote_redis_write_both_read_local_and_cover_for_each_other()
     let remote = RedisProcess::start().await;
     let proxy = DelayProxy::start(remote.port, REMOTE_DELAY).await;
     let (local_url, remote_url) = (local.url(), proxy.url());
-    let app = spawn_app_with(move |s| {
-        s.redis.url = Secret::new(local_url);
-        s.redis.breaker_probe_interval_ms = 100;
-        s.cache.l1_enabled = false;
-        s.redis.remote = Some(RemoteRedisSettings {
+    let app = hybrid_app(
+        local_url,
+        RemoteRedisSettings {
             url: Secret::new(remote_url),
             // Connecting through the proxy takes a few delayed round trips.
             command_timeout_ms: 1_000,
             connect_timeout_ms: 1_000,
-            breaker_probe_interval_ms: 100,
             ..RemoteRedisSettings::default()
-        });
-    })
+        },
+    )
     .await;
 
     // (1) A miss is written to both.
@@ -139,18 +144,16 @@ async fn a_slow_remote_drops_writes_beyond_its_bound_and_a_dead_one_fails_nothin
     // in turn, so commands queue behind each other as on a thin link).
     let proxy = DelayProxy::start(remote.port, Duration::from_millis(100)).await;
     let (local_url, remote_url) = (local.url(), proxy.url());
-    let app = spawn_app_with(move |s| {
-        s.redis.url = Secret::new(local_url);
-        s.cache.l1_enabled = false;
-        s.redis.remote = Some(RemoteRedisSettings {
+    let app = hybrid_app(
+        local_url,
+        RemoteRedisSettings {
             url: Secret::new(remote_url),
             command_timeout_ms: 5_000,
             connect_timeout_ms: 5_000,
-            breaker_probe_interval_ms: 100,
             max_pending_writes: 2,
             ..RemoteRedisSettings::default()
-        });
-    })
+        },
+    )
     .await;
 
     // (1) Twelve misses at once: every one answers; at most two remote
@@ -197,15 +200,12 @@ async fn a_slow_remote_drops_writes_beyond_its_bound_and_a_dead_one_fails_nothin
     }
 }
 
-/// The remote's whole-dataset counter of `app` (None: never bumped).
+/// The whole-dataset counter of `app` on the server at `url` (None: never bumped).
 async fn remote_generation(app: &TestApp, url: &str) -> Option<String> {
-    let client = redis::Client::open(url).ok()?;
-    let mut c = client.get_multiplexed_async_connection().await.ok()?;
-    redis::cmd("GET")
+    let get = redis::cmd("GET")
         .arg(format!("version:{}:sales:gen", app.prefix))
-        .query_async::<Option<String>>(&mut c)
-        .await
-        .ok()?
+        .clone();
+    ask_redis::<Option<String>>(url, &get).await.flatten()
 }
 
 #[tokio::test]
@@ -216,16 +216,13 @@ async fn with_the_local_redis_down_the_deferred_invalidation_leaves_the_remote_a
     // retried every second until it can.
     local.kill();
     let (local_url, remote_url) = (local.url(), remote.url());
-    let app = spawn_app_with(move |s| {
-        s.redis.url = Secret::new(local_url);
-        s.redis.breaker_probe_interval_ms = 100;
-        s.cache.l1_enabled = false;
-        s.redis.remote = Some(RemoteRedisSettings {
+    let app = hybrid_app(
+        local_url,
+        RemoteRedisSettings {
             url: Secret::new(remote_url),
-            breaker_probe_interval_ms: 100,
             ..RemoteRedisSettings::default()
-        });
-    })
+        },
+    )
     .await;
     app.query_ok(query()).await;
     wait_for_entry(&app, &remote.url(), "remote").await;

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use analytics_api::config::{RedisMode, Secret};
 use serde_json::{json, Value};
 
-use crate::helpers::{spawn_app_with, TestApp};
+use crate::helpers::{spawn_app_with, SendJson, TestApp};
 use crate::processes::{free_port, redis_server};
 use crate::tenancy::{tenant, KEY_A};
 
@@ -297,15 +297,7 @@ async fn sentinel_replicas_serve_cache_reads_and_a_dead_replica_sends_them_to_th
         count_lines(&cli(replica, &["KEYS", &format!("{}:*", app.prefix)])) > 0,
         "entries replicated"
     );
-    let report: Value = app
-        .client
-        .get(app.url("/health"))
-        .send()
-        .await
-        .expect("health")
-        .json()
-        .await
-        .expect("json");
+    let report: Value = app.client.get(app.url("/health")).json_body().await;
     assert_eq!(report["cache"]["replicas"]["redis"], json!("up"), "{report}");
 
     // (2) The replica dies: no request fails, hits come from the primary,
@@ -323,15 +315,7 @@ async fn sentinel_replicas_serve_cache_reads_and_a_dead_replica_sends_them_to_th
         command_calls(primary, "mget") > primary_before,
         "reads went to the primary"
     );
-    let report: Value = app
-        .client
-        .get(app.url("/health"))
-        .send()
-        .await
-        .expect("health")
-        .json()
-        .await
-        .expect("json");
+    let report: Value = app.client.get(app.url("/health")).json_body().await;
     assert_eq!(report["cache"]["replicas"]["redis"], json!("down"), "{report}");
     assert_eq!(report["cache"]["redis"], json!("up"), "{report}");
     assert_eq!(report["status"], json!("degraded"), "{report}");
