@@ -2332,9 +2332,25 @@ def render() -> None:
             w(f"| {k} | {fmt(v, 3) if not isinstance(v, str) else v} |")
         w("")
     path = os.environ.get("BENCH_RESULTS_MD", os.path.join(BENCH_DIR, "RESULTS.md"))
+    lines.extend(kept_sections(path, "\n".join(lines)))
     with open(path, "w", encoding="utf-8") as f:
         f.write("\n".join(lines) + "\n")
     print(f"wrote {path}", file=sys.stderr)
+
+
+def kept_sections(path: str, rendered: str) -> list:
+    """The `<!-- NAME:start --> ... <!-- NAME:end -->` sections of the file at
+    `path` that `rendered` lacks: the tables other scripts splice in
+    (callgrind.py, redis_modes.py, idle_wakeups.py, runtime_shape.py) have no
+    data in out/, so a render must carry them over, not drop them."""
+    if not os.path.exists(path):
+        return []
+    old = open(path, encoding="utf-8").read()
+    kept = []
+    for match in re.finditer(r"<!-- ([\w-]+):start -->.*?<!-- \1:end -->", old, flags=re.S):
+        if f"<!-- {match.group(1)}:start -->" not in rendered:
+            kept += [match.group(0), ""]
+    return kept
 
 
 FAULT_ORDER = ("redis-kill", "redis-freeze", "redis-slow", "pg-stop", "pg-slow", "flood")

@@ -196,6 +196,13 @@ def splice(path: str, start: str, end: str, table: str) -> None:
     open(path, "w").write(text)
 
 
+def publish(table: str, results: str, start: str, end: str) -> None:
+    """Prints `table` and, when `results` names a file, splices it there."""
+    print(table)
+    if results:
+        splice(results, start, end, table)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("binaries", nargs="+", help="LABEL=BINARY[:CONFIG_DIR]")
@@ -213,10 +220,7 @@ def main() -> None:
         config = os.path.abspath(config or os.path.join(os.path.dirname(os.path.dirname(binary)), "config"))
         binaries.append((label, binary, config))
     table = gzip_table(binaries, args) if args.gzip else hit_table(binaries, args)
-    print(table)
-    if args.results:
-        start, end = (GZIP_START, GZIP_END) if args.gzip else (START, END)
-        splice(args.results, start, end, table)
+    publish(table, args.results, *((GZIP_START, GZIP_END) if args.gzip else (START, END)))
 
 
 def hit_table(binaries: list, args) -> str:

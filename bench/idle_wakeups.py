@@ -20,7 +20,7 @@ import sys
 import time
 import urllib.request
 
-from callgrind import free_port, server_env, splice, stop
+from callgrind import free_port, publish, server_env, stop
 
 START, END = "<!-- idle:start -->", "<!-- idle:end -->"
 
@@ -88,10 +88,7 @@ def main() -> None:
         *(f"| {label} | {rate:.1f} |" for label, rate in rows),
         END,
     ]
-    table = "\n".join(lines)
-    print(table)
-    if args.results:
-        splice(args.results, START, END, table)
+    publish("\n".join(lines), args.results, START, END)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@
 //! - `clock`: wall-clock helpers
 //! - `breaker`: the circuit breaker of a dependency (Redis, PostgreSQL)
 //! - `sync`: poison-tolerant locking
+//! - `offload`: backend work from a serving thread to the shared runtime
 //! - `gzip`: gzip responses from data deflated once (segments, one member)
 //! - `tls`: TLS to PostgreSQL and Redis: CA files, the rustls provider, failed
 //!   handshakes in words
@@ -40,6 +41,7 @@ pub mod gzip;
 pub mod health;
 pub mod http;
 pub mod model;
+pub mod offload;
 pub mod redis;
 pub mod rollups;
 pub mod startup;

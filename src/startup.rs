@@ -216,8 +216,18 @@ impl Application {
             max_header_bytes: server.max_header_bytes,
             shutdown_grace: Duration::from_millis(server.shutdown_grace_ms),
         };
+        let l1_enabled = self.state.settings.cache.enabled && self.state.settings.cache.l1_enabled;
+        let threads = match server.threads {
+            _ if !server.runtime.per_core(l1_enabled) => None,
+            0 => Some(std::thread::available_parallelism().map_or(1, |n| n.get())),
+            threads => Some(threads),
+        };
+        match threads {
+            Some(threads) => tracing::info!(threads, "serving connections on a thread per core"),
+            None => tracing::info!("serving connections on the shared runtime"),
+        }
         let app = crate::http::router(self.state);
-        crate::http::server::serve(self.listener, app, limits, shutdown).await
+        crate::http::server::serve(self.listener, app, limits, threads, shutdown).await
     }
 }
 

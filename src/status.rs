@@ -5,11 +5,11 @@
 //! Recording is a handful of relaxed atomic adds, so the hot path stays hot;
 //! reading (every 2 s, by the page) does the summing.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use foldhash::HashMap;
 use serde::Serialize;
 
 use crate::cache::stats::Outcome;
@@ -67,6 +67,7 @@ pub struct HotKey {
 
 pub struct StatusTracker {
     buckets: Vec<Bucket>,
+    /// foldhash: hashed on every answer (keys are MD5-derived, bounded).
     hot_keys: Mutex<HashMap<String, HotKey>>,
     /// When tracking began (unix s): a young server's request rate is over
     /// its lifetime, not over a 15-minute window it has not lived yet.
@@ -106,7 +107,7 @@ impl StatusTracker {
     pub fn new(started_at_secs: u64) -> Self {
         Self {
             buckets: (0..BUCKETS).map(|_| Bucket::new()).collect(),
-            hot_keys: Mutex::new(HashMap::new()),
+            hot_keys: Mutex::new(HashMap::default()),
             started_at_secs,
         }
     }

@@ -15,10 +15,10 @@
 //! Bounded: at most [`MAX_BODY_BYTES`] per body and [`PER_TENANT`] bodies per
 //! tenant (a full tenant map is emptied, then refilled by what is asked).
 
-use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
+use foldhash::HashMap;
 
 use crate::model::CompiledQuery;
 
@@ -35,6 +35,9 @@ pub struct Memoized {
     day: i32,
 }
 
+/// foldhash, not SipHash: a body is hashed on every hit. Bodies are the
+/// client's, so a tenant could aim for collisions; the per-tenant bound
+/// caps what that costs (and only that tenant's map).
 #[derive(Default)]
 pub struct CompileMemo {
     tenants: RwLock<HashMap<String, HashMap<Bytes, Arc<Memoized>>>>,

@@ -15,6 +15,12 @@ use super::singleflight::SingleFlight;
 use super::stats::{CacheStats, Outcome};
 use super::versions::Versions;
 use super::{lease, ComputeError, NotCached, ReadMode, Served, L1};
+
+/// Entries larger than this are deflated on the blocking pool, not on the
+/// runtime's worker: deflate runs at ~80-100 MB/s here, so 64 KB takes
+/// ~0.7 ms, and an entry of `max_entry_bytes` (8 MB) ~100 ms, long enough to
+/// stall every task sharing the worker (a Redis command's timeout is 50 ms).
+const DEFLATE_INLINE_MAX: usize = 64 * 1024;
 use crate::clock::unix_now;
 use crate::redis::{RedisCaller, RedisClient, RedisUnavailable};
 
@@ -382,7 +388,7 @@ impl<E: ComputeError> Flight<E> {
             deps: Some(Arc::clone(&self.request.deps)),
             deflated: None,
         };
-        self.deflate_for_l1(&mut entry);
+        self.deflate_for_l1(&mut entry).await;
         let entry = Arc::new(entry);
         let stored = self.store && self.save(&entry, snapshot.remote).await;
         Ok(Served {
@@ -417,7 +423,7 @@ impl<E: ComputeError> Flight<E> {
     /// that applies to it arrived since this flight started.
     async fn keep(&self, mut entry: CachedData) -> Arc<CachedData> {
         entry.deps = Some(Arc::clone(&self.request.deps));
-        self.deflate_for_l1(&mut entry);
+        self.deflate_for_l1(&mut entry).await;
         let entry = Arc::new(entry);
         if let Some(l1) = &self.l1 {
             self.fill_l1(l1, &entry).await;
@@ -480,13 +486,26 @@ impl<E: ComputeError> Flight<E> {
 
     /// Deflates an entry about to enter L1 (see `CachedData::deflated`):
     /// once here, so its hits never compress. Without L1 there is nothing
-    /// to keep it in, and responses are compressed as they go.
-    fn deflate_for_l1(&self, entry: &mut CachedData) {
+    /// to keep it in, and responses are compressed as they go. A large
+    /// entry is deflated on the blocking pool (see [`DEFLATE_INLINE_MAX`]).
+    async fn deflate_for_l1(&self, entry: &mut CachedData) {
         let size = entry.data.len();
         let kept = self.store && self.l1.is_some() && size <= self.max_entry_bytes;
-        if kept && entry.deflated.is_none() && size >= crate::gzip::MIN_BYTES {
-            entry.deflated = crate::gzip::Segment::new(&entry.data).map(Arc::new);
+        if !kept || entry.deflated.is_some() || size < crate::gzip::MIN_BYTES {
+            return;
         }
+        let deflated = if size <= DEFLATE_INLINE_MAX {
+            crate::gzip::Segment::new(&entry.data)
+        } else {
+            let data = entry.data.clone();
+            // A failed task leaves the entry without its deflated form:
+            // its gzip responses are then compressed as they go.
+            tokio::task::spawn_blocking(move || crate::gzip::Segment::new(&data))
+                .await
+                .ok()
+                .flatten()
+        };
+        entry.deflated = deflated.map(Arc::new);
     }
 
     fn record_failure(&self, error: &RedisUnavailable) {

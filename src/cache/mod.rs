@@ -104,7 +104,9 @@ pub trait ComputeError: Clone + Send + Sync + 'static + From<ComputePanicked> + 
     fn is_outage(&self) -> bool;
 }
 
-type L1 = MokaCache<String, Arc<CachedData>>;
+/// foldhash instead of SipHash: the key is hashed on every lookup (keys
+/// are MD5-derived, so a client cannot aim them at collisions cheaply).
+type L1 = MokaCache<String, Arc<CachedData>, foldhash::fast::RandomState>;
 
 /// Which L1 entries an invalidation removes: those of `dataset` (and of
 /// `tenant`, when given) that depend on one of `keys` (all, when `None`).
@@ -200,7 +202,7 @@ impl<E: ComputeError> QueryCache<E> {
                     l1_ttl: Duration::from_secs(settings.l1_ttl_seconds.max(1)),
                 })
                 .support_invalidation_closures()
-                .build()
+                .build_with_hasher(foldhash::fast::RandomState::default())
         });
         Self {
             settings: settings.clone(),

@@ -48,6 +48,7 @@ fn ranges(s: &Settings) -> Vec<Range> {
             1_024,
             16 << 20,
         ),
+        ("APP__SERVER__THREADS", u(s.server.threads), 0, 1_024),
         (
             "APP__DATABASE__MAX_CONNECTIONS",
             u64::from(s.database.max_connections),

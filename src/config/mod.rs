@@ -62,6 +62,54 @@ pub struct ServerSettings {
     pub header_read_timeout_ms: u64,
     /// Largest request head (request line and headers) in bytes.
     pub max_header_bytes: usize,
+    /// How connections are served.
+    pub runtime: ServerRuntime,
+    /// Serving threads of `thread_per_core`; 0 = one per CPU core.
+    pub threads: usize,
+}
+
+/// How connections are served (bench/RESULTS.md, "Runtime shape").
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(try_from = "String")]
+pub enum ServerRuntime {
+    /// `server.threads` threads, each a single-threaded runtime accepting
+    /// and serving its own connections: a cache hit never changes thread.
+    /// Database and Redis work goes to the shared runtime (`offload`).
+    ThreadPerCore,
+    /// Every connection on the shared work-stealing runtime, which moves
+    /// tasks between its threads to balance them.
+    Shared,
+    /// `thread_per_core` while L1 is on; `shared` when every hit needs
+    /// Redis (L1 off), where the hop to the shared runtime costs more than
+    /// staying on one thread saves.
+    Auto,
+}
+
+impl ServerRuntime {
+    /// Whether connections are served on threads of their own, given
+    /// whether L1 is on.
+    pub fn per_core(self, l1_enabled: bool) -> bool {
+        match self {
+            Self::ThreadPerCore => true,
+            Self::Shared => false,
+            Self::Auto => l1_enabled,
+        }
+    }
+}
+
+impl TryFrom<String> for ServerRuntime {
+    type Error = String;
+
+    fn try_from(value: String) -> Result<Self, String> {
+        match value.to_ascii_lowercase().as_str() {
+            "thread_per_core" => Ok(Self::ThreadPerCore),
+            "shared" => Ok(Self::Shared),
+            "auto" => Ok(Self::Auto),
+            other => Err(format!(
+                "APP__SERVER__RUNTIME (server.runtime) must be `auto`, `thread_per_core` or `shared`, not `{other}`"
+            )),
+        }
+    }
 }
 
 impl Default for ServerSettings {
@@ -76,6 +124,8 @@ impl Default for ServerSettings {
             max_connections: 4_096,
             header_read_timeout_ms: 10_000,
             max_header_bytes: 64 * 1024,
+            runtime: ServerRuntime::Auto,
+            threads: 0,
         }
     }
 }

@@ -148,6 +148,22 @@ fn log_settings_that_cannot_work_say_what_would() {
 }
 
 #[test]
+fn the_runtime_shape_follows_l1_unless_named() {
+    let runtime = load(&[]).server.runtime;
+    assert_eq!(runtime, ServerRuntime::Auto);
+    assert!(runtime.per_core(true) && !runtime.per_core(false));
+    let named = load(&[("APP__SERVER__RUNTIME", "Shared")]).server.runtime;
+    assert!(!named.per_core(true));
+    let named = load(&[("APP__SERVER__RUNTIME", "thread_per_core")]).server.runtime;
+    assert!(named.per_core(false));
+    let message = refused(&empty_dir(), &[("APP__SERVER__RUNTIME", "tokio")]);
+    assert!(
+        message.contains("APP__SERVER__RUNTIME") && message.contains("tokio"),
+        "{message}"
+    );
+}
+
+#[test]
 fn tls_ca_files_are_checked_when_the_settings_load() {
     let dir = empty_dir();
     // Empty (as in .env.example) is unset.

@@ -1,5 +1,6 @@
 //! Cross-cutting HTTP behaviour: the request span and id, JSON bodies for
-//! errors the framework produces, and CORS from settings.
+//! errors the framework produces, CORS from settings, and the hand-off of
+//! backend-bound routes to the shared runtime.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -151,4 +152,11 @@ pub fn cors(origins: &[String]) -> Option<CorsLayer> {
             ])
             .max_age(Duration::from_secs(600)),
     )
+}
+
+/// Runs the rest of the request (extractors, handler) on the shared
+/// runtime: for handlers that reach PostgreSQL or Redis themselves, so that
+/// their connections are opened and driven there (`crate::offload`).
+pub async fn on_shared_runtime(request: Request, next: axum::middleware::Next) -> Response {
+    crate::offload::shared(next.run(request)).await
 }

@@ -13,7 +13,7 @@
 //! - `cache_warm`: `/cache/warm`
 //! - `cache_invalidate`: `/cache/invalidate`
 //! - `auth`: admin and tenant extractors
-//! - `middleware`: request span, JSON error bodies, CORS
+//! - `middleware`: request span, JSON error bodies, CORS, the hand-off to the shared runtime
 //! - `observability`: `/metrics`, `/status`, `/status.json`
 //! - `openapi`: the document at `/openapi.json`, completed for the loaded model
 //! - `server`: the accept loop: connection cap, header deadline, drain
@@ -105,6 +105,21 @@ pub fn routes() -> Vec<Route> {
         route(Method::GET, "/status", get(observability::get_status_page)),
         route(Method::GET, "/status.json", get(observability::get_status_json)),
     ];
+    // Served where the connection is (a serving thread): the query, whose
+    // hits never leave it and whose misses offload themselves, and the
+    // liveness probe. The other handlers reach PostgreSQL or Redis (or are
+    // rare), so they run whole on the shared runtime (`crate::offload`).
+    let canonical: Vec<Route> = canonical
+        .into_iter()
+        .map(|mut r| {
+            if !matches!(r.path.as_str(), "/analytics/query" | "/health/live") {
+                r.handler = r
+                    .handler
+                    .layer(axum::middleware::from_fn(middleware::on_shared_runtime));
+            }
+            r
+        })
+        .collect();
     let aliases: Vec<Route> = canonical
         .iter()
         .filter_map(|r| {

@@ -7,6 +7,11 @@
 //! stops accepting, lets in-flight requests finish and closes idle
 //! connections, for at most the grace period. The errors hyper answers
 //! itself (400, 414, 431) leave as the contract's JSON (`wire_errors`).
+//!
+//! Two runtime shapes (`server.runtime`): thread per core, where each
+//! serving thread runs its own accept loop on a single-threaded runtime,
+//! and shared, where one accept loop runs on the process's work-stealing
+//! runtime. The limits are the same in both (one connection cap for all).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -35,12 +40,87 @@ pub struct ConnectionLimits {
     pub shutdown_grace: Duration,
 }
 
-/// Serves `app` on `listener` until `shutdown` completes, then drains.
+/// Serves `app` on `listener` until `shutdown` completes, then drains:
+/// on the calling (shared) runtime, or on `threads` serving threads.
 pub async fn serve(
     listener: TcpListener,
     app: impl super::AppService,
     limits: ConnectionLimits,
+    threads: Option<usize>,
     shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    metrics::gauge!("analytics_http_connections_open").set(0.0);
+    match threads {
+        None => accept_loop(listener, app, limits, slots, shutdown).await,
+        Some(threads) => serve_per_thread(listener, app, limits, slots, threads, shutdown).await,
+    }
+}
+
+/// Thread per core: `threads` threads, each a single-threaded runtime that
+/// accepts from the same listening socket (a duplicate of it, registered in
+/// its own epoll: an idle thread wakes and accepts first) and serves those
+/// connections to the end. No request changes thread, so a cache hit costs
+/// no wake-up of another thread. Backend work leaves for the shared runtime
+/// (`crate::offload`). Measured in bench/RESULTS.md ("Runtime shape").
+async fn serve_per_thread(
+    listener: TcpListener,
+    app: impl super::AppService,
+    limits: ConnectionLimits,
+    slots: Arc<Semaphore>,
+    threads: usize,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let shared = tokio::runtime::Handle::current();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let listener = listener.into_std()?;
+    let mut serving = Vec::with_capacity(threads);
+    for n in 0..threads.max(1) {
+        let (listener, app, slots, shared) = (listener.try_clone()?, app.clone(), Arc::clone(&slots), shared.clone());
+        let mut stopped = stopped.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("http-{n}"))
+            .spawn(move || -> std::io::Result<()> {
+                crate::offload::serve_here(shared);
+                let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+                let served = runtime.block_on(async move {
+                    let stop = async move {
+                        let _ = stopped.wait_for(|stop| *stop).await;
+                    };
+                    accept_loop(TcpListener::from_std(listener)?, app, limits, slots, stop).await
+                });
+                // Said at once: the other threads go on serving until shutdown.
+                if let Err(error) = &served {
+                    tracing::error!(%error, thread = n, "a serving thread stopped");
+                }
+                served
+            })?;
+        serving.push(thread);
+    }
+    drop(listener);
+    shutdown.await;
+    let _ = stop.send(true);
+    // Each thread drains its own connections (for at most the grace period).
+    let joined = tokio::task::spawn_blocking(move || serving.into_iter().map(|t| t.join()).collect::<Vec<_>>())
+        .await
+        .map_err(std::io::Error::other)?;
+    for outcome in joined {
+        match outcome {
+            Ok(result) => result?,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    }
+    Ok(())
+}
+
+/// Accepts and serves connections on the current runtime until `shutdown`,
+/// then drains them for at most the grace period.
+async fn accept_loop(
+    listener: TcpListener,
+    app: impl super::AppService,
+    limits: ConnectionLimits,
+    slots: Arc<Semaphore>,
+    shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let mut builder = Builder::new(TokioExecutor::new());
     builder
@@ -55,10 +135,8 @@ pub async fn serve(
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
         .keep_alive_interval(Some(limits.header_read_timeout))
         .keep_alive_timeout(limits.header_read_timeout);
-    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
-    metrics::gauge!("analytics_http_connections_open").set(0.0);
     loop {
         let (stream, _peer) = tokio::select! {
             accepted = listener.accept() => match accepted {

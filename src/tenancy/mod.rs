@@ -214,17 +214,22 @@ impl Authenticator {
         if let Some(cached) = self.key_cache.get(&digest).await {
             return Ok(cached);
         }
-        let digest_hex = hex::encode(digest);
-        let tenant = keys::lookup(&self.pool, &digest_hex).await.map_err(|error| {
+        let (digest_hex, pool) = (hex::encode(digest), self.pool.clone());
+        // On the shared runtime, where the pool's connections live (`offload`).
+        let tenant = crate::offload::shared(async move {
+            let tenant = keys::lookup(&pool, &digest_hex).await?;
+            if tenant.is_some() {
+                tokio::spawn(async move {
+                    let _ = keys::touch(&pool, &digest_hex, std::time::Duration::from_secs(60)).await;
+                });
+            }
+            Ok::<_, sqlx::Error>(tenant)
+        })
+        .await
+        .map_err(|error| {
             tracing::warn!(error = %crate::telemetry::ErrorChain(&error), "api key lookup failed");
             AuthError::Unavailable
         })?;
-        if tenant.is_some() {
-            let pool = self.pool.clone();
-            tokio::spawn(async move {
-                let _ = keys::touch(&pool, &digest_hex, std::time::Duration::from_secs(60)).await;
-            });
-        }
         self.key_cache.insert(digest, tenant.clone()).await;
         Ok(tenant)
     }

@@ -95,18 +95,21 @@ impl RateLimiter {
     pub async fn check(&self, tenant: &str, limit: u64) -> Decision {
         let limit = limit.max(1);
         if let Some(redis) = &self.redis {
-            let key = self.keys.rate_limit_key(tenant);
-            let script = self.script.clone();
-            let outcome = redis
-                .run_hot(RedisCaller::RateLimit, move |mut connection| async move {
-                    script
-                        .key(key)
-                        .arg(PERIOD_MS as u64)
-                        .arg(limit)
-                        .invoke_async::<(u64, u64, u64, u64)>(&mut connection)
-                        .await
-                })
-                .await;
+            let (redis, key, script) = (Arc::clone(redis), self.keys.rate_limit_key(tenant), self.script.clone());
+            // On the shared runtime, where the Redis connections live (`offload`).
+            let outcome = crate::offload::shared(async move {
+                redis
+                    .run_hot(RedisCaller::RateLimit, move |mut connection| async move {
+                        script
+                            .key(key)
+                            .arg(PERIOD_MS as u64)
+                            .arg(limit)
+                            .invoke_async::<(u64, u64, u64, u64)>(&mut connection)
+                            .await
+                    })
+                    .await
+            })
+            .await;
             if let Ok((allowed, remaining, retry_ms, reset_ms)) = outcome {
                 return Decision {
                     allowed: allowed == 1,

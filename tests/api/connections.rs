@@ -4,6 +4,8 @@
 
 use std::time::{Duration, Instant};
 
+use analytics_api::config::ServerRuntime;
+use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -88,6 +90,52 @@ async fn a_flood_over_the_cap_is_refused_at_accept_and_the_server_keeps_answerin
         fresh.get(app.url("/health/live")).send().await.expect("live").status(),
         200
     );
+}
+
+/// Both runtime shapes serve the API alike: a miss (computed on the shared
+/// runtime), its hit (served on the connection's thread), an admin route
+/// (run whole on the shared runtime), concurrent clients, and one
+/// connection cap for all the serving threads: with three threads and a
+/// cap of 4, the fifth connection is refused wherever it lands.
+#[tokio::test]
+async fn both_runtime_shapes_serve_queries_admin_routes_and_share_one_connection_cap() {
+    for runtime in [ServerRuntime::ThreadPerCore, ServerRuntime::Shared] {
+        let app = spawn_app_with(|s| {
+            s.server.runtime = runtime;
+            s.server.threads = 3;
+            s.server.max_connections = 4;
+            s.server.header_read_timeout_ms = 1_000;
+        })
+        .await;
+        // Nothing else is connected yet: four held, the fifth refused.
+        let mut held = Vec::new();
+        for _ in 0..4 {
+            let mut stream = connect(&app).await;
+            stream.write_all(b"GET /health/live HTTP/1.1\r\n").await.expect("write");
+            held.push(stream);
+        }
+        let mut refused = connect(&app).await;
+        closed_within(&mut refused, Duration::from_millis(500)).await;
+        // Cut at the header deadline, they give their slots back.
+        for stream in &mut held {
+            closed_within(stream, Duration::from_secs(5)).await;
+        }
+
+        let query = json!({"metrics": ["revenue"], "dimensions": ["channel"]});
+        assert_eq!(app.x_cache(query.clone()).await, "MISS", "{runtime:?}");
+        assert_eq!(app.x_cache(query).await, "HIT", "{runtime:?}");
+        assert_eq!(app.app_counter("hits").await, 1, "{runtime:?}: /cache/stats");
+        let client = reqwest::Client::new();
+        let answers = futures::future::join_all((1..=3).map(|limit| {
+            let body = json!({"metrics": ["revenue"], "dimensions": ["channel"], "limit": limit});
+            client.post(app.url("/analytics/query")).json(&body).send()
+        }))
+        .await;
+        assert!(
+            answers.iter().all(|a| a.as_ref().is_ok_and(|r| r.status() == 200)),
+            "{runtime:?}: {answers:?}"
+        );
+    }
 }
 
 /// Resident memory of a process, in KiB.

@@ -4,7 +4,7 @@
 
 use serde_json::json;
 
-use crate::helpers::spawn_app;
+use crate::helpers::{spawn_app, TestApp};
 
 #[tokio::test]
 async fn a_polling_dashboard_costs_a_header_exchange() {
@@ -91,17 +91,44 @@ fn gunzip(bytes: &[u8]) -> serde_json::Value {
     serde_json::from_str(&text).expect("JSON inside")
 }
 
+/// POSTs `query` with `Accept-Encoding: encoding`.
+async fn post_accepting(
+    app: &TestApp,
+    query: &serde_json::Value,
+    encoding: &str,
+) -> reqwest::Result<reqwest::Response> {
+    app.client
+        .post(app.url("/analytics/query"))
+        .header("accept-encoding", encoding)
+        .json(query)
+        .send()
+        .await
+}
+
+/// Past 64 KB the entry is deflated on the blocking pool, not inline: its
+/// gzip hits still come from that form (a weak tag and the same data).
+#[tokio::test]
+async fn an_answer_over_64_kb_is_deflated_off_the_runtime_and_served_gzipped() {
+    let app = spawn_app().await;
+    let query = json!({"metrics": ["revenue", "sales_count"], "dimensions": ["store", "day"]});
+    let post = |encoding: &'static str| post_accepting(&app, &query, encoding);
+    let plain: serde_json::Value = post("identity").await.expect("plain").json().await.expect("json");
+    let size = plain["data"].to_string().len();
+    assert!(size > 64 * 1024, "the data must pass 64 KB: {size} bytes");
+    let response = post("gzip").await.expect("gzip");
+    assert_eq!(response.headers()["content-encoding"], "gzip");
+    assert_eq!(response.headers()["x-cache"], "HIT");
+    let etag = response.headers()["etag"].to_str().expect("etag").to_owned();
+    assert!(etag.starts_with("W/\""), "from the L1 form: {etag}");
+    let answer = gunzip(&response.bytes().await.expect("body"));
+    assert_eq!(answer["data"], plain["data"]);
+}
+
 #[tokio::test]
 async fn a_large_answer_is_gzipped_from_its_l1_form_for_clients_that_take_gzip() {
     let app = spawn_app().await;
     let query = json!({"metrics": ["revenue", "sales_count"], "dimensions": ["store", "channel"]});
-    let post = |encoding: &'static str| {
-        app.client
-            .post(app.url("/analytics/query"))
-            .header("accept-encoding", encoding)
-            .json(&query)
-            .send()
-    };
+    let post = |encoding: &'static str| post_accepting(&app, &query, encoding);
     let plain = post("identity").await.expect("plain");
     assert_eq!(plain.status(), 200);
     assert!(plain.headers().get("content-encoding").is_none());
