@@ -98,12 +98,52 @@ impl Drop for RedisProcess {
     }
 }
 
-/// A free TCP port on 127.0.0.1 (free when asked).
+/// A free TCP port on 127.0.0.1 for a server the test starts itself.
+///
+/// Not one the kernel picks for port 0: those come from the ephemeral range
+/// (`net.ipv4.ip_local_port_range`), the same range every outgoing
+/// connection takes its local port from, and between this call and the
+/// server's own bind another test's connection (the suite opens thousands)
+/// can take it. That once kept a cluster node from starting. So ports come
+/// from one sequence per test process below that range, each checked free
+/// by binding it, and no port is handed out twice.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::OnceLock;
+    const LOWEST: u32 = 20_000;
+    static NEXT: OnceLock<(AtomicU32, u32)> = OnceLock::new();
+    let (next, below) = NEXT.get_or_init(|| {
+        let below = ephemeral_low().unwrap_or(32_768);
+        // A start that differs between runs: a server a killed run left
+        // behind holds its ports for a while.
+        let span = below.saturating_sub(LOWEST).max(1);
+        (AtomicU32::new(std::process::id() % span), below)
+    });
+    if *below <= LOWEST + 1_000 {
+        // No room below the range: the kernel's pick is all there is.
+        return std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port");
+    }
+    let span = below - LOWEST;
+    for _ in 0..span {
+        let port = (LOWEST + next.fetch_add(1, Ordering::Relaxed) % span) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {LOWEST}..{below}");
+}
+
+/// The lowest port of the kernel's ephemeral range, where Linux tells it.
+fn ephemeral_low() -> Option<u32> {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// A TCP proxy of the test's own that delays every chunk by a settable

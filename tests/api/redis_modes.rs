@@ -40,7 +40,11 @@ impl Servers {
     /// A data node on `port` (`extra`: replication or cluster options).
     fn server(&mut self, port: u16, extra: &[&str]) {
         let mut command = redis_server(&self.dir);
-        command.args(["--port", &port.to_string()]).args(extra);
+        command
+            .args(["--port", &port.to_string()])
+            .arg("--logfile")
+            .arg(self.dir.join(format!("redis-{port}.log")))
+            .args(extra);
         self.spawn(port, &mut command);
     }
 
@@ -50,7 +54,7 @@ impl Servers {
         std::fs::write(
             &conf,
             format!(
-                "port {port}\nbind 127.0.0.1\ndir {}\n\
+                "port {port}\nbind 127.0.0.1\ndir {0}\nlogfile {0}/sentinel-{port}.log\n\
                  sentinel monitor {master} 127.0.0.1 {primary} 2\n\
                  sentinel down-after-milliseconds {master} 1000\n\
                  sentinel failover-timeout {master} 3000\n",
@@ -79,6 +83,18 @@ impl Servers {
 
 impl Drop for Servers {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // What the servers said, beside the failed assertion.
+            for entry in std::fs::read_dir(&self.dir).into_iter().flatten().flatten() {
+                let path = entry.path();
+                if path.extension().is_some_and(|e| e == "log") {
+                    let log = std::fs::read_to_string(&path).unwrap_or_default();
+                    let tail: Vec<&str> = log.lines().rev().take(15).collect();
+                    eprintln!("--- {}:", path.display());
+                    tail.iter().rev().for_each(|line| eprintln!("{line}"));
+                }
+            }
+        }
         for (_, child) in &mut self.children {
             let _ = child.kill();
             let _ = child.wait();
@@ -327,7 +343,8 @@ async fn cluster_mode_hits_clears_every_primary_limits_and_survives_a_dead_prima
     let nodes = [free_port(), free_port(), free_port()];
     for port in nodes {
         let conf = servers.dir.join(format!("nodes-{port}.conf")).display().to_string();
-        // The bus port defaults to port + 10000, past 65535 for a high free port.
+        // The bus port defaults to port + 10000, which `free_port` never
+        // checked: name one it did.
         let bus = free_port().to_string();
         servers.server(
             port,
