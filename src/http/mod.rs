@@ -31,6 +31,7 @@ pub mod middleware;
 pub mod observability;
 pub mod openapi;
 pub mod query;
+mod render;
 pub mod server;
 mod wire_errors;
 
