@@ -13,7 +13,7 @@ use crate::cache::{Accept, ReadMode};
 use crate::error::{ApiError, ErrorCode};
 use crate::http::auth::{AdminTenantParam, Caller};
 use crate::http::export::Format;
-use crate::http::render::respond;
+use crate::http::render::{respond, QueryMetadata};
 use crate::model::QueryRequest;
 use crate::state::AppState;
 
@@ -38,32 +38,6 @@ pub enum FormatParam {
     Json,
     #[schema(rename = "csv")]
     Csv,
-}
-
-/// `metadata` of a query response.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct QueryMetadata<'a> {
-    pub total_rows: u64,
-    pub query_time_ms: f64,
-    /// The result is stored in the cache now.
-    pub cached: bool,
-    /// This response was served from the cache.
-    pub from_cache: bool,
-    pub cache_key: &'a str,
-    /// `l1`, `redis`, or null when not served from the cache.
-    pub cache_tier: Option<&'static str>,
-    pub ttl_seconds: u64,
-    /// Served past its TTL or after a data change (stale-while-revalidate,
-    /// `max-stale`, or stale-if-error while the database cannot answer).
-    pub stale: bool,
-    /// Seconds since the answer was computed.
-    pub age_seconds: u64,
-    /// What computed the answer: `raw` (the fact table) or the name of the
-    /// rollup that did.
-    pub source: &'a str,
-    /// Rows before `limit`/`offset`; only when the request says `"total": true`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub total: Option<u64>,
 }
 
 /// The documented response shape (the handler splices `data` unparsed).

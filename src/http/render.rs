@@ -1,8 +1,9 @@
 //! The reply to a query, rendered: JSON spliced around the cached data
 //! bytes (gzip straight from the form deflated in L1), a comparison, CSV
 //! through `export`, and the HTTP caching headers (ETag, `Cache-Control`,
-//! `Age`, `Vary`, `X-Cache`). Every cache hit goes through here: keep it
-//! free of parsing and of copies of the data.
+//! `Age`, `Vary`, `X-Cache`). The `metadata` wire type lives here, beside
+//! the writer that must say what serde would. Every cache hit goes through
+//! here: keep it free of parsing and of copies of the data.
 
 use axum::body::Body;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue};
@@ -15,11 +16,36 @@ use crate::error::{ApiError, ErrorCode};
 use crate::gzip;
 use crate::http::auth::Caller;
 use crate::http::export::{csv_body, CsvPart, Format};
-use crate::http::query::QueryMetadata;
 
 /// Header names parsed once, not on every response.
 const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
 const X_TOTAL_COUNT: HeaderName = HeaderName::from_static("x-total-count");
+
+/// `metadata` of a query response.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct QueryMetadata<'a> {
+    pub total_rows: u64,
+    pub query_time_ms: f64,
+    /// The result is stored in the cache now.
+    pub cached: bool,
+    /// This response was served from the cache.
+    pub from_cache: bool,
+    pub cache_key: &'a str,
+    /// `l1`, `redis`, or null when not served from the cache.
+    pub cache_tier: Option<&'static str>,
+    pub ttl_seconds: u64,
+    /// Served past its TTL or after a data change (stale-while-revalidate,
+    /// `max-stale`, or stale-if-error while the database cannot answer).
+    pub stale: bool,
+    /// Seconds since the answer was computed.
+    pub age_seconds: u64,
+    /// What computed the answer: `raw` (the fact table) or the name of the
+    /// rollup that did.
+    pub source: &'a str,
+    /// Rows before `limit`/`offset`; only when the request says `"total": true`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total: Option<u64>,
+}
 
 /// The values of `Accept-Encoding` (unreadable ones skipped).
 fn accept_encoding(headers: &HeaderMap) -> impl Iterator<Item = &str> {
