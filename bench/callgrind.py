@@ -30,6 +30,7 @@ import http.client
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -173,6 +174,8 @@ def measure(binary: str, config: str, l1: bool, requests: int, database: str, la
         return results
     finally:
         stop(server)
+        # The profiles are about 1 MB a target; the numbers are all we keep.
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def stop(server: subprocess.Popen) -> None:
