@@ -104,7 +104,8 @@ impl Drop for RedisProcess {
 /// (`net.ipv4.ip_local_port_range`), the same range every outgoing
 /// connection takes its local port from, and between this call and the
 /// server's own bind another test's connection (the suite opens thousands)
-/// can take it. That once kept a cluster node from starting. So ports come
+/// can take it (the likeliest reason a cluster node once never came up in
+/// CI: its log was not kept; `redis_modes` keeps them now). So ports come
 /// from one sequence per test process below that range, each checked free
 /// by binding it, and no port is handed out twice.
 pub fn free_port() -> u16 {
