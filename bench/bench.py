@@ -139,13 +139,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def bench_json(lines, source: str) -> dict:
+    """The `BENCH_JSON` line lua/report.lua printed, out of wrk's output."""
+    for line in lines:
+        if line.startswith("BENCH_JSON "):
+            return json.loads(line[len("BENCH_JSON "):])
+    die(f"no BENCH_JSON line in {source} (did wrk fail?)")
+    return {}
+
+
 def wrk_json(path: str) -> dict:
     with open(path, encoding="utf-8", errors="replace") as f:
-        for line in f:
-            if line.startswith("BENCH_JSON "):
-                return json.loads(line[len("BENCH_JSON "):])
-    die(f"no BENCH_JSON line in {path} (did wrk fail? see the file)")
-    return {}
+        return bench_json(f, f"{path} (see the file)")
 
 
 STAT_KEYS = ["hits", "hits_l1", "hits_redis", "misses", "bypasses", "sets", "errors", "timeouts",

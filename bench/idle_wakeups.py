@@ -13,29 +13,21 @@ and, with --results FILE, between the `idle:start/end` markers of that file.
 """
 
 import argparse
-import glob
 import os
 import subprocess
 import sys
 import time
 import urllib.request
 
+from bench import task_counters
 from callgrind import free_port, publish, server_env, stop
 
 START, END = "<!-- idle:start -->", "<!-- idle:end -->"
 
 
 def switches(pid: int) -> int:
-    total = 0
-    for path in glob.glob(f"/proc/{pid}/task/*/status"):
-        try:
-            with open(path) as f:
-                for line in f:
-                    if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
-                        total += int(line.split()[1])
-        except OSError:
-            pass  # a thread that ended between the glob and the read
-    return total
+    """Voluntary + involuntary context switches of all PID's threads."""
+    return sum(voluntary + involuntary for voluntary, involuntary, _ in task_counters(pid).values())
 
 
 def measure(binary: str, config: str, seconds: float, database: str) -> float:

@@ -15,7 +15,7 @@ alike, with three workloads:
 - miss: every request a never-seen query (lua/cold.lua, store filter),
   16 connections: PostgreSQL answers each; L1-on servers.
 
-Per window: rps and latency from wrk, and from /proc the server's CPU time
+Per window: rps and latency from wrk (lua/report.lua's line), and from /proc the server's CPU time
 (utime + stime, all threads) and context switches (voluntary + involuntary,
 all threads) per request. Medians of rps/latency over the rounds; CPU and
 switches are totals over all rounds / all requests. The table, with the
@@ -25,13 +25,13 @@ between the `runtime-shape:start/end` markers of that file.
 
 import argparse
 import os
-import re
 import statistics
 import subprocess
 import sys
 import time
 import urllib.request
 
+from bench import bench_json, proc_stat
 from callgrind import free_port, publish, server_env, stop
 from idle_wakeups import switches
 
@@ -53,9 +53,8 @@ WORKLOADS = {  # name: (path, lua, connections, servers)
 
 
 def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    stat = proc_stat(pid)
+    return stat[1] / CLOCK_TICKS if stat else 0.0
 
 
 def start(binary: str, config: str, runtime: str, l1: bool, database: str):
@@ -78,22 +77,16 @@ def start(binary: str, config: str, runtime: str, l1: bool, database: str):
 
 def wrk(port: int, workload: str, seconds: float, offset: int) -> dict:
     path, lua, connections, _ = WORKLOADS[workload]
-    command = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", os.path.join(LUA, lua),
+    command = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "-s", os.path.join(LUA, lua),
                f"http://127.0.0.1:{port}{path}"]
     if lua == "cold.lua":
         command += ["--", str(offset * 200_000)]  # disjoint per window; a window stays under 200k requests
     out = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "BENCH_LUA_DIR": LUA},
                          check=True).stdout
-    requests = int(re.search(r"(\d+) requests in", out).group(1))
-    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    errors = re.search(r"Socket errors: .*", out)
-
-    def percentile(p: str) -> float:
-        value, unit = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s)", out, re.M).groups()
-        return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
-
-    return {"requests": requests, "rps": requests / seconds, "p50": percentile("50"), "p99": percentile("99"),
-            "failed": int(non2xx.group(1)) if non2xx else 0, "errors": errors.group(0) if errors else ""}
+    w = bench_json(out.splitlines(), f"wrk's output for {workload}")
+    socket = [f"{kind} {w[kind]}" for kind in ("connect_errors", "read_errors", "write_errors", "timeouts") if w[kind]]
+    return {"requests": w["requests"], "rps": w["rps"], "p50": w["p50_ms"], "p99": w["p99_ms"],
+            "failed": w["non2xx"], "errors": ", ".join(socket)}
 
 
 def window(server, port: int, workload: str, seconds: float, offset: int) -> dict:

@@ -15,14 +15,14 @@ use super::singleflight::SingleFlight;
 use super::stats::{CacheStats, Outcome};
 use super::versions::Versions;
 use super::{lease, ComputeError, NotCached, ReadMode, Served, L1};
+use crate::clock::unix_now;
+use crate::redis::{RedisCaller, RedisClient, RedisUnavailable};
 
 /// Entries larger than this are deflated on the blocking pool, not on the
 /// runtime's worker: deflate runs at ~80-100 MB/s here, so 64 KB takes
 /// ~0.7 ms, and an entry of `max_entry_bytes` (8 MB) ~100 ms, long enough to
 /// stall every task sharing the worker (a Redis command's timeout is 50 ms).
 const DEFLATE_INLINE_MAX: usize = 64 * 1024;
-use crate::clock::unix_now;
-use crate::redis::{RedisCaller, RedisClient, RedisUnavailable};
 
 /// How often a waiter looks for the lease holder's result.
 const LEASE_POLL: Duration = Duration::from_millis(25);

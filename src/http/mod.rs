@@ -60,7 +60,18 @@ pub struct Route {
     pub handler: MethodRouter<AppState>,
 }
 
+/// A route whose handler runs whole on the shared runtime: it reaches
+/// PostgreSQL or Redis itself (or is rare), and their connections live
+/// there (`crate::offload`).
 fn route(method: Method, path: &str, handler: MethodRouter<AppState>) -> Route {
+    let handler = handler.layer(axum::middleware::from_fn(middleware::on_shared_runtime));
+    route_in_place(method, path, handler)
+}
+
+/// A route served where its connection is (a serving thread): the query,
+/// whose hits never leave it and whose misses offload themselves, and the
+/// liveness probe.
+fn route_in_place(method: Method, path: &str, handler: MethodRouter<AppState>) -> Route {
     Route {
         method,
         path: path.to_owned(),
@@ -77,8 +88,8 @@ pub const ALIASES: &[(&str, &str)] = &[
 /// Every route of the API, aliases included, in one table.
 pub fn routes() -> Vec<Route> {
     let canonical = vec![
-        route(Method::POST, "/analytics/query", post(query::run_query)),
-        route(Method::GET, "/analytics/query", get(query::run_query_get)),
+        route_in_place(Method::POST, "/analytics/query", post(query::run_query)),
+        route_in_place(Method::GET, "/analytics/query", get(query::run_query_get)),
         route(Method::POST, "/analytics/sql", post(dry_run::explain_query)),
         route(Method::GET, "/analytics/meta", get(meta::get_meta)),
         route(Method::GET, "/cache/stats", get(cache_admin::get_cache_stats)),
@@ -100,32 +111,18 @@ pub fn routes() -> Vec<Route> {
             post(cache_invalidate::invalidate_cache),
         ),
         route(Method::GET, "/health", get(health::get_health)),
-        route(Method::GET, "/health/live", get(health::get_live)),
+        route_in_place(Method::GET, "/health/live", get(health::get_live)),
         route(Method::GET, "/health/ready", get(health::get_ready)),
         route(Method::GET, "/metrics", get(observability::get_metrics)),
         route(Method::GET, "/status", get(observability::get_status_page)),
         route(Method::GET, "/status.json", get(observability::get_status_json)),
     ];
-    // Served where the connection is (a serving thread): the query, whose
-    // hits never leave it and whose misses offload themselves, and the
-    // liveness probe. The other handlers reach PostgreSQL or Redis (or are
-    // rare), so they run whole on the shared runtime (`crate::offload`).
-    let canonical: Vec<Route> = canonical
-        .into_iter()
-        .map(|mut r| {
-            if !matches!(r.path.as_str(), "/analytics/query" | "/health/live") {
-                r.handler = r
-                    .handler
-                    .layer(axum::middleware::from_fn(middleware::on_shared_runtime));
-            }
-            r
-        })
-        .collect();
     let aliases: Vec<Route> = canonical
         .iter()
         .filter_map(|r| {
             let (from, to) = ALIASES.iter().find(|(from, _)| r.path.starts_with(from))?;
-            Some(route(
+            // The handler as it is: placed already.
+            Some(route_in_place(
                 r.method.clone(),
                 &r.path.replacen(from, to, 1),
                 r.handler.clone(),

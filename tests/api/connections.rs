@@ -16,6 +16,18 @@ async fn connect(app: &TestApp) -> TcpStream {
     TcpStream::connect(address).await.expect("connect")
 }
 
+/// `n` connections, each holding a connection slot with a request head it
+/// never finishes (until the header deadline cuts it).
+async fn hold_slots(app: &TestApp, n: usize) -> Vec<TcpStream> {
+    let mut held = Vec::with_capacity(n);
+    for _ in 0..n {
+        let mut stream = connect(app).await;
+        stream.write_all(b"GET /health/live HTTP/1.1\r\n").await.expect("write");
+        held.push(stream);
+    }
+    held
+}
+
 /// Reads until the server closes the connection; returns how long it took.
 async fn closed_within(stream: &mut TcpStream, limit: Duration) -> Duration {
     let started = Instant::now();
@@ -68,12 +80,7 @@ async fn a_flood_over_the_cap_is_refused_at_accept_and_the_server_keeps_answerin
         client.get(app.url("/health/live")).send().await.expect("live").status(),
         200
     );
-    let mut flood = Vec::new();
-    for _ in 0..7 {
-        let mut stream = connect(&app).await;
-        stream.write_all(b"GET /health/live HTTP/1.1\r\n").await.expect("write");
-        flood.push(stream);
-    }
+    let mut flood = hold_slots(&app, 7).await;
     let mut refused = connect(&app).await;
     closed_within(&mut refused, Duration::from_millis(500)).await;
     assert_eq!(
@@ -108,12 +115,7 @@ async fn both_runtime_shapes_serve_queries_admin_routes_and_share_one_connection
         })
         .await;
         // Nothing else is connected yet: four held, the fifth refused.
-        let mut held = Vec::new();
-        for _ in 0..4 {
-            let mut stream = connect(&app).await;
-            stream.write_all(b"GET /health/live HTTP/1.1\r\n").await.expect("write");
-            held.push(stream);
-        }
+        let mut held = hold_slots(&app, 4).await;
         let mut refused = connect(&app).await;
         closed_within(&mut refused, Duration::from_millis(500)).await;
         // Cut at the header deadline, they give their slots back.
